@@ -1,0 +1,174 @@
+"""Typed settings shared by the job folder, the worker and the Blender add-on (numpy-free, torch-free).
+
+Every field has a default and the ``Literal`` choices are checked by :func:`settings_from_dict`, so a
+job.json written by hand fails with one clear line instead of a traceback deep in the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+RendererName = Literal["auto", "torch", "gsplat"]
+InitName = Literal["random", "surface", "contour"]
+WidthMode = Literal["world", "pixels"]
+
+# Loss weights used when a job does not name its own. CLIP terms follow CLIPasso (geometric 1,
+# semantic 0.1); the geometric terms keep the sketch consistent between views.
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
+    "clip_geometric": 1.0,
+    "clip_semantic": 0.1,
+    "lines": 1.0,
+    "surface": 0.5,
+    "repulsion": 0.05,
+}
+GEOMETRY_ONLY_WEIGHTS: dict[str, float] = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
+CLIP_LOSSES = ("clip_geometric", "clip_semantic")
+# Keys of the loss registry (backend/losses/__init__.py checks it registers exactly these).
+LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion")
+
+# Upper bounds that keep a typo from allocating the machine away; they are far above useful values.
+LIMITS = {
+    "curves": (1, 1024),
+    "iterations": (0, 1_000_000),
+    "views_per_step": (1, 256),
+    "samples_per_curve": (2, 4096),
+    "augmentations": (0, 64),
+    "best_of": (1, 64),
+    "snapshot_every": (0, 1_000_000),
+}
+
+
+@dataclass
+class ClipConfig:
+    """Which open_clip model to load and from where. Nothing downloads unless the job allows it."""
+
+    model: str = "RN101-quickgelu"
+    pretrained: str = "openai"  # open_clip weights tag; ignored when ``checkpoint`` is set
+    checkpoint: str = ""  # local weights file (state dict / open_clip checkpoint)
+    cache_dir: str = ""  # open_clip / HF cache folder
+    model_config: str = ""  # JSON model config file (tests ship a tiny one); registered under ``model``
+    allow_download: bool = False  # the worker never reaches the network unless asked
+    allow_geometry_fallback: bool = False  # run geometry-only (with a loud warning) if weights are missing
+
+
+@dataclass
+class OptimizeConfig:
+    """Settings of one optimisation run. Distances are in normalised object space (unit sphere)."""
+
+    curves: int = 16
+    iterations: int = 300
+    views_per_step: int = 4
+    samples_per_curve: int = 64
+    stroke_width: float = 0.012  # Gaussian scale (sigma) of each splat, normalised units (or px)
+    width_mode: WidthMode = "world"
+    opacity: float = 1.0
+    init: InitName = "surface"
+    seed: int = 0
+    best_of: int = 1
+    lr: float = 0.01
+    losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    augmentations: int = 4
+    prompt: str = ""
+    prune: bool = True
+    snapshot_every: int = 10
+    progress_every: int = 1
+    device: DeviceName = "auto"
+    renderer: RendererName = "auto"
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    clip: ClipConfig = field(default_factory=ClipConfig)
+
+    def uses_clip(self) -> bool:
+        return any(self.losses.get(name, 0.0) > 0 for name in CLIP_LOSSES)
+
+
+class SettingsError(ValueError):
+    """A setting is missing, of the wrong type or out of range; the message says which."""
+
+
+def _check_literal(name: str, value, hint) -> None:
+    choices = typing.get_args(hint)
+    if value not in choices:
+        raise SettingsError(f"setting '{name}' must be one of {list(choices)}, got {value!r}")
+
+
+def _coerce(name: str, value, hint):
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        _check_literal(name, value, hint)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"setting '{name}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"setting '{name}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SettingsError(f"setting '{name}' must be a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"setting '{name}' must be a string, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"setting '{name}' must be an object of name: weight, got {value!r}")
+        out = {}
+        for key, weight in value.items():
+            out[str(key)] = _coerce(f"{name}.{key}", weight, float)
+            if out[str(key)] < 0:
+                raise SettingsError(f"setting '{name}.{key}' must be >= 0, got {weight!r}")
+        return out
+    raise SettingsError(f"setting '{name}' has an unsupported type")
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise SettingsError(f"'{prefix or 'settings'}' must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting '{prefix}{unknown[0]}' (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, value, hint)
+    return cls(**kwargs)
+
+
+def settings_from_dict(data: dict) -> OptimizeConfig:
+    """Build and range-check an :class:`OptimizeConfig` from JSON data; raise SettingsError."""
+    cfg = _from_dict(OptimizeConfig, data)
+    for name, (low, high) in LIMITS.items():
+        value = getattr(cfg, name)
+        if not low <= value <= high:
+            raise SettingsError(f"setting '{name}' must be between {low} and {high}, got {value}")
+    if not 0 < cfg.stroke_width <= 1.0 and cfg.width_mode == "world":
+        raise SettingsError(f"setting 'stroke_width' must be in (0, 1] normalised units, got {cfg.stroke_width}")
+    if cfg.width_mode == "pixels" and not 0 < cfg.stroke_width <= 64:
+        raise SettingsError(f"setting 'stroke_width' must be in (0, 64] pixels, got {cfg.stroke_width}")
+    if not 0 < cfg.opacity <= 1:
+        raise SettingsError(f"setting 'opacity' must be in (0, 1], got {cfg.opacity}")
+    if not 0 < cfg.lr <= 10:
+        raise SettingsError(f"setting 'lr' must be in (0, 10], got {cfg.lr}")
+    for name in cfg.losses:
+        if name not in LOSS_NAMES:
+            raise SettingsError(f"unknown loss '{name}' (known: {', '.join(LOSS_NAMES)})")
+    if not any(w > 0 for w in cfg.losses.values()):
+        raise SettingsError("setting 'losses' gives every loss weight 0: nothing to optimise")
+    return cfg
+
+
+def settings_to_dict(cfg: OptimizeConfig) -> dict:
+    return dataclasses.asdict(cfg)
