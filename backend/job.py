@@ -1,0 +1,173 @@
+"""Job folders: load and validate (every problem is one line and exit code 2), run, write results.
+
+See docs/JOB_FORMAT.md for the contract. Validation happens before anything is written, so a bad
+job leaves the folder exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import CLIP_LOSSES, GEOMETRY_ONLY_WEIGHTS, OptimizeConfig, SettingsError, settings_from_dict
+from .errors import BadJob
+
+SCHEMA_VERSION = 1
+MAX_VIEWS = 4096
+MAX_IMAGE_SIZE = 4096
+
+
+@dataclass
+class Job:
+    folder: Path
+    config: OptimizeConfig
+    arrays: dict[str, np.ndarray]  # views.npz (+ mesh.npz keys 'vertices', 'faces')
+    source: dict
+
+
+def _load_npz(path: Path, required: bool) -> dict[str, np.ndarray]:
+    if not path.exists():
+        if required:
+            raise BadJob(f"{path}: missing (the job folder needs {path.name}, see docs/JOB_FORMAT.md)")
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise BadJob(f"{path}: not a readable .npz of plain arrays ({exc})") from None
+
+
+def _check(arrays, path: Path, key: str, dtypes, shape, required=True):
+    """Check one array's dtype and shape; ``shape`` uses None for free sizes and names for shared ones."""
+    if key not in arrays:
+        if required:
+            raise BadJob(f"{path}: missing array '{key}'")
+        return
+    a = arrays[key]
+    if a.dtype.kind not in dtypes:
+        raise BadJob(f"{path}: '{key}' has dtype {a.dtype}, expected {'/'.join(dtypes)}")
+    if a.ndim != len(shape) or any(s is not None and not isinstance(s, str) and a.shape[i] != s
+                                   for i, s in enumerate(shape)):
+        expected = "[" + ",".join("?" if s is None else str(s) for s in shape) + "]"
+        raise BadJob(f"{path}: '{key}' has shape {list(a.shape)}, expected {expected}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise BadJob(f"{path}: '{key}' contains NaN or infinite values")
+
+
+def load_job(folder) -> Job:
+    """Read and validate a job folder; raise :class:`BadJob` with one clear line on any problem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadJob(f"{folder}: no such job folder")
+    job_json = folder / "job.json"
+    if not job_json.is_file():
+        raise BadJob(f"{job_json}: missing (see docs/JOB_FORMAT.md)")
+    try:
+        meta = json.loads(job_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadJob(f"{job_json}: malformed JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise BadJob(f"{job_json}: must hold a JSON object")
+    if meta.get("schema") != SCHEMA_VERSION:
+        raise BadJob(f"{job_json}: 'schema' must be {SCHEMA_VERSION}, got {meta.get('schema')!r}")
+    try:
+        config = settings_from_dict(meta.get("settings", {}))
+    except SettingsError as exc:
+        raise BadJob(f"{job_json}: {exc}") from None
+
+    views_path = folder / "views.npz"
+    arrays = _load_npz(views_path, required=True)
+    _check(arrays, views_path, "viewmats", "f", (None, 4, 4))
+    views = arrays["viewmats"].shape[0]
+    if views == 0:
+        raise BadJob(f"{views_path}: zero views")
+    if views > MAX_VIEWS:
+        raise BadJob(f"{views_path}: {views} views is more than the limit of {MAX_VIEWS}")
+    _check(arrays, views_path, "Ks", "f", (views, 3, 3))
+    _check(arrays, views_path, "is_train", "b", (views,))
+    _check(arrays, views_path, "rgba", "u", (views, None, None, 4))
+    if arrays["rgba"].dtype != np.uint8:
+        raise BadJob(f"{views_path}: 'rgba' has dtype {arrays['rgba'].dtype}, expected uint8")
+    height, width = arrays["rgba"].shape[1:3]
+    if not (8 <= height <= MAX_IMAGE_SIZE and 8 <= width <= MAX_IMAGE_SIZE):
+        raise BadJob(f"{views_path}: images of {width}x{height} px are outside 8..{MAX_IMAGE_SIZE} px")
+    for key in ("lines", "lines_hidden"):
+        _check(arrays, views_path, key, "u", (views, height, width), required=False)
+    _check(arrays, views_path, "depth", "f", (views, height, width), required=False)
+    for key in ("lines", "lines_hidden", "depth"):
+        if key in arrays and arrays[key].shape[1:] != (height, width):
+            raise BadJob(f"{views_path}: '{key}' is {arrays[key].shape[2]}x{arrays[key].shape[1]} px "
+                         f"but 'rgba' is {width}x{height} px")
+    if not arrays["is_train"].any():
+        raise BadJob(f"{views_path}: 'is_train' marks no training view")
+    if (np.abs(np.linalg.det(arrays["viewmats"][:, :3, :3]) - 1.0) > 1e-2).any():
+        raise BadJob(f"{views_path}: 'viewmats' must be rigid world-to-camera matrices (rotation + translation)")
+    if (arrays["Ks"][:, 0, 0] <= 0).any() or (arrays["Ks"][:, 1, 1] <= 0).any():
+        raise BadJob(f"{views_path}: 'Ks' has a non-positive focal length")
+
+    mesh_path = folder / "mesh.npz"
+    mesh = _load_npz(mesh_path, required=False)
+    if mesh:
+        _check(mesh, mesh_path, "vertices", "f", (None, 3))
+        _check(mesh, mesh_path, "faces", "iu", (None, 3))
+        faces = mesh["faces"]
+        if faces.shape[0] == 0:
+            raise BadJob(f"{mesh_path}: 'faces' is empty")
+        if faces.min() < 0 or faces.max() >= mesh["vertices"].shape[0]:
+            raise BadJob(f"{mesh_path}: 'faces' indexes vertices that do not exist")
+        arrays.update(mesh)
+
+    needs = {"lines": "lines" in arrays, "surface": bool(mesh)}
+    for name, present in needs.items():
+        if config.losses.get(name, 0) > 0 and not present:
+            what = "line images ('lines' in views.npz)" if name == "lines" else "the mesh (mesh.npz)"
+            raise BadJob(f"{job_json}: loss '{name}' needs {what}, which the job does not have")
+    if config.init in ("surface", "contour") and not mesh:
+        raise BadJob(f"{job_json}: init '{config.init}' needs the mesh (mesh.npz)")
+    if config.init == "contour" and "lines" not in arrays:
+        raise BadJob(f"{job_json}: init 'contour' needs line images ('lines' in views.npz)")
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    return Job(folder, config, arrays, source)
+
+
+def geometry_only(config: OptimizeConfig, arrays: dict) -> dict[str, float]:
+    """Loss weights with the CLIP terms dropped (used when weights are missing and that is allowed)."""
+    weights = {k: v for k, v in config.losses.items() if k not in CLIP_LOSSES}
+    if not any(v > 0 for v in weights.values()):
+        weights = {k: v for k, v in GEOMETRY_ONLY_WEIGHTS.items()
+                   if (k != "lines" or "lines" in arrays) and (k != "surface" or "vertices" in arrays)}
+    return weights
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_result(folder: Path, result, summary: dict) -> None:
+    def save_npz(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, control_points=result.control_points.numpy().astype(np.float32),
+                     widths=result.widths.numpy().astype(np.float32),
+                     view_losses=result.view_losses.numpy().astype(np.float32),
+                     loss_history=np.asarray(result.loss_history, dtype=np.float32))
+
+    def save_json(tmp):
+        Path(tmp).write_text(json.dumps(summary, indent=2, allow_nan=False, default=str), encoding="utf-8")
+
+    write_atomic(folder / "result.npz", save_npz)
+    write_atomic(folder / "result.json", save_json)

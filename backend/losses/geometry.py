@@ -1,0 +1,126 @@
+"""Weight-free losses: the sketch against line drawings of the object, and 3D terms on the curves.
+
+``lines`` is built to avoid the failure of a plain blurred L2 (which shrinks every curve to a dot:
+less ink, less error). It has two explicit halves:
+
+- precision: the mean distance (pixels, soft-capped) from each unit of ink to the nearest target
+  line, visible or hidden (a wire sketch may show structure behind the front surface);
+- recall: how much of each *visible* target line is covered by the blurred ink, normalised by the
+  blurred target so that a stroke lying on a line scores 1 at every blur scale.
+
+The blur shrinks from coarse to fine over the run, so far-away lines still pull early on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..imageops import distance_transform, gaussian_blur
+from .base import LossContext, LossInputs
+
+PRECISION_CAP_PX = 12.0  # distances beyond this no longer grow the penalty (gradient fades smoothly)
+BLUR_START_PX = 6.0
+BLUR_END_PX = 1.5
+
+
+def blur_sigma(progress: float) -> float:
+    """Coarse-to-fine blur schedule (geometric interpolation between start and end)."""
+    p = min(max(progress, 0.0), 1.0)
+    return BLUR_START_PX * (BLUR_END_PX / BLUR_START_PX) ** p
+
+
+class LinesLoss:
+    name = "lines"
+
+    def __init__(self, ctx: LossContext, recall_weight: float = 1.0, precision_weight: float = 1.0):
+        t = ctx.targets
+        if t.lines is None:
+            raise ValueError("the 'lines' loss needs line images ('lines' in views.npz)")
+        self.visible = t.lines
+        all_lines = t.lines if t.lines_hidden is None else torch.maximum(t.lines, t.lines_hidden)
+        dist = distance_transform(all_lines > 0.5).to(t.lines.device)
+        # Soft cap: ~linear near the lines, saturating at PRECISION_CAP_PX.
+        self.distance_cost = PRECISION_CAP_PX * torch.tanh(dist / PRECISION_CAP_PX)
+        self.recall_weight = recall_weight
+        self.precision_weight = precision_weight
+        self._blurred_targets: dict[float, torch.Tensor] = {}
+
+    def _blurred_target(self, sigma: float) -> torch.Tensor:
+        key = round(sigma, 2)
+        if key not in self._blurred_targets:
+            self._blurred_targets = {key: gaussian_blur(self.visible, key)}  # keep only the current scale
+        return self._blurred_targets[key]
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        ink = 1.0 - inputs.images
+        ids = inputs.view_ids
+        cost = self.distance_cost[ids]
+        precision = (ink * cost).sum(dim=(1, 2)) / (ink.sum(dim=(1, 2)) + 1.0)
+
+        sigma = round(blur_sigma(inputs.progress), 2)
+        target = self.visible[ids]
+        blurred_target = self._blurred_target(sigma)[ids]
+        blurred_ink = gaussian_blur(ink, sigma)
+        coverage = torch.clamp(blurred_ink / (blurred_target + 1e-3), max=1.0)
+        recall = (target * coverage).sum(dim=(1, 2)) / (target.sum(dim=(1, 2)) + 1e-6)
+        return self.precision_weight * precision / PRECISION_CAP_PX + self.recall_weight * (1.0 - recall)
+
+
+class SurfaceLoss:
+    """Curve samples stay near the mesh surface: mean squared distance to area-uniform samples."""
+
+    name = "surface"
+
+    def __init__(self, ctx: LossContext, max_points: int = 512):
+        if ctx.targets.surface_samples is None:
+            raise ValueError("the 'surface' loss needs the mesh (mesh.npz)")
+        self.points = ctx.targets.surface_samples
+        self.max_points = max_points
+        self.scale = ctx.config.stroke_width if ctx.config.width_mode == "world" else 0.01
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        samples = inputs.samples.reshape(-1, 3)
+        step = max(1, math.ceil(samples.shape[0] / self.max_points))
+        samples = samples[::step]
+        d2 = torch.cdist(samples, self.points).amin(dim=1) ** 2
+        # In stroke widths, so the weight means the same at any width.
+        return (d2 / (self.scale**2)).mean() * 1e-2
+
+
+class RepulsionLoss:
+    """Samples of different curves push apart within a few stroke widths (no piling up, no filling)."""
+
+    name = "repulsion"
+
+    def __init__(self, ctx: LossContext, reach_widths: float = 4.0, per_curve: int = 16):
+        width = ctx.config.stroke_width if ctx.config.width_mode == "world" else 0.01
+        self.reach = reach_widths * width
+        self.per_curve = per_curve
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        K, S, _ = inputs.samples.shape
+        if K < 2:
+            return inputs.samples.sum() * 0.0
+        step = max(1, S // self.per_curve)
+        pts = inputs.samples[:, ::step]
+        n = pts.shape[1]
+        flat = pts.reshape(-1, 3)
+        curve_id = torch.arange(K, device=flat.device).repeat_interleave(n)
+        d2 = torch.cdist(flat, flat) ** 2
+        other = curve_id[:, None] != curve_id[None, :]
+        energy = torch.exp(-d2 / (2 * self.reach**2)) * other
+        return energy.sum() / (K * n)
+
+
+def lines(ctx: LossContext) -> LinesLoss:
+    return LinesLoss(ctx)
+
+
+def surface(ctx: LossContext) -> SurfaceLoss:
+    return SurfaceLoss(ctx)
+
+
+def repulsion(ctx: LossContext) -> RepulsionLoss:
+    return RepulsionLoss(ctx)

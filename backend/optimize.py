@@ -1,0 +1,242 @@
+"""The optimisation loop: a config and fixed targets in, control points and events out.
+
+No I/O here: the worker (``job.py``) turns events into JSON lines and results into files, and tests
+and benchmarks call :func:`optimize` directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .config import OptimizeConfig
+from .curves import curve_lengths, sample_curves
+from .init import initial_curves
+from .losses import LossContext, LossInputs, Targets, build_losses
+from .render import Renderer, pixel_scales
+
+Emit = Callable[[dict], None]
+PRUNE_AT = 0.7  # fraction of the run after which curves that add nothing are removed
+LR_FLOOR = 0.1  # cosine decay of the step size down to this fraction
+
+
+@dataclass
+class RunResult:
+    control_points: torch.Tensor  # [K,4,3] on CPU, normalised space
+    widths: torch.Tensor  # [K]
+    view_losses: torch.Tensor  # [V] (NaN where not measured)
+    loss_history: list[float]
+    losses: dict[str, float]
+    iterations: int
+    seconds: float
+    seed: int
+    cancelled: bool = False
+    pruned: list[int] = field(default_factory=list)  # indices into the initial curves
+    kept: list[int] = field(default_factory=list)
+    heldout_loss: float = float("nan")
+    runs: list[dict] = field(default_factory=list)  # best-of-N: one summary per seed
+
+
+class Sketch:
+    """Renders control points the same way in the loop, in pruning and in evaluation."""
+
+    def __init__(self, cfg: OptimizeConfig, targets: Targets, renderer: Renderer):
+        self.cfg, self.targets, self.renderer = cfg, targets, renderer
+
+    def samples(self, control_points: torch.Tensor) -> torch.Tensor:
+        return sample_curves(control_points, self.cfg.samples_per_curve)
+
+    def render(self, samples: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
+        t = self.targets
+        means = samples.reshape(-1, 3)
+        viewmats, Ks = t.viewmats[view_ids], t.Ks[view_ids]
+        if self.cfg.width_mode == "pixels":
+            scales = pixel_scales(means, viewmats, Ks, self.cfg.stroke_width)
+        else:
+            scales = torch.full((means.shape[0],), self.cfg.stroke_width, device=means.device)
+        return self.renderer(means, scales, self.cfg.opacity, viewmats, Ks, t.width, t.height)
+
+    def world_width(self) -> float:
+        """Stroke sigma in normalised units (pixel widths converted at the mean camera distance)."""
+        if self.cfg.width_mode == "world":
+            return self.cfg.stroke_width
+        t = self.targets
+        distance = t.viewmats[:, :3, 3].norm(dim=1).mean()
+        return float(self.cfg.stroke_width * distance / t.Ks[:, 0, 0].mean())
+
+
+def _total(losses, inputs: LossInputs, per_view: bool = False):
+    values, total = {}, 0.0
+    for name, (weight, loss) in losses.items():
+        value = loss(inputs)
+        values[name] = value
+        total = total + weight * (value if per_view else value.mean())
+    return total, values
+
+
+def _view_schedule(train_ids: torch.Tensor, per_step: int, generator: torch.Generator):
+    """Endless batches of training views: shuffled passes, so every view is seen equally often."""
+    queue: list[int] = []
+    while True:
+        while len(queue) < per_step:
+            queue += train_ids[torch.randperm(len(train_ids), generator=generator)].tolist()
+        batch, queue = queue[:per_step], queue[per_step:]
+        yield batch
+
+
+@torch.no_grad()
+def evaluate_views(sketch: Sketch, losses, control_points: torch.Tensor, view_ids: torch.Tensor,
+                   batch: int) -> torch.Tensor:
+    """Total loss per view, without augmentations, for ``view_ids``."""
+    samples = sketch.samples(control_points)
+    out = []
+    for start in range(0, len(view_ids), batch):
+        ids = view_ids[start:start + batch]
+        images = sketch.render(samples, ids)
+        inputs = LossInputs(images, ids, control_points, samples, progress=1.0, augment=False)
+        total, _ = _total(losses, inputs, per_view=True)
+        out.append(torch.as_tensor(total, device=images.device).expand(len(ids)))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_ids: torch.Tensor) -> list[int]:
+    """Curves whose removal does not raise the loss (leave-one-out on up to 8 training views),
+    plus curves collapsed to a dot. The ``lines`` loss alone judges when present (cheap, no CLIP)."""
+    K = control_points.shape[0]
+    width = sketch.world_width()
+    collapsed = set(torch.nonzero(curve_lengths(control_points) < 2 * width).flatten().tolist())
+    judge = {n: v for n, v in losses.items() if n == "lines"}
+    if judge and K > 1:
+        ids = train_ids[torch.linspace(0, len(train_ids) - 1, min(8, len(train_ids))).round().long()]
+        full = evaluate_views(sketch, judge, control_points, ids, len(ids)).mean()
+        for k in range(K):
+            if k in collapsed:
+                continue
+            rest = torch.cat([control_points[:k], control_points[k + 1:]])
+            if evaluate_views(sketch, judge, rest, ids, len(ids)).mean() <= full:
+                collapsed.add(k)
+    if len(collapsed) >= K:  # always keep the most useful curve
+        collapsed.discard(0)
+    return sorted(collapsed)
+
+
+def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses, seed: int, emit: Emit,
+              should_stop: Callable[[], bool], run_index: int, runs: int) -> RunResult:
+    device = targets.rgb.device
+    generator = torch.Generator().manual_seed(seed)
+    sketch = Sketch(cfg, targets, renderer)
+    points = initial_curves(cfg.init, cfg.curves, targets, generator, device).detach().clone()
+    points.requires_grad_(True)
+    alive = list(range(cfg.curves))
+    optimizer = torch.optim.Adam([points], lr=cfg.lr)
+    train_ids = torch.nonzero(targets.is_train).flatten().to(device)
+    schedule = _view_schedule(train_ids.cpu(), min(cfg.views_per_step, len(train_ids)), generator)
+    history: list[torch.Tensor] = []
+    pruned: list[int] = []
+    last_values: dict[str, torch.Tensor] = {}
+    start = time.perf_counter()
+    tick, rate = start, None
+    cancelled = False
+    it = 0
+    prune_step = int(cfg.iterations * PRUNE_AT) if cfg.prune else -1
+    for it in range(cfg.iterations):
+        if should_stop():
+            cancelled = True
+            break
+        progress = it / max(cfg.iterations - 1, 1)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+        ids = torch.tensor(next(schedule), device=device)
+        samples = sketch.samples(points)
+        images = sketch.render(samples, ids)
+        inputs = LossInputs(images, ids, points, samples, progress=progress, generator=generator)
+        total, last_values = _total(losses, inputs)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        history.append(total.detach())
+
+        if it == prune_step:
+            drop = useless_curves(sketch, losses, points.detach(), train_ids)
+            if drop:
+                keep = [k for k in range(points.shape[0]) if k not in drop]
+                pruned += [alive[k] for k in drop]
+                alive = [alive[k] for k in keep]
+                points = points.detach()[keep].clone().requires_grad_(True)
+                optimizer = torch.optim.Adam([points], lr=cfg.lr)
+                emit({"type": "info", "message": f"pruned {len(drop)} curve(s) that added nothing; {len(alive)} left"})
+
+        done = it + 1
+        report = cfg.progress_every and (done % cfg.progress_every == 0 or done == cfg.iterations)
+        if report:
+            now = time.perf_counter()
+            spi = (now - tick) / (cfg.progress_every if done % cfg.progress_every == 0 else 1)
+            rate = spi if rate is None else 0.7 * rate + 0.3 * spi
+            tick = now
+            remaining = (cfg.iterations - done) + (runs - run_index - 1) * cfg.iterations
+            emit({"type": "progress", "iteration": done, "iterations": cfg.iterations, "run": run_index + 1,
+                  "runs": runs, "loss": float(total), "losses": {k: float(v.mean()) for k, v in last_values.items()},
+                  "sec_per_iter": rate, "eta_s": rate * remaining})
+        if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == cfg.iterations):
+            emit({"type": "snapshot", "iteration": done, "run": run_index + 1,
+                  "control_points": points.detach().cpu().round(decimals=5).tolist()})
+
+    final = points.detach()
+    iterations = it + 1 if not cancelled else it
+    if not cancelled and cfg.prune and cfg.iterations > 0:
+        drop = useless_curves(sketch, losses, final, train_ids)
+        if drop:
+            keep = [k for k in range(final.shape[0]) if k not in drop]
+            pruned += [alive[k] for k in drop]
+            alive = [alive[k] for k in keep]
+            final = final[keep]
+    all_ids = torch.arange(targets.views, device=device)
+    if cancelled:
+        view_losses = torch.full((targets.views,), float("nan"))
+    else:
+        view_losses = evaluate_views(sketch, losses, final, all_ids, max(cfg.views_per_step, 1)).cpu()
+    heldout = ~targets.is_train.cpu()
+    pick = heldout if heldout.any() else targets.is_train.cpu()
+    return RunResult(
+        control_points=final.cpu().contiguous(),
+        widths=torch.full((final.shape[0],), sketch.world_width()),
+        view_losses=view_losses,
+        loss_history=[float(h) for h in history],
+        losses={k: float(v.mean()) for k, v in last_values.items()},
+        iterations=iterations,
+        seconds=time.perf_counter() - start,
+        seed=seed,
+        cancelled=cancelled,
+        pruned=sorted(pruned),
+        kept=alive,
+        heldout_loss=float(view_losses[pick].mean()) if len(view_losses) else float("nan"),
+    )
+
+
+def optimize(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, *, emit: Emit = lambda e: None,
+             should_stop: Callable[[], bool] = lambda: False, load_clip=None) -> RunResult:
+    """Run ``cfg.best_of`` seeds (``seed``, ``seed+1``, ...) and keep the lowest held-out loss."""
+    device = targets.rgb.device
+    ctx = LossContext(targets, cfg, device, load_clip=load_clip)
+    losses = build_losses(ctx, cfg.losses)
+    best: RunResult | None = None
+    summaries = []
+    for run in range(cfg.best_of):
+        result = _run_once(cfg, targets, renderer, losses, cfg.seed + run, emit, should_stop, run, cfg.best_of)
+        summaries.append({"seed": result.seed, "heldout_loss": result.heldout_loss,
+                          "iterations": result.iterations, "cancelled": result.cancelled})
+        if best is None or (not result.cancelled and result.heldout_loss < best.heldout_loss):
+            best = result
+        if result.cancelled:
+            best.cancelled = True
+            break
+    best.runs = summaries
+    if cfg.best_of > 1:
+        emit({"type": "info", "message": f"best of {len(summaries)} seeds: seed {best.seed} "
+                                         f"(held-out loss {best.heldout_loss:.4f})"})
+    return best
