@@ -105,7 +105,7 @@ class ClipPairFeatures:
                 embs.append(emb.float())
                 acts.append(act)
             self.target_emb = torch.cat(embs)
-            self.target_acts = [torch.cat(layer) for layer in zip(*acts)]
+            self.target_acts = [torch.cat(layer) for layer in zip(*acts, strict=True)]
 
     @classmethod
     def of(cls, ctx: LossContext, user: str) -> ClipPairFeatures:
@@ -150,7 +150,7 @@ class ClipPairFeatures:
                 emb, acts = b.features(b.normalize(aug_targets), self.layers, embed="clip_semantic" in self.users)
             if emb is not None:
                 target_emb = torch.cat([target_emb, emb.float()])
-            target_acts = [torch.cat([t, a]) for t, a in zip(target_acts, acts)]
+            target_acts = [torch.cat([t, a]) for t, a in zip(target_acts, acts, strict=True)]
         emb, acts = b.features(b.normalize(sketch.expand(-1, 3, -1, -1)), self.layers, "clip_semantic" in self.users)
         return _StepFeatures(
             inputs.images, inputs.view_ids, inputs.images._version, augment, pairs,
@@ -174,7 +174,7 @@ def clip_geometric(ctx: LossContext) -> _ClipLoss:
     shared = ClipPairFeatures.of(ctx, "clip_geometric")
 
     def per_row(s: _StepFeatures) -> torch.Tensor:
-        return sum((a - t).square().flatten(1).mean(dim=1) for a, t in zip(s.sketch_acts, s.target_acts))
+        return sum((a - t).square().flatten(1).mean(dim=1) for a, t in zip(s.sketch_acts, s.target_acts, strict=True))
 
     return _ClipLoss("clip_geometric", shared, per_row)
 

@@ -68,7 +68,7 @@ class ClipBundle:
         wanted = sorted({int(i) for i in layers})
         if not self.is_resnet:
             out = visual.forward_intermediates(x, indices=wanted, output_fmt="NCHW", intermediates_only=not embed)
-            acts = dict(zip(wanted, out["image_intermediates"]))
+            acts = dict(zip(wanted, out["image_intermediates"], strict=True))
             return out.get("image_features"), [acts[int(i)] for i in layers]
         blocks = [visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4]
         last = len(blocks) - 1 if embed else max(wanted, default=-1)

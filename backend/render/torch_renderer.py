@@ -98,15 +98,16 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
     ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
 
-    zero = torch.zeros_like(z)
-    J = torch.stack([fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], -1)
-    J = J.reshape(V, N, 2, 3)
-    # cov_cam = R (s^2 I) R^T; R R^T is I for a rigid viewmat but kept for exactness with gsplat.
+    # cov2d = s^2 J (R R^T) J^T with J = [[fx/z, 0, ux], [0, fy/z, uy]], written out per element
+    # (R R^T is I for a rigid viewmat; kept so a non-rigid one projects as in gsplat).
     rrt = R @ R.transpose(-1, -2)
-    cov2d = (J @ rrt[:, None]) @ J.transpose(-1, -2) * s2[..., None, None]
-    a = cov2d[..., 0, 0] + EPS2D
-    c = cov2d[..., 1, 1] + EPS2D
-    b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
+    m00, m01, m02 = rrt[:, 0, 0, None], rrt[:, 0, 1, None], rrt[:, 0, 2, None]
+    m11, m12, m22 = rrt[:, 1, 1, None], rrt[:, 1, 2, None], rrt[:, 2, 2, None]
+    jx, jy = fx * rz, fy * rz
+    ux, uy = -fx * tx * rz * rz, -fy * ty * rz * rz
+    a = s2 * (jx * jx * m00 + 2 * jx * ux * m02 + ux * ux * m22) + EPS2D
+    c = s2 * (jy * jy * m11 + 2 * jy * uy * m12 + uy * uy * m22) + EPS2D
+    b = s2 * (jx * jy * m01 + jx * uy * m02 + ux * jy * m12 + ux * uy * m22)
     det = a * c - b * b
     det_safe = torch.where(det > 0, det, torch.ones_like(det))
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
@@ -129,119 +130,120 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     return Projection(means2d, conics, cam[..., 2], radii, valid, opac)
 
 
-def _patch_terms(means2d, conics, opac, start, size, height_width):
-    """sigma, alpha and the flat pixel index over each splat's patch (shape [m,Py,Px])."""
-    (py, px), (height, width) = size, height_width
-    del height
+def _patch_grid(means2d, start, size, width, view_base):
+    """Offsets from each patch pixel's centre to the mean (dx [m,Px], dy [m,Py]) and flat indices."""
+    py, px = size
     iy = start[:, 1, None] + torch.arange(py, device=start.device)  # [m,Py] pixel rows
     ix = start[:, 0, None] + torch.arange(px, device=start.device)  # [m,Px] pixel columns
     dx = means2d[:, 0, None] - (ix.to(means2d.dtype) + 0.5)  # mean - pixel centre, as gsplat
     dy = means2d[:, 1, None] - (iy.to(means2d.dtype) + 0.5)
-    a, b, c = conics.unbind(-1)
-    qx = (0.5 * a)[:, None] * dx * dx
-    qy = (0.5 * c)[:, None] * dy * dy
-    sigma = (qy[:, :, None] + qx[:, None, :]).addcmul_(dy[:, :, None], b[:, None, None] * dx[:, None, :])
-    raw = torch.exp(-sigma)
-    if opac is not None:
-        raw = raw * opac[:, None, None]
-    return sigma, raw, dx, dy, ix, iy
-
-
-def _flat_index(view_base, ix, iy, width):
-    return (view_base[:, None, None] + (iy * width)[:, :, None]) + ix[:, None, :]
+    index = (view_base[:, None] + iy * width)[:, :, None] + ix[:, None, :]  # [m,Py,Px]
+    return dx, dy, index
 
 
 class _Plan(NamedTuple):
-    """Splats grouped by patch size; each group is drawn in chunks of bounded pixel count."""
+    """Splats sorted by patch size: ``chunks`` are contiguous ranges sharing one patch shape."""
 
-    groups: list  # [(ids [m] long, (Py, Px))]
+    chunks: list  # [(first, last, (Py, Px))], each at most CHUNK_PIXELS patch pixels
     start: torch.Tensor  # [M,2] long, patch's first pixel (x, y), clipped into the image
     view_base: torch.Tensor  # [M] long, view * H * W
+    width: int
 
 
-def _plan(means2d, radii, view, width, height) -> _Plan:
-    radius = radii.max(dim=-1).values.to(torch.long)  # [M]
-    classes = torch.tensor(_SIZE_CLASSES, device=radius.device)
-    cls = torch.bucketize(radius, classes)  # index of the smallest class >= radius
-    centre = torch.floor(means2d.detach()).to(torch.long)  # pixel holding the mean
-    groups = []
-    start = torch.empty_like(centre)
-    present = torch.unique(cls).tolist()
-    for k in present:
-        ids = torch.nonzero(cls == k).squeeze(1)
-        half = _SIZE_CLASSES[k] if k < len(_SIZE_CLASSES) else max(width, height)
-        px, py = min(2 * half + 1, width), min(2 * half + 1, height)
-        # Clipping the patch into the image loses no pixel of the splat's box (see module notes).
-        start[ids, 0] = (centre[ids, 0] - half).clamp(0, width - px)
-        start[ids, 1] = (centre[ids, 1] - half).clamp(0, height - py)
-        step = max(1, CHUNK_PIXELS // (px * py))
-        for first in range(0, ids.numel(), step):
-            groups.append((ids[first:first + step], (py, px)))
-    return _Plan(groups, start, view * (width * height))
+def _plan(means2d, radii, view, width, height):
+    """Sort order and patch layout; splats of one size class share one vectorised pass."""
+    classes = torch.tensor(_SIZE_CLASSES + (max(width, height),), device=radii.device)
+    cls = torch.bucketize(radii.max(dim=-1).values.to(torch.long), classes[:-1])  # smallest class >= r
+    cls, order = torch.sort(cls, stable=True)
+    half = classes[cls]
+    sizes = torch.stack([(2 * half + 1).clamp_max(width), (2 * half + 1).clamp_max(height)], -1)  # (Px, Py)
+    # Clipping a patch into the image loses no pixel of the splat's box: the box is at most 2*half+1
+    # wide, so a window of that width slid inside the image still covers all of the box that is visible.
+    centre = torch.floor(means2d.detach()[order]).to(torch.long)  # pixel holding the mean
+    start = torch.minimum((centre - half[:, None]).clamp_min(0), torch.tensor([width, height]).to(sizes) - sizes)
+    chunks = []
+    first = 0
+    for k, count in zip(*[t.tolist() for t in torch.unique_consecutive(cls, return_counts=True)], strict=True):
+        half_k = int(classes[k])
+        size = (min(2 * half_k + 1, height), min(2 * half_k + 1, width))
+        step = max(1, CHUNK_PIXELS // (size[0] * size[1]))
+        for lo in range(first, first + count, step):
+            chunks.append((lo, min(lo + step, first + count), size))
+        first += count
+    return order, _Plan(chunks, start, view[order] * (width * height), width)
 
 
 class _PatchComposite(torch.autograd.Function):
-    """log T = sum over splats of log(1 - alpha) on their patches; returns T = exp(log T)."""
+    """log T = sum over splats of log(1 - alpha) on their patches; returns T = exp(log T).
+
+    Forward keeps, per patch pixel, its flat index and d log(1-alpha) / d sigma = alpha / (1-alpha)
+    (0 where the pixel was skipped or alpha clamped, as gsplat's backward): splats x footprint.
+    """
 
     @staticmethod
-    def forward(ctx, means2d, conics, opac, view, radii, views, width, height):
-        plan = _plan(means2d, radii, view, width, height)
+    def forward(ctx, means2d, conics, opac, plan, views, height):
+        width = plan.width
         logt = torch.zeros(views * height * width, dtype=means2d.dtype, device=means2d.device)
-        for ids, size in plan.groups:
-            o = None if opac is None else opac[ids]
-            sigma, raw, _, _, ix, iy = _patch_terms(means2d[ids], conics[ids], o, plan.start[ids], size,
-                                                    (height, width))
-            alpha = raw.clamp_max_(MAX_ALPHA)
-            keep = (alpha >= ALPHA_THRESHOLD) & (sigma >= 0)
-            term = torch.log1p(-alpha).mul_(keep)
-            logt.index_add_(0, _flat_index(plan.view_base[ids], ix, iy, width).reshape(-1), term.reshape(-1))
+        keep_for_backward = any(ctx.needs_input_grad[:3])
+        saved = []
+        for lo, hi, size in plan.chunks:
+            dx, dy, index = _patch_grid(means2d[lo:hi], plan.start[lo:hi], size, width, plan.view_base[lo:hi])
+            a, b, c = conics[lo:hi].unbind(-1)
+            # -sigma = -(0.5 a dx^2 + 0.5 c dy^2 + b dx dy), built from [m,P] pieces
+            nqx, nqy = (-0.5 * a)[:, None] * dx * dx, (-0.5 * c)[:, None] * dy * dy
+            neg_bdx = (-b)[:, None, None] * dx[:, None, :]
+            alpha = (nqy[:, :, None] + nqx[:, None, :]).addcmul_(dy[:, :, None], neg_bdx).exp_()
+            if opac is not None:
+                alpha.mul_(opac[lo:hi, None, None])
+            # sigma < 0 is not tested: the conic is positive definite, so only rounding at the mean
+            # could produce it, where gsplat would skip and this gives the clamped alpha instead.
+            alpha.clamp_max_(MAX_ALPHA).masked_fill_(alpha < ALPHA_THRESHOLD, 0.0)
+            if keep_for_backward:
+                ratio = (alpha / (1.0 - alpha)).masked_fill_(alpha == MAX_ALPHA, 0.0)
+                saved.append((index, ratio))
+            logt.index_add_(0, index.reshape(-1), torch.log1p(alpha.neg_()).reshape(-1))
         image = torch.exp(logt).reshape(views, height, width)
         ctx.save_for_backward(means2d, conics, opac, image)
-        ctx.plan, ctx.size = plan, (height, width)
+        ctx.plan, ctx.saved = plan, saved
         return image
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_image):
         means2d, conics, opac, image = ctx.saved_tensors
-        plan, (height, width) = ctx.plan, ctx.size
-        # d loss / d log T per pixel; d log(1-alpha) / d sigma = alpha / (1 - alpha) when unclamped.
-        g_logt = (grad_image * image).reshape(-1)
+        plan = ctx.plan
+        g_logt = (grad_image * image).reshape(-1)  # d loss / d log T
         g_means2d = torch.zeros_like(means2d)
         g_conics = torch.zeros_like(conics)
         want_opac = opac is not None and ctx.needs_input_grad[2]
         g_opac = torch.zeros_like(opac) if want_opac else None
-        for ids, size in plan.groups:
-            o = None if opac is None else opac[ids]
-            sigma, raw, dx, dy, ix, iy = _patch_terms(means2d[ids], conics[ids], o, plan.start[ids], size,
-                                                      (height, width))
-            live = (raw >= ALPHA_THRESHOLD) & (raw < MAX_ALPHA) & (sigma >= 0)
-            g = g_logt[_flat_index(plan.view_base[ids], ix, iy, width)]
-            w = g.mul_(raw).div_(1.0 - raw).mul_(live)  # d loss / d sigma  [m,Py,Px]
-            col = w.sum(1)  # [m,Px]: summed over rows
-            row = w.sum(2)  # [m,Py]
+        for (lo, hi, size), (index, ratio) in zip(plan.chunks, ctx.saved, strict=True):
+            dx, dy, _ = _patch_grid(means2d[lo:hi], plan.start[lo:hi], size, plan.width, plan.view_base[lo:hi])
+            w = g_logt[index].mul_(ratio)  # d loss / d sigma  [m,Py,Px]
+            col, row = w.sum(1), w.sum(2)  # [m,Px] summed over rows, [m,Py] over columns
             s_dx, s_dy = (col * dx).sum(1), (row * dy).sum(1)
             s_dxx, s_dyy = (col * dx * dx).sum(1), (row * dy * dy).sum(1)
             s_dxy = (torch.bmm(w, dx[:, :, None]).squeeze(2) * dy).sum(1)
-            a, b, c = conics[ids].unbind(-1)
-            g_means2d[ids] = torch.stack([a * s_dx + b * s_dy, b * s_dx + c * s_dy], -1)
-            g_conics[ids] = torch.stack([0.5 * s_dxx, s_dxy, 0.5 * s_dyy], -1)
+            a, b, c = conics[lo:hi].unbind(-1)
+            g_means2d[lo:hi] = torch.stack([a * s_dx + b * s_dy, b * s_dx + c * s_dy], -1)
+            g_conics[lo:hi] = torch.stack([0.5 * s_dxx, s_dxy, 0.5 * s_dyy], -1)
             if want_opac:
-                g_opac[ids] = -w.sum((1, 2)) / o
-        return g_means2d, g_conics, g_opac, None, None, None, None, None
+                g_opac[lo:hi] = -w.sum((1, 2)) / opac[lo:hi]
+        return g_means2d, g_conics, g_opac, None, None, None
 
 
 def composite(proj: Projection, width: int, height: int) -> torch.Tensor:
     """Transmittance image ``[V,H,W]`` of the projected splats (1 = paper, 0 = ink)."""
     views = proj.valid.shape[0]
     vi, ni = torch.nonzero(proj.valid, as_tuple=True)
-    means2d, conics = proj.means2d[vi, ni], proj.conics[vi, ni]
+    if vi.numel() == 0:
+        return proj.means2d.new_ones(views, height, width) + 0.0 * proj.means2d.sum()
+    order, plan = _plan(proj.means2d[vi, ni].detach(), proj.radii[vi, ni], vi, width, height)
+    vi, ni = vi[order], ni[order]
     opac = proj.opacities[vi, ni]
     if not opac.requires_grad and bool((opac == 1).all()):
         opac = None  # the common case: skip one multiply per patch pixel
-    if vi.numel() == 0:
-        return means2d.new_ones(views, height, width) + 0.0 * means2d.sum()
-    return _PatchComposite.apply(means2d, conics, opac, vi, proj.radii[vi, ni], views, width, height)
+    return _PatchComposite.apply(proj.means2d[vi, ni], proj.conics[vi, ni], opac, plan, views, height)
 
 
 class TorchRenderer:

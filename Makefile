@@ -1,0 +1,48 @@
+# Two commands matter (README): `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV42 := .venv-bpy42
+# torch and torchvision first, pinned to the pair that works together (open_clip needs torchvision).
+TORCH := torch==2.14.1 torchvision==0.29.1
+REAL_BLENDER ?= $(wildcard ../shared/tools/real-blender)
+
+.PHONY: demo test lint backend bpy42 real-blender bench clean
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=25.1"
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q --group test
+	touch $@
+
+$(VENV42)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV42)
+	$(VENV42)/bin/pip install -q --upgrade "pip>=25.1"
+	$(VENV42)/bin/pip install -q --group bpy42
+	touch $@
+
+backend: $(VENV)/.ready  ## the backend Python the add-on uses by default (.venv/bin/python)
+bpy42: $(VENV42)/.ready
+
+real-blender:
+ifneq ($(REAL_BLENDER),)
+	$(REAL_BLENDER) setup
+endif
+
+demo: $(VENV)/.ready
+	$(BIN)/python bin/splatsketch --demo --output out/demo.blend --preview out/demo.png --json out/demo.json
+
+lint: $(VENV)/.ready
+	$(BIN)/ruff check .
+
+test: $(VENV)/.ready $(VENV42)/.ready real-blender lint
+	$(BIN)/python -m pytest tests/backend -q
+	$(BIN)/python -m pytest tests/addon -q
+	$(VENV42)/bin/python -m pytest tests/addon -q
+
+bench: $(VENV)/.ready
+	$(BIN)/python -m backend.bench
+
+clean:
+	rm -rf $(VENV) $(VENV42) dist out

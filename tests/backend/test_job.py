@@ -1,0 +1,184 @@
+"""Bad jobs: each case exits with code 2, one line naming what and where, no traceback, nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthetic import write_job
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_worker(job_dir, *extra, timeout=300):
+    return subprocess.run([sys.executable, "-m", "backend", "run", str(job_dir), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_bad_job(job_dir, *fragments):
+    before = sorted(os.listdir(job_dir)) if Path(job_dir).is_dir() else None
+    proc = run_worker(job_dir)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    event = json.loads(lines[0])
+    assert event["type"] == "error" and event["code"] == 2
+    for fragment in fragments:
+        assert fragment in event["message"], event["message"]
+    assert "Traceback" not in proc.stderr
+    after = sorted(os.listdir(job_dir)) if Path(job_dir).is_dir() else None
+    assert before == after, "a bad job must not write anything"
+    return event["message"]
+
+
+def views(folder):
+    with np.load(Path(folder) / "views.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def rewrite(folder, **arrays):
+    data = views(folder)
+    for key, value in arrays.items():
+        if value is None:
+            data.pop(key)
+        else:
+            data[key] = value
+    np.savez(Path(folder) / "views.npz", **data)
+
+
+def set_settings(folder, **settings):
+    meta = json.loads((Path(folder) / "job.json").read_text())
+    meta["settings"].update(settings)
+    (Path(folder) / "job.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def job(tmp_path):
+    return write_job(tmp_path / "job", size=16, train=2, heldout=1)
+
+
+def test_missing_folder(tmp_path):
+    assert_bad_job(tmp_path / "nope", "no such job folder")
+
+
+def test_missing_job_json(job):
+    (job / "job.json").unlink()
+    assert_bad_job(job, "job.json", "missing")
+
+
+def test_malformed_job_json(job):
+    (job / "job.json").write_text('{"schema": 1, "settings": {')
+    assert_bad_job(job, "job.json", "malformed JSON")
+
+
+def test_wrong_schema(job):
+    (job / "job.json").write_text(json.dumps({"schema": 99, "settings": {}}))
+    assert_bad_job(job, "'schema' must be 1")
+
+
+def test_missing_views_file(job):
+    (job / "views.npz").unlink()
+    assert_bad_job(job, "views.npz", "missing")
+
+
+def test_corrupt_views_file(job):
+    (job / "views.npz").write_bytes(b"not a zip")
+    assert_bad_job(job, "views.npz", "not a readable .npz")
+
+
+def test_pickled_object_array_is_refused(job):
+    data = views(job)
+    data["rgba"] = np.array([object()], dtype=object)
+    np.savez(job / "views.npz", **data)
+    assert_bad_job(job, "views.npz")
+
+
+@pytest.mark.parametrize("key", ["viewmats", "Ks", "is_train", "rgba"])
+def test_missing_array(job, key):
+    rewrite(job, **{key: None})
+    assert_bad_job(job, f"missing array '{key}'")
+
+
+def test_wrong_shape(job):
+    rewrite(job, Ks=np.zeros((3, 4, 4), np.float32))
+    assert_bad_job(job, "'Ks' has shape [3, 4, 4]")
+
+
+def test_wrong_dtype(job):
+    rewrite(job, rgba=views(job)["rgba"].astype(np.float32))
+    assert_bad_job(job, "'rgba' has dtype float32")
+
+
+def test_nan_values(job):
+    vm = views(job)["viewmats"].copy()
+    vm[0, 0, 3] = np.nan
+    rewrite(job, viewmats=vm)
+    assert_bad_job(job, "'viewmats' contains NaN or infinite")
+
+
+def test_infinite_mesh(job):
+    np.savez(job / "mesh.npz", vertices=np.array([[np.inf, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32),
+             faces=np.array([[0, 1, 2]], np.int32))
+    assert_bad_job(job, "mesh.npz", "NaN or infinite")
+
+
+def test_zero_views(job):
+    rewrite(job, viewmats=np.zeros((0, 4, 4), np.float32))
+    assert_bad_job(job, "zero views")
+
+
+def test_no_training_view(job):
+    rewrite(job, is_train=np.zeros(3, bool))
+    assert_bad_job(job, "no training view")
+
+
+@pytest.mark.parametrize("curves", [0, -3, 100000])
+def test_curve_count_out_of_range(job, curves):
+    set_settings(job, curves=curves)
+    assert_bad_job(job, "'curves' must be between 1 and")
+
+
+def test_absurd_iterations(job):
+    set_settings(job, iterations=10**12)
+    assert_bad_job(job, "'iterations' must be between")
+
+
+def test_wrong_setting_type_and_unknown_setting(job):
+    set_settings(job, curves="many")
+    assert_bad_job(job, "'curves' must be an integer")
+    set_settings(job, curves=4, colour="red")
+    assert_bad_job(job, "unknown setting 'colour'")
+
+
+def test_bad_choice(job):
+    set_settings(job, init="spiral")
+    assert_bad_job(job, "'init' must be one of")
+
+
+def test_mismatched_image_sizes(job):
+    rewrite(job, lines=np.zeros((3, 8, 8), np.uint8))
+    assert_bad_job(job, "'lines' has shape [3, 8, 8]")
+
+
+def test_lines_loss_without_line_images(job):
+    rewrite(job, lines=None)
+    set_settings(job, init="random")
+    assert_bad_job(job, "loss 'lines' needs line images")
+
+
+def test_faces_out_of_range(job):
+    np.savez(job / "mesh.npz", vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 5]], np.int32))
+    assert_bad_job(job, "'faces' indexes vertices that do not exist")
+
+
+def test_unavailable_device_has_its_own_code(job):
+    set_settings(job, device="cuda")
+    proc = run_worker(job)
+    if "device cpu" in proc.stdout or proc.returncode == 0:
+        pytest.skip("this machine has CUDA")
+    assert proc.returncode == 4
+    assert "'cuda' was requested" in json.loads(proc.stdout.strip().splitlines()[-1])["message"]
