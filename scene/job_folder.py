@@ -1,0 +1,57 @@
+"""Write a job folder (docs/JOB_FORMAT.md) for one source object: the add-on's half of the contract.
+
+Everything goes in normalised space (bounding sphere at the origin, radius 1); ``job.json`` keeps
+``center`` and ``radius`` so the result can be mapped back (``world = center + radius * p``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..backend import cameras
+from . import mesh, targets
+
+SCHEMA = 1
+JOB_FILES = ("job.json", "views.npz", "mesh.npz")
+
+
+def write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 24, heldout_views: int = 8,
+              size: int = 224) -> dict:
+    """Render the targets of ``obj`` and write ``job.json``, ``views.npz`` and ``mesh.npz``.
+
+    Returns ``{"center": [x,y,z], "radius": r, "views": V, "seconds_per_view": s}``. If anything
+    fails, the files written so far are removed (and ``job_dir`` too if this call created it), so
+    a half-written job never reaches the worker.
+    """
+    problem = mesh.source_problem(obj)
+    if problem:
+        raise ValueError(problem)
+    created_dir = not os.path.isdir(job_dir)
+    os.makedirs(job_dir, exist_ok=True)
+    try:
+        vertices, faces = mesh.evaluated_mesh_world(obj, depsgraph)
+        center, radius = mesh.bounding_sphere(vertices)
+        viewmats, Ks, is_train = cameras.train_and_heldout_cameras(train_views, heldout_views, size)
+        views = targets.render_targets(obj, viewmats, Ks, size, center, radius)
+
+        np.savez(os.path.join(job_dir, "views.npz"), viewmats=viewmats.astype(np.float32),
+                 Ks=Ks.astype(np.float32), is_train=is_train.astype(bool), rgba=views["rgba"],
+                 lines=views["lines"], lines_hidden=views["lines_hidden"], depth=views["depth"].astype(np.float32))
+        np.savez(os.path.join(job_dir, "mesh.npz"),
+                 vertices=((vertices - center) / radius).astype(np.float32), faces=faces.astype(np.int32))
+        source = {"name": obj.name, "center": [float(c) for c in center], "radius": float(radius)}
+        with open(os.path.join(job_dir, "job.json"), "w", encoding="utf-8") as f:
+            json.dump({"schema": SCHEMA, "settings": dict(settings), "source": source}, f, indent=2)
+    except BaseException:
+        for name in JOB_FILES:
+            path = os.path.join(job_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+        if created_dir and not os.listdir(job_dir):
+            os.rmdir(job_dir)
+        raise
+    return {"center": source["center"], "radius": source["radius"], "views": int(len(viewmats)),
+            "seconds_per_view": float(views["seconds_per_view"])}

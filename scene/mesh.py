@@ -1,0 +1,72 @@
+"""The source mesh as numpy arrays: evaluated (modifiers applied), triangulated, in world space.
+
+The backend works in a normalised space (bounding sphere at the origin, radius 1); the add-on keeps
+``center`` and ``radius`` from :func:`bounding_sphere` to map results back (``world = center + radius * p``).
+"""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+
+def source_problem(obj) -> str | None:
+    """A message for the user if ``obj`` cannot be sketched, else None.
+
+    Checked on the evaluated mesh, so a mesh whose modifiers remove every face is refused too.
+    """
+    if obj is None:
+        return "No object selected: select a mesh object to sketch"
+    if obj.type != 'MESH':
+        return f"'{obj.name}' is a {obj.type.lower()} object, not a mesh: select a mesh object"
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        faces = len(mesh.polygons) if mesh is not None else 0
+    finally:
+        evaluated.to_mesh_clear()
+    if faces == 0:
+        return f"Mesh '{obj.name}' has no faces (after modifiers): there is no surface to sketch"
+    return None
+
+
+def evaluated_mesh_world(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertices [N,3] float64, faces [F,3] int32)`` of the evaluated mesh, world space.
+
+    Uses the mesh's loop triangles (Blender's own triangulation, cached on the evaluated mesh), so
+    nothing is added to ``bpy.data``; the temporary mesh is freed before returning.
+    """
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        if mesh is None:
+            raise ValueError(f"'{obj.name}' has no mesh data")
+        count = len(mesh.vertices)
+        local = np.empty(count * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", local)
+        mesh.calc_loop_triangles()
+        faces = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int32)
+        mesh.loop_triangles.foreach_get("vertices", faces)
+        matrix = np.array(evaluated.matrix_world, dtype=np.float64)
+    finally:
+        evaluated.to_mesh_clear()
+    local = local.reshape(count, 3)
+    world = local @ matrix[:3, :3].T + matrix[:3, 3]
+    return world, faces.reshape(-1, 3)
+
+
+def bounding_sphere(vertices) -> tuple[np.ndarray, float]:
+    """Centre (of the bounding box) and radius (farthest vertex from it) of a point set.
+
+    The box centre is stable and cheap; the radius then bounds every vertex, so the unit sphere of
+    the normalised space encloses the whole mesh (the cameras are placed around it).
+    """
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    if len(vertices) == 0 or not np.isfinite(vertices).all():
+        raise ValueError("The mesh has no vertices (or non-finite ones): cannot place cameras around it")
+    center = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
+    radius = float(np.linalg.norm(vertices - center, axis=1).max())
+    if not radius > 0.0:
+        raise ValueError("The mesh has zero size (all vertices at one point): nothing to sketch")
+    return center, radius

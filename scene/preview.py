@@ -1,0 +1,73 @@
+"""A contact sheet PNG: the object (top row) above its sketch (bottom row) from a few orbit views.
+
+For the CLI's ``--preview`` and for looking at results. Rendered with Workbench in temporary scenes
+holding copies of the object and the sketch, so the user's scene is never touched; the sketch's
+bevel is widened on the copy when it would be thinner than a pixel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..backend import cameras
+from . import mesh, png, targets
+
+SHEET_MARGIN = 4
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
+def _sketch_scene(sketch_copy, size: int, min_bevel: float):
+    scene = targets.new_scene("SplatSketch Preview", 'BLENDER_WORKBENCH', size)
+    scene.collection.objects.link(sketch_copy)
+    scene.display.shading.light = 'FLAT'
+    scene.display.shading.color_type = 'MATERIAL'
+    scene.render.image_settings.file_format = 'PNG'
+    scene.render.image_settings.color_mode = 'RGBA'
+    curve = sketch_copy.data
+    curve.bevel_depth = max(curve.bevel_depth, min_bevel)
+    return scene
+
+
+def render_contact_sheet(source_obj, sketch_obj, path: str, views: int = 4, size: int = 256, title: str = "") -> str:
+    """Write the sheet to ``path`` and return it: ``views`` columns of ``size`` px, two rows.
+
+    ``title`` is stored in the PNG as a text chunk (no font rendering in a headless Blender).
+    """
+    import bpy
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    vertices, _ = mesh.evaluated_mesh_world(source_obj, depsgraph)
+    sketch_points = np.array([v.co for s in sketch_obj.data.splines for v in s.bezier_points]).reshape(-1, 3)
+    center, radius = mesh.bounding_sphere(np.concatenate([vertices, sketch_points @ np.array(
+        sketch_obj.matrix_world)[:3, :3].T + np.array(sketch_obj.matrix_world)[:3, 3]]))
+    viewmats, Ks = cameras.orbit_cameras(views, size, elevation_deg=(5.0, 40.0))
+    world_per_px = cameras.orbit_distance() * radius / float(Ks[0, 0, 0])
+    rows = [[], []]
+    with targets.temporary_data() as folder:
+        source_copy = targets.copy_evaluated(source_obj)
+        sketch_copy = sketch_obj.copy()
+        sketch_copy.data = sketch_obj.data.copy()
+        surface = targets.surface_scene(source_copy, size)
+        lines = _sketch_scene(sketch_copy, size, min_bevel=0.75 * world_per_px)
+        cam = targets.new_camera(surface)
+        lines.collection.objects.link(cam)
+        lines.camera = cam
+        for v in range(views):
+            targets.place_camera(cam, viewmats[v], Ks[v], size, center, radius)
+            exr = targets.render_still(surface, os.path.join(folder, f"object_{v}.exr"))
+            rows[0].append(_over_white(targets.surface_rgba(targets.read_exr_channels(exr))))
+            sketch = targets.render_still(lines, os.path.join(folder, f"sketch_{v}.png"))
+            rows[1].append(_over_white(targets.read_image_rgba(sketch)))
+    m = SHEET_MARGIN
+    sheet = np.full((2 * size + 3 * m, views * size + (views + 1) * m, 3), 200, np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            y, x = m + r * (size + m), m + c * (size + m)
+            sheet[y:y + size, x:x + size] = image
+    return png.write_png(path, sheet, text={"Title": title} if title else None)
