@@ -210,6 +210,8 @@ def test_write_job_matches_contract(suzanne, tmp_path):
     with np.load(job / "mesh.npz", allow_pickle=False) as m:
         assert m["vertices"].dtype == np.float32 and m["faces"].dtype == np.int32 and m["faces"].shape[1] == 3
         assert np.linalg.norm(m["vertices"], axis=1).max() == pytest.approx(1.0, abs=1e-5)
+    loaded = importlib.import_module(PKG + ".backend.job").load_job(str(job))  # the worker's own validation
+    assert loaded.arrays["rgba"].shape == (3, 64, 64, 4)
 
 
 def test_write_job_refuses_bad_source_and_leaves_nothing(tmp_path):
