@@ -1,0 +1,5 @@
+"""Thin operators: validate, gather settings, call ``scene/`` and the worker runner, report."""
+
+from . import generate, tools
+
+CLASSES = generate.CLASSES + tools.CLASSES

@@ -1,0 +1,123 @@
+"""After-run actions (select the result, convert it to Grease Pencil) and the backend check."""
+
+from __future__ import annotations
+
+import threading
+
+import bpy
+
+from ..jobs import describe_backend, probe_backend
+from ..preferences import get_preferences
+
+
+def last_result(context):
+    name = context.window_manager.splatsketch.last_result
+    return bpy.data.objects.get(name) if name else None
+
+
+def make_active(context, obj) -> None:
+    """Select only ``obj`` and make it active (it must be in the view layer)."""
+    for other in context.view_layer.objects:
+        other.select_set(False)
+    obj.select_set(True)
+    context.view_layer.objects.active = obj
+
+
+class SPLATSKETCH_OT_select_result(bpy.types.Operator):
+    """Select the last sketch and make it active"""
+
+    bl_idname = "splatsketch.select_result"
+    bl_label = "Select Result"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = last_result(context)
+        return obj is not None and obj.name in context.view_layer.objects
+
+    def execute(self, context):
+        make_active(context, last_result(context))
+        return {"FINISHED"}
+
+
+def grease_pencil_target() -> str:
+    """``GREASEPENCIL`` in Blender 4.3+ (GPv3), ``GPENCIL`` in 4.2."""
+    items = bpy.ops.object.convert.get_rna_type().properties["target"].enum_items.keys()
+    return "GREASEPENCIL" if "GREASEPENCIL" in items else "GPENCIL"
+
+
+class SPLATSKETCH_OT_convert_grease_pencil(bpy.types.Operator):
+    """Make a Grease Pencil copy of the last sketch; the curves stay editable"""
+
+    bl_idname = "splatsketch.convert_grease_pencil"
+    bl_label = "Convert to Grease Pencil"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = last_result(context)
+        return obj is not None and obj.name in context.view_layer.objects and context.mode == "OBJECT"
+
+    def execute(self, context):
+        source = last_result(context)
+        make_active(context, source)
+        before = set(bpy.data.objects)
+        with context.temp_override(active_object=source, selected_objects=[source],
+                                   selected_editable_objects=[source]):
+            result = bpy.ops.object.convert(target=grease_pencil_target(), keep_original=True)
+        created = [obj for obj in bpy.data.objects if obj not in before]
+        if "FINISHED" not in result or not created:
+            self.report({"ERROR"}, "Blender could not convert the sketch to Grease Pencil")
+            return {"CANCELLED"}
+        created[0].name = f"{source.name} GP"
+        make_active(context, created[0])
+        self.report({"INFO"}, f"Created {created[0].name}")
+        return {"FINISHED"}
+
+
+class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
+    """Run the backend Python and report torch, CUDA, gsplat and open_clip, or what is missing"""
+
+    bl_idname = "splatsketch.check_backend"
+    bl_label = "Check Backend"
+    bl_options = {"INTERNAL"}
+
+    _thread = None
+    _timer = None
+
+    def _python(self, context) -> str:
+        prefs = get_preferences(context)
+        return prefs.resolved_python() if prefs else "python3"
+
+    def _report(self, context, info) -> set[str]:
+        state = context.window_manager.splatsketch
+        state.backend_error = isinstance(info, str)
+        state.backend_report = info if state.backend_error else describe_backend(info)
+        self.report({"ERROR"} if state.backend_error else {"INFO"}, state.backend_report)
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+        return {"CANCELLED"} if state.backend_error else {"FINISHED"}
+
+    def execute(self, context):
+        return self._report(context, probe_backend(self._python(context), full=True))
+
+    def invoke(self, context, _event):
+        """Importing torch takes seconds: probe in a thread so the preferences stay responsive."""
+        self._result = []
+        python = self._python(context)
+        self._thread = threading.Thread(target=lambda: self._result.append(probe_backend(python, full=True)),
+                                        daemon=True)
+        self._thread.start()
+        context.window_manager.splatsketch.backend_report = f"Checking {python} ..."
+        self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER" or self._thread.is_alive():
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._report(context, self._result[0])
+
+
+CLASSES = (SPLATSKETCH_OT_select_result, SPLATSKETCH_OT_convert_grease_pencil, SPLATSKETCH_OT_check_backend)

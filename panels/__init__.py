@@ -1,0 +1,125 @@
+"""View3D > Sidebar > Sketch: settings, Generate / Cancel, live progress, and what to do with the result.
+
+The panel only reads state: settings from ``scene.splatsketch``, the run from
+``window_manager.splatsketch`` (not saved in the .blend), so drawing never starts or changes work.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+
+class _SketchPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Sketch"
+
+
+def _progress(layout, factor: float, text: str) -> None:
+    if hasattr(layout, "progress"):  # Blender 4.0+
+        layout.progress(factor=factor, type="BAR", text=text)
+    else:
+        layout.label(text=f"{factor:.0%} {text}")
+
+
+class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
+    bl_idname = "SPLATSKETCH_PT_main"
+    bl_label = "SplatSketch"
+
+    def draw(self, context):
+        layout = self.layout
+        props, state = context.scene.splatsketch, context.window_manager.splatsketch
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+
+        col = layout.column()
+        col.enabled = not state.running
+        col.prop(props, "source", text="Object")
+        if props.source is None:
+            active = context.active_object
+            note = f"Active: {active.name}" if active and active.type == "MESH" else "Select a mesh object"
+            col.label(text=note, icon="OBJECT_DATA" if active and active.type == "MESH" else "ERROR")
+        col.prop(props, "curves")
+        col.prop(props, "iterations")
+        col.prop(props, "train_views")
+        col.prop(props, "stroke_width")
+        col.prop(props, "init")
+        col.prop(props, "seed")
+        col.prop(props, "prompt")
+        col.prop(props, "use_clip")
+
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        if state.running:
+            row.operator("splatsketch.cancel", text="Cancel", icon="CANCEL")
+            _progress(layout, state.progress, state.status or "Starting")
+            layout.label(text="Esc also cancels", icon="INFO")
+            return
+        row.operator("splatsketch.generate", text="Generate", icon="OUTLINER_OB_CURVE")
+        if state.last_error:
+            box = layout.box()
+            for i, line in enumerate(_wrap(state.last_error, 48)):
+                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+
+
+class SPLATSKETCH_PT_result(_SketchPanel, bpy.types.Panel):
+    bl_idname = "SPLATSKETCH_PT_result"
+    bl_label = "Result"
+    bl_parent_id = "SPLATSKETCH_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        state = context.window_manager.splatsketch
+        return bool(state.summary) and not state.running
+
+    def draw(self, context):
+        layout = self.layout
+        state = context.window_manager.splatsketch
+        for line in _wrap(state.summary, 48):
+            layout.label(text=line)
+        col = layout.column(align=True)
+        col.operator("splatsketch.select_result", icon="RESTRICT_SELECT_OFF")
+        col.operator("splatsketch.convert_grease_pencil", icon="OUTLINER_OB_GREASEPENCIL")
+        op = col.operator("splatsketch.generate", text="Run Again (New Seed)", icon="FILE_REFRESH")
+        op.new_seed = True
+
+
+class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
+    bl_idname = "SPLATSKETCH_PT_advanced"
+    bl_label = "Advanced"
+    bl_parent_id = "SPLATSKETCH_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        props = context.scene.splatsketch
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.enabled = not context.window_manager.splatsketch.running
+        col = layout.column(heading="Loss Weights", align=True)
+        for name in ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion"):
+            sub = col.row(align=True)
+            sub.active = props.use_clip or not name.startswith("clip")
+            sub.prop(props, f"w_{name}")
+        col = layout.column()
+        col.prop(props, "views_per_step")
+        col.prop(props, "best_of")
+        col.prop(props, "image_size")
+        col.prop(props, "heldout_views")
+        col.prop(props, "augmentations")
+        col.prop(props, "lr")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Panel labels do not wrap; split long messages on spaces."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines
+
+
+CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_advanced)

@@ -1,0 +1,127 @@
+"""Per-scene sketch settings and per-session runtime state.
+
+Settings live on the Scene (saved with the .blend, so a sketch can be re-run the same way); the
+running state lives on the WindowManager, which Blender does not save, so a .blend saved mid-run
+never reopens "running". ``settings_dict`` is the one place where UI names become the backend's
+``OptimizeConfig`` field names.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from .backend.config import CLIP_LOSSES, DEFAULT_LOSS_WEIGHTS, ClipConfig, OptimizeConfig, settings_from_dict
+
+_D = OptimizeConfig()
+_LOSS_DESCRIPTIONS = {
+    "clip_geometric": "CLIP layer activations of sketch vs. render (shape, CLIPasso's geometric term)",
+    "clip_semantic": "CLIP embedding similarity (meaning; also against the prompt)",
+    "lines": "Match the object's silhouette, contour and crease lines",
+    "surface": "Keep curves on the object's surface",
+    "repulsion": "Keep curves from piling onto each other",
+}
+
+
+def _weight(name: str) -> dict:
+    return {"name": name.replace("_", " ").title(), "default": DEFAULT_LOSS_WEIGHTS[name], "min": 0.0,
+            "soft_max": 10.0, "description": _LOSS_DESCRIPTIONS[name]}
+
+
+def _mesh_only(_self, obj):
+    return obj.type == "MESH"
+
+
+class SplatSketchSettings(bpy.types.PropertyGroup):
+    source: PointerProperty(name="Object", type=bpy.types.Object, poll=_mesh_only,
+                            description="Mesh to sketch. Empty: the active object")
+    curves: IntProperty(name="Curves", default=_D.curves, min=1, max=1024, soft_min=2, soft_max=64,
+                        description="Number of Bézier curves in the sketch")
+    iterations: IntProperty(name="Iterations", default=_D.iterations, min=1, max=100000, soft_max=2000,
+                            description="Optimisation steps (more: finer, slower)")
+    train_views: IntProperty(name="Views", default=24, min=1, max=256, soft_max=64,
+                             description="Camera views around the object used for optimisation")
+    heldout_views: IntProperty(name="Held-out Views", default=8, min=0, max=64,
+                               description="Extra views only used to measure the result")
+    stroke_width: FloatProperty(name="Stroke Width", default=_D.stroke_width, min=0.0005, max=1.0,
+                                soft_max=0.1, precision=4, step=0.1,
+                                description="Stroke width (Gaussian sigma) as a fraction of the object's "
+                                            "bounding radius; also the bevel of the result")
+    init: EnumProperty(name="Start", default=_D.init, description="How curves are initialised",
+                       items=[("surface", "Surface", "Short curves spread over the mesh surface"),
+                              ("contour", "Contour", "Curves lifted from the views' contour lines"),
+                              ("random", "Random", "Random curves in the bounding sphere (baseline)")])
+    seed: IntProperty(name="Seed", default=_D.seed, min=0, description="Same seed, same settings: same curves")
+    prompt: StringProperty(name="Prompt", default="", description="Optional text the sketch should read as")
+    use_clip: BoolProperty(name="CLIP Objective", default=True,
+                           description="Use CLIP losses (needs weights); off: geometry-only objective")
+    # Advanced
+    views_per_step: IntProperty(name="Views per Step", default=_D.views_per_step, min=1, max=256)
+    best_of: IntProperty(name="Best of N", default=_D.best_of, min=1, max=64,
+                         description="Run N seeds and keep the one with the lowest held-out loss")
+    image_size: IntProperty(name="Image Size", default=224, min=32, max=1024, soft_max=512,
+                            description="Pixel size of the target renders (CLIP sees 224)")
+    augmentations: IntProperty(name="Augmentations", default=_D.augmentations, min=0, max=64,
+                               description="Augmented pairs per view for the CLIP losses (CLIPasso: 4)")
+    lr: FloatProperty(name="Learning Rate", default=_D.lr, min=1e-5, max=10.0, precision=4)
+    w_clip_geometric: FloatProperty(**_weight("clip_geometric"))
+    w_clip_semantic: FloatProperty(**_weight("clip_semantic"))
+    w_lines: FloatProperty(**_weight("lines"))
+    w_surface: FloatProperty(**_weight("surface"))
+    w_repulsion: FloatProperty(**_weight("repulsion"))
+
+
+class SplatSketchState(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)
+    cancel_requested: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    status: StringProperty(default="")
+    summary: StringProperty(default="")
+    last_result: StringProperty(default="", description="Name of the last sketch object")
+    last_error: StringProperty(default="")
+    backend_report: StringProperty(default="")
+    backend_error: BoolProperty(default=False)
+
+
+def settings_dict(props, prefs=None) -> dict:
+    """The job's ``settings`` (``OptimizeConfig`` field names), validated by the backend's own checker."""
+    losses = {name: float(getattr(props, f"w_{name}")) for name in DEFAULT_LOSS_WEIGHTS}
+    if not props.use_clip:
+        losses = {k: v for k, v in losses.items() if k not in CLIP_LOSSES}
+    clip = ClipConfig()
+    settings = {
+        "curves": props.curves, "iterations": props.iterations, "views_per_step": props.views_per_step,
+        "stroke_width": props.stroke_width, "init": props.init, "seed": props.seed,
+        "best_of": props.best_of, "lr": props.lr, "losses": losses,
+        "augmentations": props.augmentations, "prompt": props.prompt.strip(),
+        "device": getattr(prefs, "device", "auto"),
+        "clip": {
+            "model": getattr(prefs, "clip_model", "") or clip.model,
+            "pretrained": getattr(prefs, "clip_pretrained", "") or clip.pretrained,
+            "checkpoint": bpy.path.abspath(getattr(prefs, "clip_checkpoint", "")),
+            "cache_dir": bpy.path.abspath(getattr(prefs, "cache_dir", "")),
+            "allow_download": bool(getattr(prefs, "allow_download", False))
+            and bool(getattr(bpy.app, "online_access", True)),
+            "allow_geometry_fallback": bool(getattr(prefs, "allow_geometry_fallback", False)),
+        },
+    }
+    settings_from_dict(settings)  # raises SettingsError with one clear line
+    return settings
+
+
+def job_params(props) -> dict:
+    """Arguments of ``scene.job_folder.write_job`` that are not optimiser settings."""
+    return {"train_views": props.train_views, "heldout_views": props.heldout_views, "size": props.image_size}
+
+
+def register_properties():
+    bpy.types.Scene.splatsketch = PointerProperty(type=SplatSketchSettings)
+    bpy.types.WindowManager.splatsketch = PointerProperty(type=SplatSketchState)
+
+
+def unregister_properties():
+    del bpy.types.WindowManager.splatsketch
+    del bpy.types.Scene.splatsketch
+
+
+CLASSES = (SplatSketchSettings, SplatSketchState)

@@ -1,0 +1,147 @@
+"""End to end through a real worker subprocess (``python -m backend run``) on Suzanne, tiny settings.
+
+The worker always runs with the checkout's .venv Python (torch), also when these tests run under
+the bpy 4.2 wheel. Covers: the CLI writing a .blend whose curves are exactly the worker's control
+points in world space; a batch that skips a bad asset; a worker killed mid-run; Cancel mid-run; the
+Generate operator's blocking path. The modal path is the same ``SketchRun.step`` driven by a timer.
+"""
+
+import importlib
+import json
+import os
+import signal
+import time
+
+import bpy
+import numpy as np
+import pytest
+from conftest import ADDON, scene_state
+
+TINY = ["--no-clip", "--curves", "4", "--iterations", "6", "--views", "4", "--image-size", "64",
+        "--views-per-step", "2"]
+
+
+@pytest.fixture
+def tiny(addon, backend_python, suzanne):
+    """Suzanne plus panel settings small enough for a 2-core CPU (the CLI's defaults come from them)."""
+    props = bpy.context.scene.splatsketch
+    props.heldout_views, props.use_clip = 2, False
+    prefs = addon.preferences.get_preferences()
+    prefs.backend_python = backend_python
+    yield suzanne
+    prefs.backend_python = ""
+
+
+def spline_points(obj) -> np.ndarray:
+    """``[K,4,3]`` world-space P0..P3 read straight from the Bézier splines."""
+    out = []
+    for spline in obj.data.splines:
+        assert spline.type == "BEZIER" and len(spline.bezier_points) == 2
+        a, b = spline.bezier_points
+        assert a.handle_right_type == "FREE" and b.handle_left_type == "FREE"
+        out.append([a.co, a.handle_right, b.handle_left, b.co])
+    points = np.array(out, dtype=np.float64)
+    matrix = np.array(obj.matrix_world)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def test_cli_on_suzanne_end_to_end(addon, tiny, backend_python, tmp_path, capsys):
+    user_blend = tmp_path / "user.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(user_blend))
+    user_bytes = user_blend.read_bytes()
+    source_vertices = np.array([v.co[:] for v in tiny.data.vertices])
+    source_matrix = np.array(tiny.matrix_world)
+    out, jobs = tmp_path / "out" / "result.blend", tmp_path / "jobs"
+    code = addon.cli.main(["--object", "Suzanne", *TINY, "--python", backend_python, "--output", str(out),
+                           "--preview", str(tmp_path / "sheet.png"), "--json", str(tmp_path / "m.json"),
+                           "--job-dir", str(jobs)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "Iteration" in printed.out and "done: Suzanne Sketch" in printed.out
+    assert user_blend.read_bytes() == user_bytes and bpy.data.filepath == str(user_blend)
+    assert (tmp_path / "sheet.png").stat().st_size > 1000
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["assets"][0]["status"] == "ok" and report["settings"]["curves"] == 4
+
+    with np.load(jobs / "Suzanne" / "result.npz", allow_pickle=False) as data:
+        control_points = data["control_points"].astype(np.float64)
+    source = json.loads((jobs / "Suzanne" / "job.json").read_text())["source"]
+    expected = np.asarray(source["center"]) + source["radius"] * control_points
+
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    result = bpy.data.objects["Suzanne Sketch"]
+    assert result.type == "CURVE" and len(result.data.splines) == len(control_points) > 0
+    got = spline_points(result)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
+    assert json.loads(result["splatsketch_settings"])["curves"] == 4
+    assert result.users_collection[0].name == "SplatSketch"
+    source_after = bpy.data.objects["Suzanne"]
+    np.testing.assert_array_equal(np.array([v.co[:] for v in source_after.data.vertices]), source_vertices)
+    np.testing.assert_array_equal(np.array(source_after.matrix_world), source_matrix)
+    assert not source_after.modifiers and source_after.data.name == "Suzanne"
+
+
+def test_cli_batch_reports_and_skips_a_bad_asset(addon, tiny, backend_python, tmp_path, capsys):
+    out_dir = tmp_path / "batch"
+    code = addon.cli.main(["--objects", "Nope,Suzanne", *TINY, "--python", backend_python,
+                           "--output", f"{out_dir}/"])
+    printed = capsys.readouterr()
+    assert code == 1 and "object 'Nope' does not exist" in printed.err and "Traceback" not in printed.err
+    assert "Suzanne Sketch" in bpy.data.objects and (out_dir / "splatsketch_sketch.blend").is_file()
+
+
+def _start(addon, obj, **settings_overrides):
+    run_module = importlib.import_module(ADDON + ".operators.run")
+    generate = importlib.import_module(ADDON + ".operators.generate")
+    bpy.context.scene.splatsketch.iterations = 5000  # long enough to be interrupted
+    run = generate.prepare_run(bpy.context, obj, live_preview=True)
+    run.settings.update(snapshot_every=1, **settings_overrides)
+    run.params.update(train_views=4, heldout_views=2, size=64)
+    run.start(bpy.context)
+    deadline = time.monotonic() + 180
+    while not run.preview_name and run.step() == run_module.RUNNING:  # the modal timer's step, in a loop
+        assert time.monotonic() < deadline, "no snapshot within 180 s"
+        time.sleep(0.1)
+    assert run.preview_name in bpy.data.objects, "the live preview must exist while the worker runs"
+    state = bpy.context.window_manager.splatsketch
+    generate.sync_state(state, run)
+    return run, run_module
+
+
+def _finish(run, run_module):
+    deadline = time.monotonic() + 60
+    while run.step() == run_module.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return run.state
+
+
+def test_worker_killed_mid_run_leaves_the_scene_as_it_was(addon, tiny):
+    before = scene_state()
+    run, run_module = _start(addon, tiny)
+    assert scene_state() != before  # the preview is there
+    os.kill(run.worker.process.pid, signal.SIGKILL)
+    assert _finish(run, run_module) == run_module.FAILED
+    assert "killed by SIGKILL" in run.message and run.worker.log_path in run.message
+    assert scene_state() == before
+    assert not os.path.exists(run.job_dir), "the job folder of a failed run is not kept by default"
+
+
+def test_cancel_mid_run_stops_the_worker_gracefully(addon, tiny):
+    before = scene_state()
+    run, run_module = _start(addon, tiny)
+    run.cancel()
+    assert _finish(run, run_module) == run_module.CANCELLED
+    assert run.worker.exit_code == 130, "SIGINT lets the worker finish its step and exit 130, not be killed"
+    assert scene_state() == before
+
+
+def test_generate_operator_blocking_path(addon, tiny):
+    props = bpy.context.scene.splatsketch
+    props.curves, props.iterations, props.train_views, props.image_size, props.views_per_step = 3, 4, 4, 64, 2
+    assert bpy.ops.splatsketch.generate() == {"FINISHED"}  # not invoked: blocking, as under blender -b
+    state = bpy.context.window_manager.splatsketch
+    result = bpy.data.objects[state.last_result]
+    assert result.name == "Suzanne Sketch" and len(result.data.splines) == 3 and not state.running
+    assert "3 curves" in state.summary and state.progress == 1.0 and state.last_error == ""
+    assert json.loads(result["splatsketch_metrics"])["iterations"] == 4
