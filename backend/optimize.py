@@ -21,6 +21,7 @@ from .render import Renderer, pixel_scales
 
 Emit = Callable[[dict], None]
 PRUNE_AT = 0.7  # fraction of the run after which curves that add nothing are removed
+PRUNE_TOLERANCE = 1e-3  # a curve whose removal raises the judged loss by less than this adds nothing
 LR_FLOOR = 0.1  # cosine decay of the step size down to this fraction
 
 
@@ -118,7 +119,7 @@ def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_i
             if k in collapsed:
                 continue
             rest = torch.cat([control_points[:k], control_points[k + 1:]])
-            if evaluate_views(sketch, judge, rest, ids, len(ids)).mean() <= full:
+            if evaluate_views(sketch, judge, rest, ids, len(ids)).mean() < full + PRUNE_TOLERANCE:
                 collapsed.add(k)
     if len(collapsed) >= K:  # always keep the most useful curve
         collapsed.discard(0)
@@ -180,7 +181,8 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
             tick = now
             remaining = (cfg.iterations - done) + (runs - run_index - 1) * cfg.iterations
             emit({"type": "progress", "iteration": done, "iterations": cfg.iterations, "run": run_index + 1,
-                  "runs": runs, "loss": float(total), "losses": {k: float(v.mean()) for k, v in last_values.items()},
+                  "runs": runs, "loss": float(total.detach()),
+                  "losses": {k: float(v.detach().mean()) for k, v in last_values.items()},
                   "sec_per_iter": rate, "eta_s": rate * remaining})
         if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == cfg.iterations):
             emit({"type": "snapshot", "iteration": done, "run": run_index + 1,
@@ -207,7 +209,7 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
         widths=torch.full((final.shape[0],), sketch.world_width()),
         view_losses=view_losses,
         loss_history=[float(h) for h in history],
-        losses={k: float(v.mean()) for k, v in last_values.items()},
+        losses={k: float(v.detach().mean()) for k, v in last_values.items()},
         iterations=iterations,
         seconds=time.perf_counter() - start,
         seed=seed,

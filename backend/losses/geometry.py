@@ -23,6 +23,9 @@ from .base import LossContext, LossInputs
 PRECISION_CAP_PX = 12.0  # distances beyond this no longer grow the penalty (gradient fades smoothly)
 BLUR_START_PX = 6.0
 BLUR_END_PX = 1.5
+# A line counts as covered once the blurred ink reaches this fraction of the blurred line: one stroke
+# on a line saturates it, so a second stroke on the same line earns nothing (no reward for piling up).
+COVERED_AT = 0.7
 
 
 def blur_sigma(progress: float) -> float:
@@ -63,7 +66,7 @@ class LinesLoss:
         target = self.visible[ids]
         blurred_target = self._blurred_target(sigma)[ids]
         blurred_ink = gaussian_blur(ink, sigma)
-        coverage = torch.clamp(blurred_ink / (blurred_target + 1e-3), max=1.0)
+        coverage = torch.clamp(blurred_ink / (COVERED_AT * blurred_target + 1e-3), max=1.0)
         recall = (target * coverage).sum(dim=(1, 2)) / (target.sum(dim=(1, 2)) + 1e-6)
         return self.precision_weight * precision / PRECISION_CAP_PX + self.recall_weight * (1.0 - recall)
 

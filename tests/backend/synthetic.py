@@ -56,8 +56,23 @@ def render_lines(curves: torch.Tensor, viewmats, Ks, size: int, width: float = 0
     return ((1.0 - images).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+def curve_depth(curves: torch.Tensor, viewmats, Ks, size: int) -> np.ndarray:
+    """float32 [V,H,W] camera z of the nearest curve sample per pixel (0 elsewhere), like a depth pass."""
+    pts = sample_curves(curves, 512).reshape(-1, 3).double().numpy()
+    out = np.zeros((len(viewmats), size, size), np.float32)
+    for v, (vm, K) in enumerate(zip(viewmats, Ks)):
+        cam = pts @ vm[:3, :3].T + vm[:3, 3]
+        uv = (cam[:, :2] / cam[:, 2:3] * np.diag(K)[:2] + K[:2, 2]).astype(int)
+        for (x, y), z in sorted(zip(map(tuple, uv), cam[:, 2]), key=lambda p: -p[1]):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    if 0 <= x + dx < size and 0 <= y + dy < size:
+                        out[v, y + dy, x + dx] = z
+    return out
+
+
 def write_job(folder, settings: dict | None = None, train: int = 8, heldout: int = 4, size: int = 64,
-              curves: torch.Tensor | None = None, mesh: bool = True, **override) -> Path:
+              curves: torch.Tensor | None = None, mesh: bool = True, depth: bool = False, **override) -> Path:
     """A complete, valid job folder; ``override`` replaces arrays in views.npz (None removes one)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,6 +82,8 @@ def write_job(folder, settings: dict | None = None, train: int = 8, heldout: int
     rgba = np.zeros((len(viewmats), size, size, 4), np.uint8)
     rgba[..., 3] = lines
     arrays = {"viewmats": viewmats, "Ks": Ks, "is_train": is_train, "rgba": rgba, "lines": lines}
+    if depth:
+        arrays["depth"] = curve_depth(curves, viewmats, Ks, size)
     for key, value in override.items():
         if value is None:
             arrays.pop(key, None)
