@@ -64,10 +64,12 @@ def _synthetic_targets(device, views: int, size: int, curves: int = 12, seed: in
     ink = 1 - TorchRenderer()(means, torch.full((means.shape[0],), 0.012), 1.0, viewmats, Ks, size, size)
     rgb = (1 - ink)[:, None].repeat(1, 3, 1, 1)
     # A closed mesh for the surface term: a coarse octahedron scaled into the unit sphere.
-    verts = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float32) * 0.8
+    verts = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]],
+                         dtype=torch.float32) * 0.8
     faces = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
     samples, normals = sample_surface(verts, faces, 8000, g)
-    t = Targets(viewmats=viewmats.to(device), Ks=Ks.to(device), is_train=torch.as_tensor(np.asarray(is_train)).to(device),
+    t = Targets(viewmats=viewmats.to(device), Ks=Ks.to(device),
+                is_train=torch.as_tensor(np.asarray(is_train)).to(device),
                 rgb=rgb.to(device), alpha=ink.to(device), lines=(ink > 0.5).float().to(device),
                 vertices=verts.to(device), faces=faces.to(device), surface_samples=samples.to(device),
                 surface_normals=normals.to(device))
@@ -106,8 +108,8 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str) -> di
     else:
         from .config import OptimizeConfig
         from .losses import LossContext, build_losses
-        from .optimize import Sketch, _total
         from .losses.base import LossInputs
+        from .optimize import Sketch, _total
 
         t, _ = _synthetic_targets(device, 24, 224)
         if case == "step_final":

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from synthetic import write_job
 
 ROOT = Path(__file__).resolve().parents[2]

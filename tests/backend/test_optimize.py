@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from synthetic import known_curves, write_job
 
 from backend.config import OptimizeConfig
 from backend.init import initial_curves
@@ -12,7 +13,6 @@ from backend.losses import LossContext, build_losses
 from backend.optimize import Sketch, evaluate_views, optimize
 from backend.prepare import build_targets
 from backend.render import choose_renderer
-from synthetic import known_curves, write_job
 
 CPU = torch.device("cpu")
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from synthetic import write_job
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,214 @@
+"""CLIP model loading and the CLIP losses, on tiny random-weight models (never downloads)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from backend.config import ClipConfig, OptimizeConfig
+from backend.errors import BadJob, ClipWeightsUnavailable
+from backend.losses.base import LossContext, LossInputs, Targets
+from backend.losses.clip import ClipPairFeatures, augmentation_grids, clip_geometric, clip_semantic, warp
+from backend.losses.clip_model import load_clip
+
+CPU = torch.device("cpu")
+V, H = 5, 48  # views and render size (not the tiny model's 64 px input: exercises the resize)
+
+
+def tiny(path, name="tiny-rn") -> ClipConfig:
+    return ClipConfig(model=name, model_config=str(path), pretrained="")
+
+
+def strokes(n: int, seed: int) -> torch.Tensor:
+    """``[n,H,W]`` sketch-like images: white paper with a few dark bars."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.ones(n, H, H)
+    for i in range(n):
+        for _ in range(4):
+            y, x = torch.randint(4, H - 12, (2,), generator=g).tolist()
+            img[i, y : y + 2, x : x + 10] = 0.0
+    return img
+
+
+def lively(bundle):
+    """Re-initialise the convolutions so signals survive the depth (open_clip's random init leaves the
+    residual branches at zero and shrinks activations, so every image would get the same embedding)."""
+    with torch.no_grad():
+        for module in bundle.model.visual.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, generator=torch.Generator().manual_seed(0))
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+    return bundle
+
+
+def make_ctx(clip_cfg: ClipConfig, target_images: torch.Tensor, prompt: str = "", augmentations: int = 2):
+    """A LossContext whose target RGB views are ``target_images`` (grey) composited over white."""
+    targets = Targets(
+        viewmats=torch.eye(4).repeat(V, 1, 1),
+        Ks=torch.eye(3).repeat(V, 1, 1),
+        is_train=torch.ones(V, dtype=torch.bool),
+        rgb=target_images[:, None].expand(-1, 3, -1, -1).contiguous(),
+        alpha=1 - target_images,
+    )
+    cfg = OptimizeConfig(augmentations=augmentations, prompt=prompt, clip=clip_cfg)
+    return LossContext(targets, cfg, CPU, load_clip=lambda: lively(load_clip(clip_cfg, CPU)))
+
+
+def inputs(images, view_ids, seed=0, augment=True) -> LossInputs:
+    z = torch.zeros(1, 4, 3)
+    gen = torch.Generator().manual_seed(seed)
+    return LossInputs(images, torch.as_tensor(view_ids), z, z, generator=gen, augment=augment)
+
+
+@pytest.fixture
+def tiny_rn(tiny_clip_config):
+    return tiny(tiny_clip_config)
+
+
+@pytest.mark.parametrize("kind", ["rn", "vit"])
+def test_tiny_models_load_frozen(kind, tiny_clip_config, tiny_clip_vit_config):
+    path = tiny_clip_config if kind == "rn" else tiny_clip_vit_config
+    bundle = load_clip(tiny(path, f"tiny-{kind}"), CPU)
+    assert not bundle.model.training
+    assert not any(p.requires_grad for p in bundle.model.parameters())
+    assert bundle.input_size == 64 and bundle.mean.shape == (1, 3, 1, 1)
+    emb, acts = bundle.features(bundle.normalize(torch.rand(2, 3, H, H)), bundle.geometric_layers)
+    assert emb.shape == (2, 32) and len(acts) == 2
+    assert bundle.encode_text("a chair").shape == (32,)
+
+
+def test_resnet_activations_at_layer2_and_layer3(tiny_rn):
+    bundle = load_clip(tiny_rn, CPU)
+    assert [bundle.layer_names[i] for i in bundle.geometric_layers] == ["layer2", "layer3"]
+    x = bundle.normalize(torch.rand(3, 3, 64, 64))
+    emb, (layer2, layer3) = bundle.features(x, bundle.geometric_layers)
+    # width 16: layer2 has 2*16*4 channels at 1/8 resolution, layer3 4*16*4 at 1/16
+    assert layer2.shape == (3, 128, 8, 8) and layer3.shape == (3, 256, 4, 4)
+    none, (again,) = bundle.features(x, [2], embed=False)
+    assert none is None and torch.allclose(again, layer2)
+    torch.testing.assert_close(emb, bundle.model.encode_image(x))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_losses_zero_for_identical_pairs_positive_otherwise(tiny_rn, augment):
+    sketch = strokes(V, seed=1)
+    ctx = make_ctx(tiny_rn, sketch)
+    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+    assert (geo.name, sem.name) == ("clip_geometric", "clip_semantic")
+    ids = [0, 3, 4]
+    other = inputs(strokes(3, seed=2), ids, augment=augment)
+    same = inputs(sketch[ids].clone(), ids, augment=augment)
+    # augmented pairs share one warp, so identical images stay identical under augmentation too
+    for loss in (geo, sem):
+        differ, equal = loss(other), loss(same)
+        assert differ.shape == equal.shape == (3,)
+        assert (differ > 0).all() and (equal.abs() < 1e-3 * differ.min()).all()
+
+
+def test_gradients_reach_the_sketch_not_clip(tiny_rn):
+    ctx = make_ctx(tiny_rn, strokes(V, seed=1))
+    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+    images = strokes(2, seed=3).requires_grad_(True)
+    step = inputs(images, [1, 2])
+    (geo(step).mean() + 0.1 * sem(step).mean()).backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0 and images.grad.isfinite().all()
+    assert all(p.grad is None for p in ctx.clip().model.parameters())
+
+
+def test_one_clip_pass_per_step_shared_by_both_losses(tiny_rn, monkeypatch):
+    ctx = make_ctx(tiny_rn, strokes(V, seed=1), augmentations=3)
+    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+    shared = ClipPairFeatures.of(ctx, "clip_geometric")
+    batches = []
+    original = type(shared.bundle).features
+
+    def counting(self, x, layers, embed=True):
+        batches.append((x.shape[0], torch.is_grad_enabled()))
+        return original(self, x, layers, embed)
+
+    monkeypatch.setattr(type(shared.bundle), "features", counting)
+    step = inputs(strokes(2, seed=4), [0, 1])
+    geo(step), sem(step)
+    # sketch: 2 views x (1 + 3 pairs) in one call with grad; augmented targets: 2 x 3 without
+    assert sorted(batches) == [(6, False), (8, True)]
+    geo(step)  # the same loss again on the same images is a new evaluation (fresh augmentations)
+    assert len(batches) == 4
+
+
+def test_augmentation_is_one_shared_warp_and_deterministic():
+    img = torch.rand(3, 3, 32, 32)
+    grids = augmentation_grids(3, 32, torch.Generator().manual_seed(7), CPU)
+    assert grids.shape == (3, 32, 32, 2)
+    pair = warp(torch.cat([img, img]), torch.cat([grids, grids]))
+    torch.testing.assert_close(pair[:3], pair[3:])
+    again = augmentation_grids(3, 32, torch.Generator().manual_seed(7), CPU)
+    torch.testing.assert_close(grids, again)
+    assert not torch.allclose(grids, augmentation_grids(3, 32, torch.Generator().manual_seed(8), CPU))
+    assert not torch.allclose(warp(img, grids), img)  # it really warps
+    assert torch.allclose(warp(torch.ones(1, 1, 32, 32), grids[:1]), torch.ones(1))  # white outside
+
+
+def test_losses_deterministic_for_a_fixed_generator(tiny_rn):
+    ctx = make_ctx(tiny_rn, strokes(V, seed=1))
+    geo = clip_geometric(ctx)
+    images = strokes(2, seed=5)
+    first, second = geo(inputs(images, [2, 3], seed=11)), geo(inputs(images, [2, 3], seed=11))
+    torch.testing.assert_close(first, second)
+    assert not torch.allclose(first, geo(inputs(images, [2, 3], seed=12)))
+    plain = inputs(images, [2, 3], seed=11, augment=False)
+    state = plain.generator.get_state()
+    geo(plain)
+    assert torch.equal(state, plain.generator.get_state())  # no augmentation: no random draws
+
+
+def test_semantic_loss_with_a_prompt(tiny_rn):
+    sketch = strokes(V, seed=1)
+    plain = clip_semantic(make_ctx(tiny_rn, sketch))
+    prompted = clip_semantic(make_ctx(tiny_rn, sketch, prompt="a drawing of a chair"))
+    images = sketch[:2].clone().requires_grad_(True)
+    step = inputs(images, [0, 1], augment=False)
+    assert plain(step).abs().max() < 1e-4
+    loss = prompted(step)
+    assert (loss > 1e-4).all()
+    loss.sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_missing_weights_fail_fast_with_what_to_provide(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(ClipWeightsUnavailable) as err:
+        load_clip(ClipConfig(model="RN101-quickgelu", pretrained="openai", cache_dir=str(tmp_path)), CPU)
+    assert time.monotonic() - start < 3
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "RN101.pt") in message and "clip.checkpoint" in message
+
+
+def test_no_random_weights_unless_asked():
+    with pytest.raises(ClipWeightsUnavailable, match="no CLIP weights"):
+        load_clip(ClipConfig(model="RN101-quickgelu", pretrained=""), CPU)
+
+
+def test_bad_checkpoints_and_names(tmp_path, tiny_rn):
+    with pytest.raises(ClipWeightsUnavailable, match="not found"):
+        load_clip(ClipConfig(checkpoint=str(tmp_path / "missing.pt")), CPU)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ClipWeightsUnavailable, match="garbage.pt"):
+        load_clip(ClipConfig(model="tiny-rn", model_config=tiny_rn.model_config, checkpoint=str(garbage)), CPU)
+    with pytest.raises(BadJob, match="unknown CLIP model 'RN-nope'"):
+        load_clip(ClipConfig(model="RN-nope"), CPU)
+    with pytest.raises(BadJob, match="unknown CLIP weights tag"):
+        load_clip(ClipConfig(model="RN101-quickgelu", pretrained="nope"), CPU)
+
+
+def test_local_checkpoint_round_trip(tmp_path, tiny_rn):
+    saved = load_clip(tiny_rn, CPU).model
+    path = tmp_path / "tiny.pt"
+    torch.save(saved.state_dict(), path)
+    cfg = ClipConfig(model="tiny-rn", model_config=tiny_rn.model_config, checkpoint=str(path))
+    loaded = load_clip(cfg, CPU).model
+    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
