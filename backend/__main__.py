@@ -13,11 +13,16 @@ def main(argv=None) -> int:
     run.add_argument("job_dir")
     run.add_argument("--parent-pid", type=int, default=None, help="exit (cancelled) when this process is gone")
     sub.add_parser("check", help="print this Python's torch / CUDA / gsplat / open_clip versions as JSON")
+    ev = sub.add_parser("evaluate", help="score a finished job on views it was not optimised on")
+    ev.add_argument("job_dir")
+    ev.add_argument("--views", help="an .npz of evaluation views (default: JOB_DIR/eval.npz, else the held-out views)")
     args = parser.parse_args(argv)
     from . import worker
 
     if args.command == "check":
         return worker.check_backend()
+    if args.command == "evaluate":
+        return worker.evaluate_job(args.job_dir, args.views)
     return worker.run_job(args.job_dir, args.parent_pid)
 
 

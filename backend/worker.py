@@ -19,7 +19,15 @@ import threading
 import traceback
 from pathlib import Path
 
-from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, ClipWeightsUnavailable, DeviceUnavailable, SketchError
+from .errors import (
+    EXIT_CANCELLED,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    BadJob,
+    ClipWeightsUnavailable,
+    DeviceUnavailable,
+    SketchError,
+)
 
 
 def _clean(value):
@@ -125,8 +133,8 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
     job = load_job(folder)
     import torch
 
-    from .prepare import build_targets
     from .optimize import optimize
+    from .prepare import build_targets
     from .render import choose_renderer
 
     cfg = job.config
@@ -165,6 +173,40 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
                  "loss": result.loss_history[-1] if result.loss_history else None,
                  "heldout_loss": result.heldout_loss})
     return EXIT_CANCELLED if result.cancelled else EXIT_OK
+
+
+def evaluate_job(job_dir: str, views_path: str | None = None) -> int:
+    """Write ``metrics.json`` for a finished job; stdout carries the same typed events as ``run``."""
+    events = EventStream()
+    try:
+        from .evaluate import EvalViews, evaluate
+        from .job import _load_npz, load_job, write_atomic
+
+        job = load_job(job_dir)
+        folder = Path(job_dir)
+        result = _load_npz(folder / "result.npz", required=True)
+        path = Path(views_path) if views_path else folder / "eval.npz"
+        if path.exists():
+            views = EvalViews.from_arrays(_load_npz(path, required=True))
+            source = path.name
+        else:
+            if "lines" not in job.arrays or job.arrays["is_train"].all():
+                raise BadJob(f"{folder}: no eval.npz and no held-out views with line images to evaluate on")
+            views = EvalViews.from_arrays(job.arrays, ~job.arrays["is_train"])
+            source = "held-out views of views.npz"
+        widths = result["widths"]
+        metrics = evaluate(result["control_points"], float(widths[0]) if len(widths) else 0.01, views,
+                           job.arrays.get("vertices"), job.arrays.get("faces"))
+        metrics["evaluated_on"] = source
+        metrics["lines_source"] = "Blender Freestyle (visible + hidden line sets)"
+        write_atomic(folder / "metrics.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(_clean(metrics), indent=2), encoding="utf-8"))
+        summary = {k: v for k, v in metrics.items() if k != "views"}
+        events.emit({"type": "done", "result": "metrics.json", "metrics": summary})
+        return EXIT_OK
+    except SketchError as exc:
+        events.emit({"type": "error", "message": str(exc), "code": exc.exit_code})
+        return exc.exit_code
 
 
 def check_backend() -> int:

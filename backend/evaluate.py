@@ -1,0 +1,124 @@
+"""Sketch quality on views never used in optimisation: line precision / recall / F, chamfer, ink
+outside the silhouette and inside it away from lines (the volume-filling signal), and 3D distance
+of the curves to the mesh surface.
+
+Lines of the object come from the job (Blender Freestyle: visible and hidden lines). Recall is
+measured against the *visible* lines, precision against visible + hidden lines: a wire sketch may
+show structure behind the front surface, which is not an error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .curves import sample_curves
+from .imageops import distance_transform
+from .mesh import sample_surface
+from .render.torch_renderer import TorchRenderer
+
+TOLERANCE_PX = 2.0
+INK_THRESHOLD = 0.5  # a sketch pixel is ink when the strokes cover at least half of it
+COVERAGE_RADIUS = 0.05  # normalised units: a surface point is "covered" if a curve passes this close
+
+
+@dataclass
+class EvalViews:
+    """Views held out for evaluation, as numpy arrays (the same keys as views.npz)."""
+
+    viewmats: np.ndarray
+    Ks: np.ndarray
+    alpha: np.ndarray  # [V,H,W] float in [0,1]
+    lines: np.ndarray  # [V,H,W] bool, visible lines
+    lines_hidden: np.ndarray | None  # [V,H,W] bool
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, select=None) -> EvalViews:
+        sel = slice(None) if select is None else select
+        hidden = arrays.get("lines_hidden")
+        return cls(arrays["viewmats"][sel], arrays["Ks"][sel], arrays["rgba"][sel][..., 3] / 255.0,
+                   arrays["lines"][sel] > 127, None if hidden is None else hidden[sel] > 127)
+
+
+def render_sketch(control_points, width: float, views: EvalViews, samples: int = 64) -> torch.Tensor:
+    """Ink ``[V,H,W]`` (1 = ink) of the sketch in the evaluation views, with the optimisation's renderer."""
+    cp = torch.as_tensor(np.asarray(control_points), dtype=torch.float32)
+    means = sample_curves(cp, samples).reshape(-1, 3)
+    H, W = views.lines.shape[1:]
+    images = TorchRenderer()(means, torch.full((means.shape[0],), float(width)), 1.0,
+                             torch.as_tensor(views.viewmats, dtype=torch.float32),
+                             torch.as_tensor(views.Ks, dtype=torch.float32), W, H)
+    return 1.0 - images
+
+
+def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERANCE_PX) -> dict:
+    """Per-view line metrics of sketch ink against the object's line drawings."""
+    sketch = ink > INK_THRESHOLD
+    visible = torch.as_tensor(views.lines)
+    every = visible | torch.as_tensor(views.lines_hidden) if views.lines_hidden is not None else visible
+    silhouette = torch.as_tensor(views.alpha) > 0.5
+    d_to_every = distance_transform(every)
+    d_to_sketch = distance_transform(sketch)
+    outside = distance_transform(silhouette) > tolerance
+    per_view = []
+    for v in range(ink.shape[0]):
+        s, vis = sketch[v], visible[v]
+        n_ink, n_vis = int(s.sum()), int(vis.sum())
+        precision = float((d_to_every[v][s] <= tolerance).float().mean()) if n_ink else 0.0
+        recall = float((d_to_sketch[v][vis] <= tolerance).float().mean()) if n_vis and n_ink else 0.0
+        f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        diag = math.hypot(*s.shape)
+        to_target = float(d_to_every[v][s].mean()) if n_ink else diag
+        to_sketch = float(d_to_sketch[v][vis].mean()) if n_vis and n_ink else diag
+        interior = silhouette[v] & (d_to_every[v] > tolerance)
+        per_view.append({
+            "precision": precision, "recall": recall, "f": f,
+            "chamfer_px": 0.5 * (to_target + to_sketch),
+            "ink_outside": float((s & outside[v]).sum() / max(n_ink, 1)),
+            "ink_interior": float((s & interior).sum() / max(n_ink, 1)),
+            "ink_px": n_ink,
+        })
+    return {"views": per_view, **summarise(per_view)}
+
+
+def summarise(per_view: list[dict]) -> dict:
+    """Mean, minimum and spread over views of each per-view figure."""
+    out = {}
+    for key in ("f", "precision", "recall", "chamfer_px", "ink_outside", "ink_interior"):
+        values = np.array([v[key] for v in per_view], dtype=np.float64)
+        out[f"{key}_mean"] = float(values.mean()) if len(values) else float("nan")
+        out[f"{key}_min"] = float(values.min()) if len(values) else float("nan")
+        out[f"{key}_max"] = float(values.max()) if len(values) else float("nan")
+        out[f"{key}_std"] = float(values.std()) if len(values) else float("nan")
+    return out
+
+
+def surface_metrics(control_points, vertices, faces, samples: int = 64, surface_points: int = 100_000,
+                    seed: int = 0) -> dict:
+    """Distance of curve samples to the surface (mean, max; normalised units) and surface coverage."""
+    cp = torch.as_tensor(np.asarray(control_points), dtype=torch.float32)
+    if cp.shape[0] == 0:
+        return {"surface_distance_mean": float("nan"), "surface_distance_max": float("nan"), "surface_coverage": 0.0}
+    g = torch.Generator().manual_seed(seed)
+    pts, _ = sample_surface(torch.as_tensor(vertices, dtype=torch.float32),
+                            torch.as_tensor(faces, dtype=torch.long), surface_points, g)
+    curve_pts = sample_curves(cp, samples).reshape(-1, 3)
+    to_surface = torch.cat([torch.cdist(chunk, pts).amin(dim=1) for chunk in curve_pts.split(1024)])
+    covered = torch.cat([torch.cdist(chunk, curve_pts).amin(dim=1) for chunk in pts[::10].split(4096)])
+    return {"surface_distance_mean": float(to_surface.mean()), "surface_distance_max": float(to_surface.max()),
+            "surface_coverage": float((covered < COVERAGE_RADIUS).float().mean())}
+
+
+def evaluate(control_points, width: float, views: EvalViews, vertices=None, faces=None,
+             tolerance: float = TOLERANCE_PX) -> dict:
+    """All figures for one sketch; ``views`` must not include the views it was optimised on."""
+    metrics = image_metrics(render_sketch(control_points, width, views), views, tolerance)
+    metrics["tolerance_px"] = tolerance
+    metrics["image_size"] = list(views.lines.shape[1:])
+    metrics["curves"] = int(np.asarray(control_points).shape[0])
+    if vertices is not None:
+        metrics.update(surface_metrics(control_points, vertices, faces))
+    return metrics

@@ -1,0 +1,82 @@
+"""Quality metrics on cases with known answers."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from synthetic import known_curves, uv_sphere, write_job
+
+from backend.cameras import train_and_heldout_cameras
+from backend.evaluate import EvalViews, evaluate, image_metrics, render_sketch, surface_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def views_of(curves, size=128, count=6):
+    viewmats, Ks, _ = train_and_heldout_cameras(count, 0, size)
+    probe = EvalViews(viewmats, Ks, np.zeros((count, size, size)), np.zeros((count, size, size), bool), None)
+    lines = (render_sketch(curves, 0.012, probe) > 0.5).numpy()
+    alpha = np.stack([np.asarray(torch.nn.functional.max_pool2d(torch.as_tensor(v, dtype=torch.float32)[None],
+                                                                  9, 1, 4)[0]) for v in lines])
+    return EvalViews(viewmats, Ks, alpha, lines, np.zeros_like(lines))
+
+
+def test_a_sketch_identical_to_the_line_drawing_scores_one():
+    curves = known_curves(4, seed=3)
+    m = evaluate(curves, 0.012, views_of(curves))
+    assert m["f_mean"] == 1.0 and m["f_min"] == 1.0 and m["chamfer_px_mean"] == 0.0
+    assert m["ink_outside_mean"] == 0.0
+
+
+def test_an_empty_sketch_has_zero_recall():
+    views = views_of(known_curves(4, seed=3))
+    m = image_metrics(torch.zeros(views.lines.shape), views)
+    assert m["recall_mean"] == 0.0 and m["f_mean"] == 0.0
+
+
+def test_ink_far_away_raises_chamfer_and_lowers_precision():
+    curves = known_curves(4, seed=3)
+    views = views_of(curves)
+    near = evaluate(curves, 0.012, views)
+    shifted = curves.clone()
+    shifted[0] += torch.tensor([0.0, 0.0, 0.4])
+    far = evaluate(shifted, 0.012, views)
+    assert far["chamfer_px_mean"] > near["chamfer_px_mean"] + 1.0
+    assert far["precision_mean"] < near["precision_mean"]
+    assert far["ink_outside_mean"] > 0
+
+
+def test_hidden_lines_count_for_precision_not_recall():
+    curves = known_curves(4, seed=3)
+    views = views_of(curves)
+    hidden_only = EvalViews(views.viewmats, views.Ks, views.alpha, np.zeros_like(views.lines), views.lines)
+    ink = render_sketch(curves, 0.012, views)
+    m = image_metrics(ink, hidden_only)
+    assert m["precision_mean"] == 1.0 and m["recall_mean"] == 0.0
+
+
+def test_surface_distance_and_coverage():
+    verts, faces = uv_sphere(24, 48, radius=0.8)
+    t = torch.linspace(0, 0.2, 4)  # a short arc: its Bézier stays within ~0.004 of the sphere
+    on = torch.stack([torch.stack([0.8 * torch.cos(t), 0.8 * torch.sin(t), 0 * t], 1)])
+    off = on * 1.25
+    m_on, m_off = surface_metrics(on, verts, faces), surface_metrics(off, verts, faces)
+    assert m_on["surface_distance_mean"] < 0.02
+    assert abs(m_off["surface_distance_mean"] - 0.2) < 0.05
+    assert 0 < m_on["surface_coverage"] < 0.1
+
+
+def test_evaluate_command_writes_metrics(tmp_path):
+    job = write_job(tmp_path / "job", settings={"iterations": 2}, size=64)
+    assert subprocess.run([sys.executable, "-m", "backend", "run", str(job)], cwd=ROOT,
+                          capture_output=True).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "backend", "evaluate", str(job)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert done["type"] == "done" and 0 <= done["metrics"]["f_mean"] <= 1
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert len(metrics["views"]) == 4 and "surface_distance_mean" in metrics
