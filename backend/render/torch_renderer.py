@@ -14,11 +14,16 @@ frustum + 30 %, ``eps2d = 0.3`` px added to the 2D covariance (classic mode, no 
 with camera z outside ``[near, far]`` or opacity < 1/255 culled, bounding box radius
 ``ceil(min(3.33, sqrt(2 ln(255 o))) * sqrt(cov2d_ii))``, pixel centres at +0.5,
 ``sigma = 0.5 (a dx^2 + c dy^2) + b dx dy``, ``alpha = min(0.999, o exp(-sigma))`` skipped when
-``sigma < 0`` or ``alpha < 1/255``. Not copied: gsplat stops a pixel once its transmittance would
-fall to 1e-4 (an order-dependent cut); here the product simply continues (differences <= 1e-4).
+``alpha < 1/255``. Not copied: gsplat's ``sigma < 0`` skip (the conic is positive definite, so only
+rounding at the very mean could trigger it) and its early stop once a pixel's transmittance would
+fall to 1e-4 (an order-dependent cut; here the product simply continues, differences <= 1e-4).
 
-The rasterisation has a hand-written backward (:class:`_PatchComposite`): it recomputes each patch
-instead of saving it, so autograd keeps only the ``[V,H,W]`` image and per-splat vectors.
+The rasterisation has a hand-written backward (:class:`_PatchComposite`: the analytic gradient of
+``sum log(1 - alpha)``, zero where alpha is clamped or skipped, as gsplat's): the forward keeps only each patch
+pixel's flat index (int32) and ``d log(1-alpha) / d sigma``, so autograd holds 8 bytes per patch
+pixel plus the ``[V,H,W]`` image, never a views x pixels x splats tensor. CPU notes: masks are
+fused thresholds and intermediates are updated in place (``masked_fill``/``where`` and fresh large
+allocations were the slowest steps when profiled).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 EPS2D = 0.3
 NEAR_PLANE = 0.01
@@ -130,15 +136,20 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     return Projection(means2d, conics, cam[..., 2], radii, valid, opac)
 
 
-def _patch_grid(means2d, start, size, width, view_base):
-    """Offsets from each patch pixel's centre to the mean (dx [m,Px], dy [m,Py]) and flat indices."""
+def _patch_offsets(means2d, start, size):
+    """Mean minus pixel centre along each patch axis: dx [m,Px], dy [m,Py] (gsplat's delta)."""
     py, px = size
-    iy = start[:, 1, None] + torch.arange(py, device=start.device)  # [m,Py] pixel rows
-    ix = start[:, 0, None] + torch.arange(px, device=start.device)  # [m,Px] pixel columns
-    dx = means2d[:, 0, None] - (ix.to(means2d.dtype) + 0.5)  # mean - pixel centre, as gsplat
-    dy = means2d[:, 1, None] - (iy.to(means2d.dtype) + 0.5)
-    index = (view_base[:, None] + iy * width)[:, :, None] + ix[:, None, :]  # [m,Py,Px]
-    return dx, dy, index
+    dx = means2d[:, 0, None] - (start[:, 0, None] + torch.arange(px, device=start.device) + 0.5)
+    dy = means2d[:, 1, None] - (start[:, 1, None] + torch.arange(py, device=start.device) + 0.5)
+    return dx, dy
+
+
+def _patch_index(start, size, width, view_base):
+    """Flat pixel index [m,Py,Px] of every patch pixel, int32 (V*H*W stays far below 2**31)."""
+    py, px = size
+    rows = (view_base[:, None] + (start[:, 1, None] + torch.arange(py, device=start.device)) * width)
+    cols = start[:, 0, None] + torch.arange(px, device=start.device)
+    return rows.to(torch.int32)[:, :, None].expand(len(start), py, px) + cols.to(torch.int32)[:, None, :]
 
 
 class _Plan(NamedTuple):
@@ -173,6 +184,12 @@ def _plan(means2d, radii, view, width, height):
     return order, _Plan(chunks, start, view[order] * (width * height), width)
 
 
+def _just_below(value: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` number below ``value``'s rounding in ``dtype``."""
+    v = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(v, torch.zeros_like(v)))
+
+
 class _PatchComposite(torch.autograd.Function):
     """log T = sum over splats of log(1 - alpha) on their patches; returns T = exp(log T).
 
@@ -185,23 +202,30 @@ class _PatchComposite(torch.autograd.Function):
         width = plan.width
         logt = torch.zeros(views * height * width, dtype=means2d.dtype, device=means2d.device)
         keep_for_backward = any(ctx.needs_input_grad[:3])
+        below_threshold = _just_below(ALPHA_THRESHOLD, means2d.dtype)
         saved = []
         for lo, hi, size in plan.chunks:
-            dx, dy, index = _patch_grid(means2d[lo:hi], plan.start[lo:hi], size, width, plan.view_base[lo:hi])
+            dx, dy = _patch_offsets(means2d[lo:hi], plan.start[lo:hi], size)
+            index = _patch_index(plan.start[lo:hi], size, width, plan.view_base[lo:hi])
             a, b, c = conics[lo:hi].unbind(-1)
             # -sigma = -(0.5 a dx^2 + 0.5 c dy^2 + b dx dy), built from [m,P] pieces
             nqx, nqy = (-0.5 * a)[:, None] * dx * dx, (-0.5 * c)[:, None] * dy * dy
             neg_bdx = (-b)[:, None, None] * dx[:, None, :]
-            alpha = (nqy[:, :, None] + nqx[:, None, :]).addcmul_(dy[:, :, None], neg_bdx).exp_()
+            # (expanding one side first avoids a slow double-broadcast path of CPU add)
+            alpha = (nqy[:, :, None].expand(len(a), *size) + nqx[:, None, :]).addcmul_(dy[:, :, None], neg_bdx).exp_()
             if opac is not None:
                 alpha.mul_(opac[lo:hi, None, None])
             # sigma < 0 is not tested: the conic is positive definite, so only rounding at the mean
             # could produce it, where gsplat would skip and this gives the clamped alpha instead.
-            alpha.clamp_max_(MAX_ALPHA).masked_fill_(alpha < ALPHA_THRESHOLD, 0.0)
+            # Masks as fused thresholds (masked_fill / where are ~10x slower on CPU): F.threshold keeps
+            # x > t, and t just below 1/255 in this dtype keeps exactly alpha >= 1/255 as gsplat.
             if keep_for_backward:
-                ratio = (alpha / (1.0 - alpha)).masked_fill_(alpha == MAX_ALPHA, 0.0)
-                saved.append((index, ratio))
-            logt.index_add_(0, index.reshape(-1), torch.log1p(alpha.neg_()).reshape(-1))
+                # d log(1-alpha)/d sigma = alpha/(1-alpha), 0 where alpha is clamped or skipped
+                live = F.threshold_(alpha.neg(), -MAX_ALPHA, 0.0).neg_()  # in place: fresh pages are slow
+                F.threshold_(live, below_threshold, 0.0)
+                saved.append((index, live.neg_().add_(1.0).reciprocal_().sub_(1.0)))
+            F.threshold_(alpha.clamp_max_(MAX_ALPHA), below_threshold, 0.0)
+            logt.index_add_(0, index.view(-1), alpha.neg_().log1p_().view(-1))
         image = torch.exp(logt).reshape(views, height, width)
         ctx.save_for_backward(means2d, conics, opac, image)
         ctx.plan, ctx.saved = plan, saved
@@ -218,12 +242,12 @@ class _PatchComposite(torch.autograd.Function):
         want_opac = opac is not None and ctx.needs_input_grad[2]
         g_opac = torch.zeros_like(opac) if want_opac else None
         for (lo, hi, size), (index, ratio) in zip(plan.chunks, ctx.saved, strict=True):
-            dx, dy, _ = _patch_grid(means2d[lo:hi], plan.start[lo:hi], size, plan.width, plan.view_base[lo:hi])
-            w = g_logt[index].mul_(ratio)  # d loss / d sigma  [m,Py,Px]
+            dx, dy = _patch_offsets(means2d[lo:hi], plan.start[lo:hi], size)
+            w = g_logt.index_select(0, index.view(-1)).view_as(ratio).mul_(ratio)  # d loss / d sigma
             col, row = w.sum(1), w.sum(2)  # [m,Px] summed over rows, [m,Py] over columns
             s_dx, s_dy = (col * dx).sum(1), (row * dy).sum(1)
             s_dxx, s_dyy = (col * dx * dx).sum(1), (row * dy * dy).sum(1)
-            s_dxy = (torch.bmm(w, dx[:, :, None]).squeeze(2) * dy).sum(1)
+            s_dxy = ((w * dx[:, None, :]).sum(2) * dy).sum(1)
             a, b, c = conics[lo:hi].unbind(-1)
             g_means2d[lo:hi] = torch.stack([a * s_dx + b * s_dy, b * s_dx + c * s_dy], -1)
             g_conics[lo:hi] = torch.stack([0.5 * s_dxx, s_dxy, 0.5 * s_dyy], -1)

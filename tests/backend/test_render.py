@@ -114,6 +114,16 @@ def test_large_and_near_splats_are_drawn_whole():
     assert (image - expected).abs().max() < 1e-4
 
 
+def test_nothing_visible_gives_white_paper_and_zero_gradients():
+    means, scales, viewmats, Ks, width, height = random_case(9, splats=5)
+    means = torch.linalg.inv(viewmats[0])[:3, 3] * 1.5 + 0 * means  # all behind camera 0
+    means.requires_grad_()
+    image = TorchRenderer()(means, scales, 1.0, viewmats[:1], Ks[:1], width, height)
+    assert torch.equal(image.detach(), torch.ones(1, height, width, dtype=means.dtype))
+    image.sum().backward()
+    assert torch.equal(means.grad, torch.zeros_like(means))
+
+
 # ---------------------------------------------------------------- gsplat's own projection
 def test_projection_matches_gsplat_torch_impl():
     from gsplat.cuda._torch_impl import _fully_fused_projection
