@@ -24,6 +24,9 @@ class GsplatRenderer:
 
     name = "gsplat"
 
+    def __init__(self, packed: bool = False):
+        self.packed = packed  # packed=False skips the packing work; either gives the same image
+
     def __call__(self, means, scales, opacity, viewmats, Ks, width: int, height: int) -> torch.Tensor:
         from gsplat import rasterization
 
@@ -39,16 +42,17 @@ class GsplatRenderer:
             scales3 = scales.expand(N)[:, None].expand(N, 3).contiguous()
             colors = means.new_zeros(N, 1)
             _, alphas, _ = rasterization(means, quats, scales3, opac.contiguous(), colors, viewmats, Ks,
-                                         int(width), int(height), **_OPTIONS)
+                                         int(width), int(height), packed=self.packed, **_OPTIONS)
             return 1.0 - alphas[..., 0]  # [V,H,W]
         if scales.shape != (V, N):
             raise ValueError(f"scales must be [N] or [V,N] = [{V},{N}], got {list(scales.shape)}")
         _, alphas, _ = rasterization(
             means[None].expand(V, N, 3).contiguous(), quats[None].expand(V, N, 4).contiguous(),
             scales[..., None].expand(V, N, 3).contiguous(), opac[None].expand(V, N).contiguous(),
-            means.new_zeros(V, N, 1), viewmats[:, None], Ks[:, None], int(width), int(height), **_OPTIONS)
+            means.new_zeros(V, N, 1), viewmats[:, None], Ks[:, None], int(width), int(height), packed=self.packed,
+            **_OPTIONS)
         return 1.0 - alphas[:, 0, ..., 0]  # [V,1,H,W,1] -> [V,H,W]
 
 
-# Rules the torch renderer mirrors; packed=False avoids packing work for a few thousand splats.
-_OPTIONS = dict(near_plane=0.01, eps2d=0.3, packed=False, rasterize_mode="classic", render_mode="RGB")
+# The rules the torch renderer mirrors.
+_OPTIONS = dict(near_plane=0.01, eps2d=0.3, rasterize_mode="classic", render_mode="RGB")
