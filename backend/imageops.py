@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -16,16 +16,44 @@ def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.T
     return k / k.sum()
 
 
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[size,size]`` banded matrix M with ``M @ x`` = 1D Gaussian blur of x (zero padding)."""
+    k = gaussian_kernel1d(sigma, device, dtype)
+    r = k.numel() // 2
+    idx = torch.arange(size, device=device)
+    offset = idx[None, :] - idx[:, None]  # column - row
+    band = offset.abs() <= r
+    return torch.where(band, k[(offset + r).clamp(0, 2 * r)], torch.zeros((), device=device, dtype=dtype))
+
+
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[B,H,W]`` images (zero padding: ink off-image is lost)."""
+    """Separable Gaussian blur of ``[B,H,W]`` images (zero padding: ink off-image is lost).
+
+    Two matrix products with banded Gaussian matrices: on CPU this is ~20x faster than a
+    single-channel conv2d (which runs a slow direct convolution), forward and backward alike.
+    """
     if sigma <= 0:
         return images
-    k = gaussian_kernel1d(sigma, images.device, images.dtype)
-    r = k.numel() // 2
-    x = images[:, None]
-    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
-    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
-    return x[:, 0]
+    H, W = images.shape[-2:]
+    gy = _blur_matrix(H, float(sigma), images.device, images.dtype)
+    gx = gy if W == H else _blur_matrix(W, float(sigma), images.device, images.dtype)
+    return gy @ images @ gx.T
+
+
+@torch.no_grad()
+def distance_transform_3d(mask: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance (voxels) from every voxel of a ``[D,H,W]`` grid to the nearest True voxel.
+
+    The same exact separable min-plus passes as :func:`distance_transform`, one per axis.
+    """
+    big = float(sum(n * n for n in mask.shape))
+    cost = torch.where(mask, 0.0, big).to(torch.float32)
+    for axis in range(3):
+        moved = cost.movedim(axis, 0)
+        shape = moved.shape
+        cost = _min_plus_1d(moved.reshape(shape[0], -1)).reshape(shape).movedim(0, axis)
+    return cost.clamp_max(big).sqrt()
 
 
 def _min_plus_1d(cost: torch.Tensor) -> torch.Tensor:
