@@ -39,6 +39,7 @@ class ClipBundle:
     layer_names: tuple[str, ...]  # what ``features`` can return, by index
     geometric_layers: tuple[int, ...]  # indices the geometric loss compares (RN: layer2, layer3)
     tokenizer: Callable | None = None
+    autocast_dtype: torch.dtype | None = None  # run the image tower under autocast (``amp=True``)
 
     @property
     def device(self) -> torch.device:
@@ -64,6 +65,14 @@ class ClipBundle:
         the mid-level maps and the embedding, stopping early when no embedding is needed. ViTs use
         open_clip's ``forward_intermediates`` (block outputs as [N,C,h,w] token maps).
         """
+        amp = self.autocast_dtype is not None
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=amp):
+            emb, acts = self._features(x, layers, embed)
+        if amp:
+            emb, acts = None if emb is None else emb.float(), [a.float() for a in acts]
+        return emb, acts
+
+    def _features(self, x, layers, embed):
         visual = self.model.visual
         wanted = sorted({int(i) for i in layers})
         if not self.is_resnet:
@@ -86,6 +95,36 @@ class ClipBundle:
             raise ClipWeightsUnavailable(f"no tokenizer available offline for CLIP model {self.name}")
         tokens = self.tokenizer([prompt]).to(self.device)
         return self.model.encode_text(tokens)[0].float()
+
+
+def _fold_batchnorm(visual: torch.nn.Module) -> int:
+    """Fold every eval-mode BatchNorm of a ModifiedResNet into the convolution before it.
+
+    Exact in eval mode and ~15% less CPU time per forward+backward (one pass less over every
+    activation map). Returns how many were folded.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for module in list(visual.modules()):
+        pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+        if isinstance(module, torch.nn.Sequential) and len(module) == 3:  # downsample: avgpool, conv, bn
+            names = list(module._modules)
+            pairs.append((names[1], names[2]))
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, torch.nn.Identity())
+                folded += 1
+    return folded
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype:
+    """bf16 (fp16 on CUDA cards without bf16). Only worth it on CPUs with AMX / AVX512-BF16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 def _one_line(error: BaseException) -> str:
@@ -170,6 +209,8 @@ def _offline_env():
 
 def _resolve_weights(open_clip, cfg: ClipConfig, random_weights: bool) -> tuple[str, dict]:
     """Decide what to hand open_clip as ``pretrained``: a local file, a tag (downloads allowed) or ''."""
+    if random_weights:
+        return "", {}
     if cfg.checkpoint:
         if not os.path.isfile(cfg.checkpoint):
             raise ClipWeightsUnavailable(f"CLIP checkpoint file not found: {cfg.checkpoint} (setting clip.checkpoint)")
@@ -200,19 +241,27 @@ def _resolve_weights(open_clip, cfg: ClipConfig, random_weights: bool) -> tuple[
     return found, preprocess
 
 
-def load_clip(cfg: ClipConfig, device: torch.device, *, random_weights: bool = False) -> ClipBundle:
+def load_clip(cfg: ClipConfig, device: torch.device, *, random_weights: bool = False, amp: bool = False) -> ClipBundle:
     """Build the frozen CLIP model named by ``cfg`` on ``device``.
 
     ``random_weights=True`` (benchmarks only, deliberately not a ClipConfig field so no job can ask
-    for it) builds the real architecture untrained when no weights are named.
+    for it) builds the real architecture untrained, ignoring pretrained/checkpoint. ``amp=True`` runs the
+    image tower under bf16 autocast: ~25% less CPU time on CPUs with AMX / AVX512-BF16, slower elsewhere.
     """
     import open_clip
 
     if cfg.model_config:
         _register_model_config(open_clip, cfg.model, cfg.model_config)
-    if open_clip.get_model_config(cfg.model) is None:
+    schema = cfg.model.split(":")[0] if cfg.model.startswith(("hf-hub:", "local-dir:")) else ""
+    if schema == "hf-hub" and not cfg.allow_download:
+        raise ClipWeightsUnavailable(
+            f"CLIP model {cfg.model} lives on the Hugging Face hub and downloads are off: "
+            "use local-dir:<folder with open_clip_config.json and weights> or allow downloads (clip.allow_download)"
+        )
+    if not schema and open_clip.get_model_config(cfg.model) is None:
         raise BadJob(f"unknown CLIP model {cfg.model!r} (e.g. RN101-quickgelu, RN50-quickgelu, ViT-B-32)")
-    pretrained, preprocess = _resolve_weights(open_clip, cfg, random_weights)
+    # A schema names its own weights (open_clip ignores ``pretrained`` then).
+    pretrained, preprocess = ("", {}) if schema else _resolve_weights(open_clip, cfg, random_weights)
     offline = contextlib.nullcontext() if cfg.allow_download else _offline_env()
     try:
         with offline:
@@ -227,7 +276,10 @@ def load_clip(cfg: ClipConfig, device: torch.device, *, random_weights: bool = F
     except Exception as e:  # noqa: BLE001  open_clip raises RuntimeError/KeyError/pickle errors for bad files
         what = f"file {pretrained}" if pretrained and os.path.isfile(pretrained) else f"{cfg.model}/{pretrained}"
         raise ClipWeightsUnavailable(f"cannot load CLIP weights {what}: {_one_line(e)}") from None
-    model.eval().requires_grad_(False)
+    model.eval()
+    if hasattr(model.visual, "attnpool"):
+        _fold_batchnorm(model.visual)
+    model.requires_grad_(False)
 
     pre = open_clip.get_model_preprocess_cfg(model)
     size = pre.get("size", 224)
@@ -253,4 +305,5 @@ def load_clip(cfg: ClipConfig, device: torch.device, *, random_weights: bool = F
         layer_names=layer_names,
         geometric_layers=geometric,
         tokenizer=tokenizer,
+        autocast_dtype=_autocast_dtype(dev) if amp else None,
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import time
 
+import open_clip
 import pytest
 import torch
 
@@ -11,7 +15,7 @@ from backend.config import ClipConfig, OptimizeConfig
 from backend.errors import BadJob, ClipWeightsUnavailable
 from backend.losses.base import LossContext, LossInputs, Targets
 from backend.losses.clip import ClipPairFeatures, augmentation_grids, clip_geometric, clip_semantic, warp
-from backend.losses.clip_model import load_clip
+from backend.losses.clip_model import _fold_batchnorm, load_clip
 
 CPU = torch.device("cpu")
 V, H = 5, 48  # views and render size (not the tiny model's 64 px input: exercises the resize)
@@ -44,6 +48,12 @@ def lively(bundle):
     return bundle
 
 
+@functools.cache
+def shared_bundle(model: str, config_path: str):
+    """One lively tiny model per config for the loss tests (loading is most of a test's time)."""
+    return lively(load_clip(ClipConfig(model=model, model_config=config_path, pretrained=""), CPU))
+
+
 def make_ctx(clip_cfg: ClipConfig, target_images: torch.Tensor, prompt: str = "", augmentations: int = 2):
     """A LossContext whose target RGB views are ``target_images`` (grey) composited over white."""
     targets = Targets(
@@ -54,7 +64,7 @@ def make_ctx(clip_cfg: ClipConfig, target_images: torch.Tensor, prompt: str = ""
         alpha=1 - target_images,
     )
     cfg = OptimizeConfig(augmentations=augmentations, prompt=prompt, clip=clip_cfg)
-    return LossContext(targets, cfg, CPU, load_clip=lambda: lively(load_clip(clip_cfg, CPU)))
+    return LossContext(targets, cfg, CPU, load_clip=lambda: shared_bundle(clip_cfg.model, clip_cfg.model_config))
 
 
 def inputs(images, view_ids, seed=0, augment=True) -> LossInputs:
@@ -186,9 +196,14 @@ def test_missing_weights_fail_fast_with_what_to_provide(tmp_path):
     assert "\n" not in message and str(tmp_path / "RN101.pt") in message and "clip.checkpoint" in message
 
 
-def test_no_random_weights_unless_asked():
+def test_no_random_weights_unless_asked(tiny_rn):
     with pytest.raises(ClipWeightsUnavailable, match="no CLIP weights"):
         load_clip(ClipConfig(model="RN101-quickgelu", pretrained=""), CPU)
+    with pytest.raises(ClipWeightsUnavailable, match="downloads are off"):
+        load_clip(ClipConfig(model="hf-hub:someone/some-clip"), CPU)
+    # benchmarks ask explicitly; then named weights are ignored
+    asked = dataclasses.replace(tiny_rn, pretrained="openai", checkpoint="/nonexistent.pt")
+    assert load_clip(asked, CPU, random_weights=True).name == "tiny-rn"
 
 
 def test_bad_checkpoints_and_names(tmp_path, tiny_rn):
@@ -205,10 +220,51 @@ def test_bad_checkpoints_and_names(tmp_path, tiny_rn):
 
 
 def test_local_checkpoint_round_trip(tmp_path, tiny_rn):
-    saved = load_clip(tiny_rn, CPU).model
+    load_clip(tiny_rn, CPU)  # registers the tiny config
+    original = open_clip.create_model("tiny-rn").eval()
     path = tmp_path / "tiny.pt"
-    torch.save(saved.state_dict(), path)
+    torch.save(original.state_dict(), path)
     cfg = ClipConfig(model="tiny-rn", model_config=tiny_rn.model_config, checkpoint=str(path))
-    loaded = load_clip(cfg, CPU).model
-    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
+    bundle = load_clip(cfg, CPU)
+    x = bundle.normalize(torch.rand(2, 3, 64, 64))
+    torch.testing.assert_close(bundle.features(x, (2,))[0], original.encode_image(x), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_folding_is_exact(tiny_rn):
+    load_clip(tiny_rn, CPU)  # registers the tiny config
+    visual = open_clip.create_model("tiny-rn").visual.eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in visual.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t in (m.weight, m.bias, m.running_mean):
+                    t.copy_(torch.randn(t.shape, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    folded = copy.deepcopy(visual)
+    assert _fold_batchnorm(folded) == 3 + 3 * 4 + 4  # stem, 3 per bottleneck, 4 downsamples
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    torch.testing.assert_close(folded(x), visual(x), rtol=1e-4, atol=1e-5)
+
+
+def test_amp_returns_float32_close_to_fp32(tiny_rn):
+    exact = lively(load_clip(tiny_rn, CPU))
+    assert load_clip(tiny_rn, CPU, amp=True).autocast_dtype == torch.bfloat16
+    amp = dataclasses.replace(exact, autocast_dtype=torch.bfloat16)
+    x = exact.normalize(torch.rand(2, 3, 64, 64))
+    (e1, _), (e2, a2) = exact.features(x, (2, 3)), amp.features(x, (2, 3))
+    assert e2.dtype == a2[0].dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(e1, e2).min() > 0.99
+
+
+def test_vit_losses(tiny_clip_vit_config):
+    sketch = strokes(V, seed=1)
+    ctx = make_ctx(tiny(tiny_clip_vit_config, "tiny-vit"), sketch)
+    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+    assert geo(inputs(sketch[:2].clone(), [0, 1])).abs().max() < 1e-5
+    images = strokes(2, seed=6).requires_grad_(True)
+    step = inputs(images, [0, 1])
+    loss = geo(step) + sem(step)
+    assert (loss > 0).all()
+    loss.sum().backward()
+    assert images.grad.abs().sum() > 0
