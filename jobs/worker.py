@@ -240,9 +240,7 @@ def progress_of(event: dict) -> tuple[float, str]:
     run, runs = int(event.get("run", 1)), max(1, int(event.get("runs", 1)))
     # run is 1-based in the text; best-of-N runs fill the bar one after another
     factor = min(1.0, max(0.0, ((run - 1) + it / total) / runs))
-    text = f"Iteration {it}/{total}"
-    if runs > 1:
-        text = f"Run {run}/{runs} · " + text
+    text = f"Iteration {it}/{total}" + (f" (run {run}/{runs})" if runs > 1 else "")
     loss = event.get("loss")
     if isinstance(loss, (int, float)):
         text += f" · loss {loss:.4g}"

@@ -129,6 +129,18 @@ class SPLATSKETCH_OT_generate(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
+        try:
+            return self._modal(context, event)
+        except Exception as error:  # never leave the panel stuck in "running" behind a dead modal
+            self._run.abort()
+            self._remove_timer(context)
+            state = context.window_manager.splatsketch
+            state.running, state.last_error = False, f"internal error: {error}"
+            self.report({"ERROR"}, f"SplatSketch internal error: {error}")
+            redraw(context)
+            return {"CANCELLED"}
+
+    def _modal(self, context, event):
         run, state = self._run, context.window_manager.splatsketch
         if event.type == "ESC" and event.value == "PRESS":
             state.cancel_requested = True
@@ -138,7 +150,7 @@ class SPLATSKETCH_OT_generate(bpy.types.Operator):
         if state.cancel_requested and run.state == RUNNING:
             state.status = "Cancelling"
             run.cancel()
-        if event.type != "TIMER" or event.timer != self._timer:
+        if event.type != "TIMER":  # any timer tick is fine: a step never blocks
             return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
         if not self._started:  # the first tick comes after the panel has drawn "Rendering..."
             self._started = True
@@ -150,8 +162,10 @@ class SPLATSKETCH_OT_generate(bpy.types.Operator):
                 except RunError as error:
                     run.state, run.message = FAILED, str(error)
         if run.step() == RUNNING:
-            sync_state(state, run)
-            redraw(context)
+            if run.changed:  # redrawing every tick would steal CPU from the worker on small machines
+                run.changed = False
+                sync_state(state, run)
+                redraw(context)
             return {"RUNNING_MODAL"}
         self._remove_timer(context)
         result = self._end(context, run)

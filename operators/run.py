@@ -70,6 +70,7 @@ class SketchRun:
         self.metrics: dict = {}
         self.started = time.monotonic()
         self._logged = 0.0
+        self.changed = False  # set when an event arrived; the modal redraws only then
 
     # -- start ---------------------------------------------------------------------------------
     def start(self, context) -> None:
@@ -123,6 +124,7 @@ class SketchRun:
 
     def _handle(self, event: dict) -> None:
         kind = event.get("type")
+        self.changed = True
         if kind == "progress":
             self.progress, self.status = progress_of(event)
             now = time.monotonic()

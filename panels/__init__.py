@@ -52,8 +52,10 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
         row.scale_y = 1.4
         if state.running:
             row.operator("splatsketch.cancel", text="Cancel", icon="CANCEL")
-            _progress(layout, state.progress, state.status or "Starting")
-            layout.label(text="Esc also cancels", icon="INFO")
+            # the sidebar is narrow: iteration in the bar, loss and time left on the line below
+            head, _, rest = (state.status or "Starting").partition(" · ")
+            _progress(layout, state.progress, head)
+            layout.label(text=rest or "Esc cancels", icon="TIME" if rest else "INFO")
             return
         row.operator("splatsketch.generate", text="Generate", icon="OUTLINER_OB_CURVE")
         if state.last_error:

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import types
 
 import bpy
 import numpy as np
@@ -26,6 +27,7 @@ def tiny(addon, backend_python, suzanne):
     """Suzanne plus panel settings small enough for a 2-core CPU (the CLI's defaults come from them)."""
     props = bpy.context.scene.splatsketch
     props.heldout_views, props.use_clip = 2, False
+    props.train_views, props.image_size, props.views_per_step, props.curves = 4, 64, 2, 4
     prefs = addon.preferences.get_preferences()
     prefs.backend_python = backend_python
     yield suzanne
@@ -138,10 +140,80 @@ def test_cancel_mid_run_stops_the_worker_gracefully(addon, tiny):
 
 def test_generate_operator_blocking_path(addon, tiny):
     props = bpy.context.scene.splatsketch
-    props.curves, props.iterations, props.train_views, props.image_size, props.views_per_step = 3, 4, 4, 64, 2
+    props.curves, props.iterations = 3, 4
     assert bpy.ops.splatsketch.generate() == {"FINISHED"}  # not invoked: blocking, as under blender -b
     state = bpy.context.window_manager.splatsketch
     result = bpy.data.objects[state.last_result]
     assert result.name == "Suzanne Sketch" and len(result.data.splines) == 3 and not state.running
     assert "3 curves" in state.summary and state.progress == 1.0 and state.last_error == ""
     assert json.loads(result["splatsketch_metrics"])["iterations"] == 4
+
+
+class ModalHarness:
+    """Drives the operator's own invoke-side setup and ``modal`` with timer/key events.
+
+    Under ``blender -b`` (and the wheel) Blender calls ``execute`` even for INVOKE_DEFAULT and no
+    timer fires, so the operator's methods run on this stand-in ``self``; events are stand-ins too
+    (Python cannot create ``bpy.types.Event``). Everything else (worker, scene, undo) is real.
+    """
+
+    def __init__(self, generate):
+        cls = generate.SPLATSKETCH_OT_generate
+        for name in ("modal", "_modal", "_begin", "_end", "_remove_timer"):
+            setattr(self, name, getattr(cls, name).__get__(self))
+        self.new_seed, self._timer, self._started, self.reports = False, None, False, []
+
+    def report(self, kind, message):
+        self.reports.append((set(kind), message))
+
+    def tick(self, context, event_type="TIMER", **keys):
+        event = types.SimpleNamespace(**{"type": event_type, "value": "PRESS", "ctrl": False, "oskey": False, **keys})
+        return self.modal(context, event)
+
+
+def _modal_start(addon):
+    generate = importlib.import_module(ADDON + ".operators.generate")
+    op = ModalHarness(generate)
+    op._run = op._begin(bpy.context, live_preview=True)  # what invoke() does before adding the timer
+    assert op._run is not None and bpy.context.window_manager.splatsketch.running
+    return op
+
+
+def test_modal_steps_to_a_result(addon, tiny):
+    props = bpy.context.scene.splatsketch
+    props.curves, props.iterations = 3, 12
+    op, state, seen = _modal_start(addon), bpy.context.window_manager.splatsketch, set()
+    assert op.tick(bpy.context, "MOUSEMOVE") == {"PASS_THROUGH"}  # the UI keeps working meanwhile
+    assert op.tick(bpy.context, "Z") == {"PASS_THROUGH"}  # plain Z (no Ctrl) is not undo
+    deadline, result = time.monotonic() + 180, {"RUNNING_MODAL"}
+    while result == {"RUNNING_MODAL"}:
+        assert time.monotonic() < deadline
+        result = op.tick(bpy.context)
+        seen.add(state.status.split(" · ")[0])
+        if op._run.preview_name:
+            seen.add("preview")
+        time.sleep(0.05)
+    assert result == {"FINISHED"} and not state.running and state.progress == 1.0
+    assert "preview" in seen and any(s.startswith("Iteration") for s in seen)
+    assert bpy.data.objects[state.last_result].name == "Suzanne Sketch"
+    assert [o.name for o in bpy.data.objects if o.name.startswith("Suzanne Sketch")] == ["Suzanne Sketch"]
+
+
+def test_modal_escape_cancels_and_restores_the_scene(addon, tiny):
+    before = scene_state()
+    bpy.context.scene.splatsketch.iterations = 5000
+    op, state = _modal_start(addon), bpy.context.window_manager.splatsketch
+    deadline = time.monotonic() + 180
+    while not op._run.preview_name:
+        assert op.tick(bpy.context) == {"RUNNING_MODAL"} and time.monotonic() < deadline
+        time.sleep(0.05)
+    undo = op.tick(bpy.context, "Z", ctrl=True)
+    assert undo == {"RUNNING_MODAL"} and "Undo is unavailable" in op.reports[-1][1]
+    assert op.tick(bpy.context, "ESC") == {"RUNNING_MODAL"}
+    result = {"RUNNING_MODAL"}
+    while result == {"RUNNING_MODAL"}:
+        assert time.monotonic() < deadline + 60
+        result = op.tick(bpy.context)
+        time.sleep(0.05)
+    assert result == {"CANCELLED"} and not state.running and state.last_error == ""
+    assert op._run.worker.exit_code == 130 and scene_state() == before
