@@ -61,8 +61,8 @@ class OptimizeConfig:
     """Settings of one optimisation run. Distances are in normalised object space (unit sphere)."""
 
     curves: int = 16
-    iterations: int = 300
-    views_per_step: int = 4
+    iterations: int = 500
+    views_per_step: int = 8
     samples_per_curve: int = 64
     stroke_width: float = 0.012  # Gaussian scale (sigma) of each splat, normalised units (or px)
     width_mode: WidthMode = "world"
@@ -70,7 +70,7 @@ class OptimizeConfig:
     init: InitName = "surface"
     seed: int = 0
     best_of: int = 1
-    lr: float = 0.01
+    lr: float = 0.02
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     augmentations: int = 4
     prompt: str = ""

@@ -43,7 +43,7 @@ class EvalViews:
                    arrays["lines"][sel] > 127, None if hidden is None else hidden[sel] > 127)
 
 
-def render_sketch(control_points, width: float, views: EvalViews, samples: int = 64) -> torch.Tensor:
+def render_sketch(control_points, width: float, views: EvalViews, samples: int = 256) -> torch.Tensor:
     """Ink ``[V,H,W]`` (1 = ink) of the sketch in the evaluation views, with the optimisation's renderer."""
     cp = torch.as_tensor(np.asarray(control_points), dtype=torch.float32)
     means = sample_curves(cp, samples).reshape(-1, 3)

@@ -5,7 +5,7 @@ Factories import lazily so that a geometry-only run never imports open_clip.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import LOSS_NAMES
 from .base import LossContext, LossInputs, Targets  # noqa: F401  (re-exported)

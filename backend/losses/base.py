@@ -7,8 +7,9 @@ multiplies each by its weight from ``OptimizeConfig.losses`` and sums the means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
