@@ -241,7 +241,7 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
 
 
 def _run(args) -> int:
-    from .operators.run import CANCELLED, SUCCEEDED, RunError, SketchRun
+    from .operators.run import CANCELLED, FAILED, SUCCEEDED, RunError, SketchRun
 
     context = bpy.context
     output = _output_blend(args.output) if args.output else None
@@ -269,13 +269,17 @@ def _run(args) -> int:
             run.start(context)
             run.run_blocking()
         except RunError as error:
-            run.state, run.message = "FAILED", str(error)
+            run.state, run.message = FAILED, str(error)
         report.update(seconds=round(time.monotonic() - started, 2), message=run.message)
         if run.state == SUCCEEDED:
             report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics)
             _say(f"[{label}] done: {run.summary}")
             if preview:
-                report["preview"] = _preview(obj, run.result_name, preview, label, good > 1)
+                try:
+                    report["preview"] = _preview(obj, run.result_name, preview, label, good > 1)
+                except Exception as error:  # the sketch is made; a failed picture must not hide that
+                    print(f"splatsketch: error: {label}: preview failed: {error}", file=sys.stderr, flush=True)
+                    report["preview_error"], status = str(error), EXIT_ASSET_FAILED
         else:
             print(f"splatsketch: error: {label}: {run.message}", file=sys.stderr, flush=True)
             status = EXIT_ASSET_FAILED

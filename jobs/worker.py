@@ -220,7 +220,8 @@ def probe_backend(python: str, full: bool = False, timeout: float = 120.0) -> di
 
 def describe_backend(info: dict) -> str:
     """One line for the "Check backend" report, honest about CPU-only machines."""
-    device = f"CUDA: {info['cuda']}" if info.get("cuda") else ("MPS" if info.get("mps") else "CPU only (slow)")
+    device = (f"CUDA: {info['cuda']}" if info.get("cuda") else "Apple MPS" if info.get("mps")
+              else "CPU only: expect minutes per sketch (about 3 on 2 cores, geometry-only; CLIP is slower)")
     parts = [f"Python {info['python']}", f"torch {info['torch']}", device,
              f"gsplat {info['gsplat']}" if info.get("gsplat") else "no gsplat (torch renderer)",
              f"open_clip {info['open_clip']}" if info.get("open_clip") else "no open_clip (geometry only)"]

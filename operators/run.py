@@ -179,7 +179,10 @@ class SketchRun:
         with np.load(path, allow_pickle=False) as data:
             control_points = np.asarray(data["control_points"], dtype=np.float32)
         summary_path = os.path.join(self.job_dir, "result.json")
-        self.metrics = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
+        self.metrics = {}
+        if os.path.isfile(summary_path):
+            with open(summary_path, encoding="utf-8") as f:
+                self.metrics = json.load(f)
         seconds = time.monotonic() - self.started
         properties = {
             "splatsketch_settings": json.dumps(self.settings, sort_keys=True),

@@ -104,3 +104,21 @@ def test_tiny_real_run(installed):
                                   "{len(s.bezier_points) for s in o.data.splines})"],
                         env)
     assert "SPLINES 3 {2}" in check.stdout, check.stdout + check.stderr
+
+
+def test_modal_generate_then_one_undo_in_the_ui(installed):
+    """The UI path for real: Generate invoked (modal, timer, live preview), then Ctrl+Z removes it all."""
+    command, env, _ = installed
+    if command[-1] != "run" and not os.environ.get("DISPLAY"):
+        pytest.skip("the UI check needs the real-blender wrapper (Xvfb inside) or a DISPLAY")
+    if not os.path.isfile(BACKEND_PYTHON):
+        pytest.skip(f"no backend Python at {BACKEND_PYTHON}: run `make backend`")
+    env = dict(env, SPLATSKETCH_BACKEND_PYTHON=BACKEND_PYTHON)
+    done = run_blender(command, ["--python",
+                                 os.path.join(REPO, "tests", "addon", "ui_undo_check.py")], env)
+    lines = dict(line.split(" [", 1) for line in done.stdout.splitlines()
+                 if line.startswith(("BEFORE [", "AFTER RUN [", "AFTER UNDO [", "AFTER REDO [")))
+    assert len(lines) == 4, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "'Suzanne Sketch'" in lines["AFTER RUN"] and "'C:SplatSketch'" in lines["AFTER RUN"]
+    assert lines["AFTER UNDO"] == lines["BEFORE"], "one undo step must remove the sketch and its collection"
+    assert lines["AFTER REDO"] == lines["AFTER RUN"]
