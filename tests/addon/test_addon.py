@@ -261,3 +261,14 @@ def test_worker_stream_and_crash(addon, tmp_path):
     assert "traceback here" in (tmp_path / "logs" / "w.log").read_text()
     factor, text = addon.jobs.progress_of(events[0])
     assert factor == 0.25 and "Iteration 1/4" in text and "0.5" in text and "3s left" in text
+
+
+def test_cancel_operator_only_while_running(addon):
+    state = bpy.context.window_manager.splatsketch
+    assert not bpy.ops.splatsketch.cancel.poll() and bpy.ops.splatsketch.generate.poll()
+    state.running = True
+    try:
+        assert bpy.ops.splatsketch.cancel() == {"FINISHED"} and state.cancel_requested
+        assert not bpy.ops.splatsketch.generate.poll(), "one run at a time"
+    finally:
+        state.running = state.cancel_requested = False
