@@ -112,10 +112,13 @@ class SPLATSKETCH_OT_generate(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             run.start(context)
+            run.run_blocking()
         except RunError as error:
             run.state, run.message = FAILED, str(error)
-            return self._end(context, run)
-        run.run_blocking()
+        except BaseException:  # a bug or Ctrl+C while rendering: stop the worker, unlock the panel
+            run.abort()
+            context.window_manager.splatsketch.running = False
+            raise
         return self._end(context, run)
 
     def invoke(self, context, _event):

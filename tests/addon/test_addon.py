@@ -272,3 +272,16 @@ def test_cancel_operator_only_while_running(addon):
         assert not bpy.ops.splatsketch.generate.poll(), "one run at a time"
     finally:
         state.running = state.cancel_requested = False
+
+
+def test_generate_with_missing_backend_python_changes_nothing(addon, tmp_path):
+    prefs = addon.preferences.get_preferences()
+    prefs.backend_python = str(tmp_path / "no-python")
+    before = scene_state()
+    try:
+        with pytest.raises(RuntimeError, match="does not exist"):
+            bpy.ops.splatsketch.generate()
+    finally:
+        prefs.backend_python = ""
+    state = bpy.context.window_manager.splatsketch
+    assert scene_state() == before and not state.running and "does not exist" in state.last_error
