@@ -46,6 +46,39 @@ def grease_pencil_target() -> str:
     return "GREASEPENCIL" if "GREASEPENCIL" in items else "GPENCIL"
 
 
+def grease_pencil_data():
+    """The Grease Pencil v3 ID collection (4.3+), or None on 4.2's GPv2."""
+    v3 = getattr(bpy.data, "grease_pencils_v3", None)
+    return v3 if v3 is not None else bpy.data.grease_pencils if bpy.app.version >= (4, 3) else None
+
+
+def grease_pencil_from_curves(curve_obj, samples: int = 24):
+    """A GPv3 object with one stroke per Bézier spline (radius = bevel), where convert cannot."""
+    import numpy as np
+
+    gp = grease_pencil_data().new(f"{curve_obj.name} GP")
+    drawing = gp.layers.new("Sketch").frames.new(bpy.context.scene.frame_current).drawing
+    t = np.linspace(0.0, 1.0, samples)[:, None]
+    basis = np.hstack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
+    matrix = np.array(curve_obj.matrix_world)
+    splines = [s for s in curve_obj.data.splines if s.type == "BEZIER" and len(s.bezier_points) == 2]
+    drawing.add_strokes([samples] * len(splines))
+    for stroke, spline in zip(drawing.strokes, splines):
+        a, b = spline.bezier_points
+        points = basis @ np.array([a.co, a.handle_right, b.handle_left, b.co])
+        points = points @ matrix[:3, :3].T + matrix[:3, 3]
+        for point, co in zip(stroke.points, points):
+            point.position, point.radius = co, max(curve_obj.data.bevel_depth, 1e-4)
+    material = bpy.data.materials.new("SplatSketch GP Ink")
+    bpy.data.materials.create_gpencil_data(material)
+    material.grease_pencil.color = (0.0, 0.0, 0.0, 1.0)
+    gp.materials.append(material)
+    obj = bpy.data.objects.new(gp.name, gp)
+    for collection in curve_obj.users_collection:
+        collection.objects.link(obj)
+    return obj
+
+
 class SPLATSKETCH_OT_convert_grease_pencil(bpy.types.Operator):
     """Make a Grease Pencil copy of the last sketch; the curves stay editable"""
 
@@ -66,6 +99,8 @@ class SPLATSKETCH_OT_convert_grease_pencil(bpy.types.Operator):
                                    selected_editable_objects=[source]):
             result = bpy.ops.object.convert(target=grease_pencil_target(), keep_original=True)
         created = [obj for obj in bpy.data.objects if obj not in before]
+        if not created and grease_pencil_data() is not None:  # 4.3 converts curves to nothing
+            created = [grease_pencil_from_curves(source)]
         if "FINISHED" not in result or not created:
             self.report({"ERROR"}, "Blender could not convert the sketch to Grease Pencil")
             return {"CANCELLED"}

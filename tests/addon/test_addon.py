@@ -285,3 +285,17 @@ def test_generate_with_missing_backend_python_changes_nothing(addon, tmp_path):
         prefs.backend_python = ""
     state = bpy.context.window_manager.splatsketch
     assert scene_state() == before and not state.running and "does not exist" in state.last_error
+
+
+def test_grease_pencil_builder_where_convert_cannot(addon):
+    """Blender 4.3 'converts' curves to no Grease Pencil at all; the add-on builds GPv3 itself there."""
+    tools = importlib.import_module(ADDON + ".operators.tools")
+    if tools.grease_pencil_data() is None:
+        pytest.skip("Blender 4.2: Grease Pencil v2, converted by Blender's own operator")
+    obj = _sketch_of_cube(addon)
+    gp = tools.grease_pencil_from_curves(obj)
+    drawing = gp.data.layers[0].frames[0].drawing
+    assert gp.type == "GREASEPENCIL" and len(drawing.strokes) == 3
+    first = obj.data.splines[0].bezier_points[0].co
+    assert tuple(drawing.strokes[0].points[0].position) == pytest.approx(tuple(first), abs=1e-6)
+    assert gp.users_collection[0] == obj.users_collection[0]
