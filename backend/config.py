@@ -76,7 +76,7 @@ class OptimizeConfig:
     prompt: str = ""
     prune: bool = True
     snapshot_every: int = 10
-    progress_every: int = 1
+    progress_every: int = 10  # progress events read values from the device: not every step (no syncs)
     device: DeviceName = "auto"
     renderer: RendererName = "auto"
     threads: int = 0  # CPU threads for torch; 0 = torch's default
