@@ -44,18 +44,28 @@ def _clean(value):
 class EventStream:
     """Typed JSON lines on the process's original stdout."""
 
-    def __init__(self):
+    def __init__(self, on_closed=None):
         sys.stdout.flush()
         self._out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
         os.dup2(2, 1)  # anything else written to stdout now lands in stderr
         sys.stdout = sys.stderr
         self._lock = threading.Lock()
+        self._on_closed = on_closed
+        self.closed = False
 
     def emit(self, event: dict) -> None:
+        """Write one event; a reader that went away (Blender closed) cancels the run instead of crashing it."""
         line = json.dumps(_clean(event), separators=(",", ":"), allow_nan=False)
         with self._lock:
-            self._out.write(line + "\n")
-            self._out.flush()
+            if self.closed:
+                return
+            try:
+                self._out.write(line + "\n")
+                self._out.flush()
+            except (BrokenPipeError, OSError):
+                self.closed = True
+                if self._on_closed:
+                    self._on_closed("the reader of the event stream went away")
 
 
 class StopFlag:
@@ -114,8 +124,8 @@ def resolve_device(name: str):
 
 
 def run_job(job_dir: str, parent_pid: int | None = None) -> int:
-    events = EventStream()
     stop = StopFlag(parent_pid)
+    events = EventStream(on_closed=stop.set)
     try:
         return _run(Path(job_dir), events, stop)
     except SketchError as exc:

@@ -18,7 +18,9 @@ def source_problem(obj) -> str | None:
     if obj is None:
         return "No object selected: select a mesh object to sketch"
     if obj.type != 'MESH':
-        return f"'{obj.name}' is a {obj.type.lower()} object, not a mesh: select a mesh object"
+        kind = obj.type.lower().replace("_", " ")
+        article = "an" if kind[0] in "aeiou" else "a"
+        return f"'{obj.name}' is {article} {kind} object, not a mesh: select a mesh object"
     depsgraph = bpy.context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()

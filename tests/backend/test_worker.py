@@ -145,3 +145,14 @@ def test_missing_clip_weights_fall_back_to_geometry_when_allowed(tmp_path):
     warnings = [e for e in events_of(out) if e["type"] == "warning"]
     assert warnings and "CLIP WEIGHTS MISSING" in warnings[0]["message"]
     assert json.loads((job / "result.json").read_text())["objective"] == {"lines": 1.0, "surface": 0.1}
+
+
+def test_a_reader_that_goes_away_cancels_cleanly(tmp_path):
+    """Blender dying closes the event pipe: the worker stops as if cancelled, without a traceback."""
+    job = write_job(tmp_path / "job", settings={"iterations": 100000, "progress_every": 1})
+    proc = start(job)
+    wait_for_progress(proc)
+    proc.stdout.close()
+    proc.stdout = None
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
