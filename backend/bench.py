@@ -6,7 +6,18 @@ Cases (each in its own subprocess, so peak memory is the case's own):
 - ``step_final``: one full optimisation step with the Final objective: 16 curves, 4 views per step,
   224 px, CLIP RN101 geometric + semantic, 4 augmentation pairs (random CLIP weights: speed does not
   depend on weight values);
-- ``step_geometry``: one full step of the weight-free objective (lines + surface + repulsion).
+- ``step_geometry``: one full step of the weight-free objective (lines + surface + repulsion);
+- ``final_run`` (not in the default set): a whole run of the Final preset (``backend.presets``) through
+  ``optimize()``: ``--iterations`` (default 2000) x ``--views-per-step`` (default 8), random CLIP
+  weights; total seconds (setup = CLIP load + target features, loop, pruning and evaluation included),
+  final loss terms, peak memory; ``--amp`` runs CLIP under bf16 autocast, ``--sync-audit N`` counts
+  the host-device synchronisations of N extra iterations on CUDA;
+- ``profile`` (not in the default set): where one ``step_final`` step's CPU time goes (renderer,
+  augmentations, CLIP forwards, backward of CLIP and of the renderer, geometric losses, optimiser).
+
+``--amp`` / ``--channels-last`` / ``--cudnn-benchmark`` change how CLIP runs (step_final, final_run,
+profile) so their effect can be measured before any default changes. CPU figures are also given as
+process CPU seconds (``cpu_sec_per_iter``), which a shared, loaded machine disturbs less than wall time.
 
 Targets are synthetic (random curves rendered by the renderer itself): no Blender, no downloads.
 """
@@ -14,6 +25,7 @@ Targets are synthetic (random curves rendered by the renderer itself): no Blende
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -22,6 +34,7 @@ import sys
 import time
 
 CASES = ("render", "step_final", "step_geometry")
+EXTRA_CASES = ("final_run", "profile")
 
 
 def _peak_reset():
@@ -83,14 +96,52 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def run_case(case: str, device_name: str, repeat: int, renderer_name: str) -> dict:
+def _clip_loader(cfg, device, opts):
+    """A ``load_clip`` for the losses: random weights plus the ``--amp`` / ``--channels-last`` options."""
+    import torch
+
+    from .losses.clip_model import load_clip
+
+    def load():
+        kwargs = {"amp": True} if opts.get("amp") else {}  # older load_clip has no ``amp``
+        clip = dataclasses.replace(cfg.clip, pretrained="")  # random weights: no tag to resolve
+        if opts.get("clip_config"):  # smoke tests: a tiny JSON model config instead of RN101
+            clip = dataclasses.replace(clip, model="bench-tiny", model_config=opts["clip_config"], pretrained="")
+        bundle = load_clip(clip, device, random_weights=True, **kwargs)
+        if opts.get("channels_last"):
+            bundle.model.to(memory_format=torch.channels_last)
+        return bundle
+
+    return load
+
+
+def _apply_opts(device, opts: dict) -> None:
+    import torch
+
+    if opts.get("threads"):
+        torch.set_num_threads(int(opts["threads"]))
+    if opts.get("cudnn_benchmark") and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def _cpu_seconds() -> float:
+    return time.process_time()
+
+
+def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts: dict | None = None) -> dict:
     import torch
 
     from .render import choose_renderer
     from .worker import resolve_device
 
+    opts = dict(opts or {})
     device = resolve_device(device_name)
+    _apply_opts(device, opts)
     renderer, why = choose_renderer(renderer_name, device)
+    if case == "final_run":
+        return run_final(device, renderer, why, opts)
+    if case == "profile":
+        return run_profile(device, renderer, why, repeat, opts)
     if case == "render":
         from .curves import sample_curves
 
@@ -106,55 +157,23 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str) -> di
 
         settings = {"views": 8, "size": 224, "curves": 64, "samples_per_curve": 64}
     else:
-        from .config import OptimizeConfig
-        from .losses import LossContext, build_losses
-        from .losses.base import LossInputs
-        from .optimize import Sketch, _total
-
-        t, _ = _synthetic_targets(device, 24, 224)
-        if case == "step_final":
-            weights = {"clip_geometric": 1.0, "clip_semantic": 0.1}
-        else:
-            weights = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
-        cfg = OptimizeConfig(curves=16, views_per_step=4, augmentations=4, losses=weights)
-        load = None
-        if case == "step_final":
-            from .losses.clip_model import load_clip
-
-            def load():
-                return load_clip(cfg.clip, device, random_weights=True)
-
-        losses = build_losses(LossContext(t, cfg, device, load_clip=load), weights)
-        sketch = Sketch(cfg, t, renderer)
-        cp = (torch.randn(16, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.4).to(device).requires_grad_(True)
-        opt = torch.optim.Adam([cp], lr=cfg.lr)
-        gen = torch.Generator().manual_seed(0)
-        train = torch.nonzero(t.is_train).flatten()
-
-        def step():
-            ids = train[torch.randperm(len(train), generator=gen)[:4].to(train.device)]
-            samples = sketch.samples(cp)
-            images = sketch.render(samples, ids)
-            total, _ = _total(losses, LossInputs(images, ids, cp, samples, 0.5, gen))
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-
-        settings = {"curves": 16, "views_per_step": 4, "size": 224, "losses": weights, "augmentations": 4,
-                    "clip": cfg.clip.model if case == "step_final" else None}
+        step, settings = _step_closure(case, device, renderer, opts)
     step()  # warm-up: lazy init, caches, kernels
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _peak_reset()
     rss_before = _rss_mib("VmRSS")
+    c0 = _cpu_seconds()
     t0 = time.perf_counter()
     for _ in range(repeat):
         step()
     _sync(device)
     seconds = (time.perf_counter() - t0) / repeat
+    cpu = (_cpu_seconds() - c0) / repeat
     out = {"case": case, "device": str(device), "renderer": renderer.name, "renderer_reason": why,
-           "sec_per_iter": seconds, "iters_per_sec": 1.0 / seconds, "repeat": repeat, "settings": settings,
+           "sec_per_iter": seconds, "iters_per_sec": 1.0 / seconds, "cpu_sec_per_iter": cpu, "repeat": repeat,
+           "settings": settings, "options": opts,
            "peak_rss_mib": _rss_mib("VmHWM"), "peak_rss_over_setup_mib": _rss_mib("VmHWM") - rss_before,
            "threads": torch.get_num_threads()}
     if device.type == "cuda":
@@ -163,39 +182,301 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str) -> di
     return out
 
 
+def _step_closure(case, device, renderer, opts, views_per_step: int | None = None):
+    """One optimisation step of ``step_final`` / ``step_geometry`` as a closure (plus its settings)."""
+    import torch
+
+    from .config import OptimizeConfig
+    from .losses import LossContext, build_losses
+    from .losses.base import LossInputs
+    from .optimize import Sketch, _total
+
+    vps = views_per_step or opts.get("views_per_step") or 4
+    t, _ = _synthetic_targets(device, 24, 224)
+    if case in ("step_final", "profile"):
+        weights = {"clip_geometric": 1.0, "clip_semantic": 0.1}
+    else:
+        weights = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
+    cfg = OptimizeConfig(curves=16, views_per_step=vps, augmentations=4, losses=weights)
+    load = _clip_loader(cfg, device, opts) if "clip_geometric" in weights else None
+    losses = build_losses(LossContext(t, cfg, device, load_clip=load), weights)
+    sketch = Sketch(cfg, t, renderer)
+    cp = (torch.randn(16, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.4).to(device).requires_grad_(True)
+    opt = torch.optim.Adam([cp], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+    train = torch.nonzero(t.is_train).flatten()
+
+    def step():
+        ids = train[torch.randperm(len(train), generator=gen)[:vps].to(train.device)]
+        samples = sketch.samples(cp)
+        images = sketch.render(samples, ids)
+        total, _ = _total(losses, LossInputs(images, ids, cp, samples, 0.5, gen))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+
+    settings = {"curves": 16, "views_per_step": vps, "size": 224, "losses": weights, "augmentations": 4,
+                "clip": cfg.clip.model if load else None}
+    step.parts = (t, cfg, losses, sketch, cp, opt, gen, train)
+    return step, settings
+
+
+def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
+    """CPU (or CUDA-synchronised) seconds of each part of one ``step_final`` step, timed by hand.
+
+    The parts run in the loop's order with the loop's tensors; backward is split at the rendered
+    images: ``autograd.grad`` of the loss to the images (CLIP + augmentation backward), then the
+    images' backward to the control points (renderer backward).
+    """
+    import torch
+
+    from .losses.base import LossInputs
+    from .losses.clip import augmentation_grids, warp
+    from .optimize import _total
+
+    step, settings = _step_closure("profile", device, renderer, opts)
+    t, cfg, losses, sketch, cp, opt, gen, train = step.parts
+    shared = next(iter(losses.values()))[1].shared
+    b = shared.bundle
+    vps = settings["views_per_step"]
+    parts: dict[str, float] = {}
+    wall: dict[str, float] = {}
+
+    def timed(name, fn):
+        _sync(device)
+        c0, w0 = _cpu_seconds(), time.perf_counter()
+        value = fn()
+        _sync(device)
+        parts[name] = parts.get(name, 0.0) + _cpu_seconds() - c0
+        wall[name] = wall.get(name, 0.0) + time.perf_counter() - w0
+        return value
+
+    def one(record: bool):
+        ids = train[torch.randperm(len(train), generator=gen)[:vps].to(train.device)]
+        samples = timed("renderer forward", lambda: sketch.samples(cp))
+        images = timed("renderer forward", lambda: sketch.render(samples, ids))
+        leaf = images.detach().requires_grad_(True)
+        size = b.input_size
+        sketch_in = leaf[:, None]
+        grids = timed("augmentations (grids + warp)",
+                      lambda: augmentation_grids(cfg.augmentations * vps, size, gen, b.device))
+        both = timed("augmentations (grids + warp)",
+                     lambda: torch.cat([sketch_in, warp(sketch_in.repeat(cfg.augmentations, 1, 1, 1), grids)]))
+
+        def targets():
+            with torch.no_grad():
+                aug = warp(shared.targets[ids].repeat(cfg.augmentations, 1, 1, 1), grids)
+                return b.features(b.normalize(aug), shared.layers, embed=True)
+
+        timed("target features (augmented, no grad)", targets)
+        emb, acts = timed("CLIP forward (sketch, with grad)",
+                          lambda: b.features(b.normalize(both.expand(-1, 3, -1, -1)), shared.layers, True))
+        # The real losses on the leaf (their own CLIP pass is what the loop does; timed as a whole too).
+        total, _ = timed("loop: CLIP losses as the loop calls them (fwd)",
+                         lambda: _total(losses, LossInputs(leaf, ids, cp, samples, 0.5, gen)))
+        g = timed("CLIP backward (input gradients)", lambda: torch.autograd.grad(total, leaf)[0])
+        timed("renderer backward", lambda: images.backward(g))
+        timed("optimiser (Adam)", lambda: (opt.step(), opt.zero_grad()))
+        del emb, acts
+
+    one(False)  # warm-up
+    parts.clear()
+    wall.clear()
+    c0, w0 = _cpu_seconds(), time.perf_counter()
+    for _ in range(repeat):
+        one(True)
+    _sync(device)
+    total_cpu = (_cpu_seconds() - c0) / repeat
+    total_wall = (time.perf_counter() - w0) / repeat
+    per = {k: v / repeat for k, v in parts.items()}
+    # The standalone "CLIP forward (sketch)" + "target features" duplicate what the loop's loss call does;
+    # the step proper = renderer fwd + loop losses + CLIP backward + renderer backward + Adam.
+    proper = ["renderer forward", "loop: CLIP losses as the loop calls them (fwd)", "CLIP backward (input gradients)",
+              "renderer backward", "optimiser (Adam)"]
+    step_cpu = sum(per[k] for k in proper)
+    return {"case": "profile", "device": str(device), "renderer": renderer.name, "renderer_reason": why,
+            "repeat": repeat, "settings": settings, "options": opts, "threads": torch.get_num_threads(),
+            "cpu_seconds": per, "wall_seconds": {k: v / repeat for k, v in wall.items()},
+            "step_cpu_seconds": step_cpu, "loop_cpu_seconds_incl_duplicates": total_cpu,
+            "loop_wall_seconds_incl_duplicates": total_wall, "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def _sync_audit(run, iterations: int) -> dict:
+    """Count host-device synchronisations (CUDA sync debug mode) of a short run, by source line."""
+    import traceback
+    import warnings
+
+    import torch
+
+    seen: dict[str, int] = {}
+    original = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if "/backend/" in f.filename and not f.filename.endswith("bench.py")]
+        where = " <- ".join(f"{f.filename.split('/backend/')[-1]}:{f.lineno}" for f in frames[::-1][:3]) or "?"
+        seen[where] = seen.get(where, 0) + 1
+
+    warnings.showwarning = record
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run(iterations)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    finally:
+        warnings.showwarning = original
+    total = sum(seen.values())
+    return {"iterations": iterations, "syncs": total, "syncs_per_iter": total / max(iterations, 1),
+            "by_source": dict(sorted(seen.items(), key=lambda kv: -kv[1])[:15])}
+
+
+def run_final(device, renderer, why, opts: dict) -> dict:
+    """A whole Final-preset run through ``optimize()`` on synthetic targets (random CLIP weights)."""
+    import torch
+
+    from .config import settings_from_dict
+    from .optimize import optimize
+    from .presets import apply_preset
+
+    iterations = int(opts.get("iterations") or 2000)
+    vps = int(opts.get("views_per_step") or 8)
+    every = max(1, iterations // 10)
+    settings = apply_preset("final", {"iterations": iterations, "views_per_step": vps, "snapshot_every": 0,
+                                      "progress_every": every, "seed": int(opts.get("seed") or 0)})
+    cfg = settings_from_dict(settings)
+    t, _ = _synthetic_targets(device, 24, 224)
+    load = _clip_loader(cfg, device, opts)
+    c_start = time.perf_counter()
+
+    def emit(event):
+        if event.get("type") == "progress":
+            print(f"[final_run] {event['iteration']}/{event['iterations']} loss {event['loss']:.4f} "
+                  f"{event['sec_per_iter'] * 1000:.1f} ms/iter  t={time.perf_counter() - c_start:.1f}s",
+                  file=sys.stderr, flush=True)
+        elif event.get("type") in ("info", "warning"):
+            print(f"[final_run] {event.get('message')}", file=sys.stderr, flush=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    c0, w0 = _cpu_seconds(), time.perf_counter()
+    result = optimize(cfg, t, renderer, emit=emit, load_clip=load)
+    _sync(device)
+    total = time.perf_counter() - w0
+    out = {"case": "final_run", "device": str(device), "renderer": renderer.name, "renderer_reason": why,
+           "options": opts, "settings": {k: getattr(cfg, k) for k in ("curves", "iterations", "views_per_step",
+                                                                   "augmentations", "losses", "samples_per_curve")}
+           | {"clip": cfg.clip.model, "size": 224, "random_clip_weights": True},
+           "total_seconds": total, "loop_seconds": result.seconds, "setup_seconds": total - result.seconds,
+           "sec_per_iter": result.seconds / max(result.iterations, 1), "cpu_seconds": _cpu_seconds() - c0,
+           "iterations": result.iterations, "final_losses": result.losses,
+           "final_loss_mean_last_10pct": (sum(result.loss_history[-max(1, iterations // 10):])
+                                          / max(1, len(result.loss_history[-max(1, iterations // 10):])))
+           if result.loss_history else float("nan"),
+           "heldout_loss": result.heldout_loss, "curves_kept": len(result.kept),
+           "goal_seconds": 30.0, "peak_rss_mib": _rss_mib("VmHWM"), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu"] = torch.cuda.get_device_name(0)
+        audit = int(opts.get("sync_audit") or 0)
+        if audit:
+            short = settings_from_dict(dict(settings, iterations=audit, progress_every=0, prune=False))
+            try:  # never lose the run's figures to the audit
+                out["sync_audit"] = _sync_audit(lambda n: optimize(short, t, renderer, load_clip=load), audit)
+            except Exception as exc:  # noqa: BLE001
+                out["sync_audit"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _run_child(cmd: list[str], cwd: str) -> tuple[int, str, str]:
+    """Run a case subprocess, streaming its stderr (progress lines) while keeping it for errors."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True, cwd=cwd)
+        err = []
+        for line in proc.stderr:
+            err.append(line)
+            if line.startswith("[final_run]"):
+                print(line, end="", file=sys.stderr, flush=True)
+        proc.wait()
+        out.seek(0)
+        return proc.returncode, out.read(), "".join(err)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
     parser.add_argument("--renderer", default="auto", choices=["auto", "torch", "gsplat"])
-    parser.add_argument("--case", action="append", choices=CASES, help="repeatable; default: all")
+    parser.add_argument("--case", action="append", choices=CASES + EXTRA_CASES,
+                        help=f"repeatable; default: {', '.join(CASES)}")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=2000, help="final_run: iterations (default 2000)")
+    parser.add_argument("--views-per-step", type=int, default=0,
+                        help="views per step (default: 4 for step_final/profile, 8 for final_run)")
+    parser.add_argument("--seed", type=int, default=0, help="final_run: seed")
+    parser.add_argument("--amp", action="store_true", help="CLIP under bf16 autocast (fp16 on cards without bf16)")
+    parser.add_argument("--channels-last", action="store_true", help="CLIP weights in channels_last")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    parser.add_argument("--sync-audit", type=int, default=0,
+                        help="final_run on CUDA: count host-device syncs over this many extra iterations")
+    parser.add_argument("--clip-config", default="", help="smoke tests: a tiny open_clip JSON config instead of RN101")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    opts = {k: v for k, v in {"amp": args.amp, "channels_last": args.channels_last,
+                              "cudnn_benchmark": args.cudnn_benchmark, "threads": args.threads,
+                              "views_per_step": args.views_per_step, "iterations": args.iterations,
+                              "seed": args.seed, "sync_audit": args.sync_audit,
+                              "clip_config": os.path.abspath(args.clip_config) if args.clip_config else ""}.items()
+            if v}
     if args._child:
-        print(json.dumps(run_case(args._child, args.device, args.repeat, args.renderer)))
+        print(json.dumps(run_case(args._child, args.device, args.repeat, args.renderer, opts)))
         return 0
     results = []
     for case in args.case or CASES:
         cmd = [sys.executable, "-m", "backend.bench", "--_child", case, "--device", args.device,
-               "--repeat", str(args.repeat), "--renderer", args.renderer]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-        if proc.returncode != 0:
-            results.append({"case": case, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"})
+               "--repeat", str(args.repeat), "--renderer", args.renderer, "--iterations", str(args.iterations),
+               "--views-per-step", str(args.views_per_step), "--seed", str(args.seed), "--threads", str(args.threads),
+               "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", "")]
+        cmd += [flag for flag, on in (("--amp", args.amp), ("--channels-last", args.channels_last),
+                                      ("--cudnn-benchmark", args.cudnn_benchmark)) if on]
+        rc, stdout, stderr = _run_child(cmd, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if rc != 0 or not stdout.strip():
+            lines = stderr.strip().splitlines()
+            results.append({"case": case, "error": lines[-1] if lines else f"failed (exit {rc})"})
         else:
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
         if not args.json:
-            r = results[-1]
-            if "error" in r:
-                print(f"{case:14s} FAILED: {r['error']}")
-            else:
-                extra = f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
-                print(f"{case:14s} {r['device']:5s} {r['renderer']:6s} {r['sec_per_iter']*1000:9.1f} ms/iter "
-                      f"{r['iters_per_sec']:7.2f} it/s  peak RSS {r['peak_rss_mib']:.0f} MiB "
-                      f"(+{r['peak_rss_over_setup_mib']:.0f} over setup){extra}", flush=True)
+            _print_row(results[-1])
     if args.json:
         print(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "results": results}, indent=2))
     return 1 if any("error" in r for r in results) else 0
+
+
+def _print_row(r: dict) -> None:
+    case = r["case"]
+    if "error" in r:
+        print(f"{case:14s} FAILED: {r['error']}", flush=True)
+    elif case == "final_run":
+        print(f"{case:14s} {r['device']:5s} {r['renderer']:6s} {r['total_seconds']:8.1f} s total "
+              f"({r['iterations']} it, {r['sec_per_iter'] * 1000:.1f} ms/iter, setup {r['setup_seconds']:.1f} s) "
+              f"losses {json.dumps({k: round(v, 4) for k, v in r['final_losses'].items()})}", flush=True)
+    elif case == "profile":
+        print(f"profile ({r['device']}, {r['renderer']}, {r['threads']} threads), CPU seconds per step:")
+        for name, sec in sorted(r["cpu_seconds"].items(), key=lambda kv: -kv[1]):
+            print(f"  {name:48s} {sec * 1000:9.1f} ms")
+        print(f"  {'step (renderer+losses+backward+Adam)':48s} {r['step_cpu_seconds'] * 1000:9.1f} ms", flush=True)
+    else:
+        extra = f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
+        print(f"{case:14s} {r['device']:5s} {r['renderer']:6s} {r['sec_per_iter']*1000:9.1f} ms/iter "
+              f"({r['cpu_sec_per_iter']*1000:.0f} ms CPU) {r['iters_per_sec']:7.2f} it/s  peak RSS "
+              f"{r['peak_rss_mib']:.0f} MiB (+{r['peak_rss_over_setup_mib']:.0f} over setup){extra}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""Named settings presets: ``preview`` (fast on a laptop CPU) and ``final`` (CLIPasso-level quality).
+
+A preset is a partial settings dict (the keys of ``job.json``'s ``settings``); :func:`apply_preset`
+lays the user's own settings over it, so anything set explicitly wins. Figures behind the choices
+are in ``docs/PERFORMANCE.md`` (section "Presets").
+
+- ``preview``: the weight-free objective (Freestyle lines + surface + repulsion, no CLIP: nothing to
+  download, and on a 2-core CPU one step costs ~30 ms against several seconds for an RN101 step),
+  300 iterations of 4 views. A finished Suzanne sketch in well under a minute of backend time; the
+  Blender target renders (24 + 8 views) cost more than the optimisation.
+- ``final``: CLIPasso's objective (RN101 layer2+layer3 geometric, 0.1 x semantic, 4 augmentation
+  pairs) plus the geometric terms that keep the views consistent, 2000 iterations of 8 views.
+  Built for a CUDA GPU (goal: <= 30 s on one H100); on a CPU it takes hours.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .config import DEFAULT_LOSS_WEIGHTS, GEOMETRY_ONLY_WEIGHTS
+
+PRESETS: dict[str, dict] = {
+    "preview": {
+        "losses": dict(GEOMETRY_ONLY_WEIGHTS),
+        "iterations": 300,
+        "views_per_step": 4,
+        "augmentations": 0,
+        "curves": 16,
+        "progress_every": 10,
+        "snapshot_every": 25,
+        "best_of": 1,
+    },
+    "final": {
+        "losses": dict(DEFAULT_LOSS_WEIGHTS),
+        "iterations": 2000,
+        "views_per_step": 8,
+        "augmentations": 4,
+        "curves": 16,
+        "progress_every": 20,  # a progress event reads the loss (a host-device sync on CUDA)
+        "snapshot_every": 100,
+        "clip": {"model": "RN101-quickgelu", "pretrained": "openai"},
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def apply_preset(name: str, settings: dict | None = None) -> dict:
+    """The preset ``name``'s settings with ``settings`` laid over them (a new dict; nested ``clip`` merged).
+
+    Raises ``ValueError`` naming the known presets when ``name`` is unknown. The result is a plain
+    settings dict: validate it with :func:`backend.config.settings_from_dict`.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(preset_names())})")
+    out = copy.deepcopy(PRESETS[name])
+    for key, value in (settings or {}).items():
+        if key == "clip" and isinstance(value, dict) and isinstance(out.get("clip"), dict):
+            out["clip"] = {**out["clip"], **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
