@@ -12,6 +12,8 @@ Cases (each in its own subprocess, so peak memory is the case's own):
   weights; total seconds (setup = CLIP load + target features, loop, pruning and evaluation included),
   final loss terms, peak memory; ``--amp`` runs CLIP under bf16 autocast, ``--sync-audit N`` counts
   the host-device synchronisations of N extra iterations on CUDA;
+- ``amp_check`` (not in the default set): the CLIP losses and their gradient w.r.t. the sketch pixels
+  in fp32 and under bf16 autocast on the same model, images and augmentations (3 sketches);
 - ``profile`` (not in the default set): where one ``step_final`` step's CPU time goes (renderer,
   augmentations, CLIP forwards, backward of CLIP and of the renderer, geometric losses, optimiser).
 
@@ -34,7 +36,7 @@ import sys
 import time
 
 CASES = ("render", "step_final", "step_geometry")
-EXTRA_CASES = ("final_run", "profile")
+EXTRA_CASES = ("final_run", "profile", "amp_check")
 
 
 def _peak_reset():
@@ -142,6 +144,8 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
         return run_final(device, renderer, why, opts)
     if case == "profile":
         return run_profile(device, renderer, why, repeat, opts)
+    if case == "amp_check":
+        return run_amp_check(device, renderer, why, opts)
     if case == "render":
         from .curves import sample_curves
 
@@ -299,6 +303,49 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
             "cpu_seconds": per, "wall_seconds": {k: v / repeat for k, v in wall.items()},
             "step_cpu_seconds": step_cpu, "loop_cpu_seconds_incl_duplicates": total_cpu,
             "loop_wall_seconds_incl_duplicates": total_wall, "peak_rss_mib": _rss_mib("VmHWM")}
+
+
+def run_amp_check(device, renderer, why, opts: dict) -> dict:
+    """fp32 vs bf16 autocast on the same CLIP model, images and augmentations: losses and pixel gradients."""
+    import torch
+
+    from .losses.base import LossInputs
+    from .losses.clip_model import _autocast_dtype
+    from .optimize import _total
+
+    step, settings = _step_closure("step_final", device, renderer, dict(opts, amp=False))
+    t, cfg, losses, sketch, cp, opt, gen, train = step.parts
+    shared = next(iter(losses.values()))[1].shared
+    b = shared.bundle
+    low = _autocast_dtype(device)
+    rows = []
+    for trial in range(3):
+        g = torch.Generator().manual_seed(100 + trial)
+        points = (torch.randn(16, 4, 3, generator=g) * 0.4).to(device)
+        ids = train[torch.randperm(len(train), generator=g)[: settings["views_per_step"]].to(train.device)]
+        with torch.no_grad():
+            samples = sketch.samples(points)
+            images = sketch.render(samples, ids)
+        out = {}
+        for name, dtype in (("fp32", None), ("bf16", low)):
+            b.autocast_dtype = dtype
+            shared._step = None
+            leaf = images.clone().requires_grad_(True)
+            inputs = LossInputs(leaf, ids, points, samples, 0.5, torch.Generator().manual_seed(7 + trial))
+            total, values = _total(losses, inputs)
+            grad = torch.autograd.grad(total, leaf)[0]
+            out[name] = ({k: float(v.mean()) for k, v in values.items()}, float(total), grad.flatten().double())
+        (v32, t32, g32), (v16, t16, g16) = out["fp32"], out["bf16"]
+        rows.append({"fp32": v32, "bf16": v16,
+                     "total_rel_diff": abs(t16 - t32) / max(abs(t32), 1e-12),
+                     "grad_cosine": float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)),
+                     "grad_norm_ratio": float(g16.norm() / g32.norm().clamp_min(1e-30))})
+    b.autocast_dtype = None
+    return {"case": "amp_check", "device": str(device), "renderer": renderer.name, "renderer_reason": why,
+            "low_precision": str(low), "settings": settings, "options": opts, "trials": rows,
+            "worst_total_rel_diff": max(r["total_rel_diff"] for r in rows),
+            "worst_grad_cosine": min(r["grad_cosine"] for r in rows),
+            "note": "random CLIP weights; target features of un-augmented views stay fp32 (computed at load)"}
 
 
 def _sync_audit(run, iterations: int) -> dict:

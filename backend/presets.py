@@ -6,8 +6,8 @@ are in ``docs/PERFORMANCE.md`` (section "Presets").
 
 - ``preview``: the weight-free objective (Freestyle lines + surface + repulsion, no CLIP: nothing to
   download, and on a 2-core CPU one step costs ~30 ms against several seconds for an RN101 step),
-  300 iterations of 4 views. A finished Suzanne sketch in well under a minute of backend time; the
-  Blender target renders (24 + 8 views) cost more than the optimisation.
+  300 iterations of 4 views, one torch thread. Suzanne: ~17 CPU-seconds of backend time, held-out
+  F 0.80; the Blender target renders (24 + 8 views) cost more wall time than the optimisation.
 - ``final``: CLIPasso's objective (RN101 layer2+layer3 geometric, 0.1 x semantic, 4 augmentation
   pairs) plus the geometric terms that keep the views consistent, 2000 iterations of 8 views.
   Built for a CUDA GPU (goal: <= 30 s on one H100); on a CPU it takes hours.
@@ -29,6 +29,9 @@ PRESETS: dict[str, dict] = {
         "progress_every": 10,
         "snapshot_every": 25,
         "best_of": 1,
+        # One torch thread: the tensors are too small for intra-op threads to pay, and on a busy
+        # 2-core machine two spinning OpenMP threads cost 14x the CPU time (docs/PERFORMANCE.md).
+        "threads": 1,
     },
     "final": {
         "losses": dict(DEFAULT_LOSS_WEIGHTS),

@@ -16,6 +16,8 @@
 # Timeline: the gsplat build (CPU-bound, MAX_JOBS = cores - 2) runs in the background while the GPU
 # runs the torch-renderer stages (the fp32/bf16 comparison and the torch-renderer benchmark; their
 # timings are flagged "during_build"); the timed gsplat stages run after it, most important first.
+# fp32 vs bf16: (a) a 300-iteration run of each from the same seed (final losses), (b) amp_check: the CLIP
+# losses and pixel gradients of both precisions on identical inputs.
 set -u
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
@@ -108,6 +110,11 @@ if a and b and "final_losses" in a and "final_losses" in b:
                            "seed": a["options"].get("seed", 0), "random_clip_weights": True, "terms": cmp,
                            "sec_per_iter": {"fp32": a.get("sec_per_iter"), "bf16": b.get("sec_per_iter")},
                            "note": "measured while gsplat compiled on the other cores: losses compare, timings only roughly"}
+chk = load("amp_check.json")
+if isinstance(chk, dict) and chk.get("results"):
+    r = chk["results"][0]
+    fig["fp32_vs_bf16_same_inputs"] = {k: r.get(k) for k in ("low_precision", "worst_total_rel_diff",
+                                                              "worst_grad_cosine", "trials", "note", "error")}
 json.dump(fig, open(dest, "w"), indent=2)
 print(f"[gpu_check] wrote {dest}")
 PY
@@ -203,6 +210,8 @@ STAGE_NOTE="during_build" stage amp_cmp_fp32 120 final_amp_cmp_fp32.json \
 STAGE_NOTE="during_build" stage amp_cmp_bf16 120 final_amp_cmp_bf16.json \
     python3 -m backend.bench --device $DEV --renderer torch --case final_run --iterations $CMP_ITERS --views-per-step $VIEWS \
     --seed 0 --amp --json "${EXTRA[@]}"
+STAGE_NOTE="during_build" stage amp_check 90 amp_check.json \
+    python3 -m backend.bench --device $DEV --renderer torch --case amp_check --json "${EXTRA[@]}"
 STAGE_NOTE="during_build" stage bench_torch_during_build 120 bench_torch_during_build.json \
     python3 -m backend.bench --device $DEV --renderer torch --repeat $REPEAT --json "${EXTRA[@]}"
 say "waiting for the gsplat build"
