@@ -11,7 +11,8 @@
 # GPU_CHECK_BUDGET (seconds, default 390) bounds the whole script; the build gets GSPLAT_BUILD_LIMIT (300).
 # A CPU dry run (what the CPU allows: stage plumbing, Python pieces, the JSON) shrinks the work:
 #   GPU_CHECK_SKIP_BUILD=1 GPU_CHECK_DEVICE=cpu GPU_CHECK_ITERS=3 GPU_CHECK_CMP_ITERS=2 GPU_CHECK_REPEAT=1 GPU_CHECK_VIEWS=2 \
-#   GPU_CHECK_EXTRA="--clip-config tests/backend/assets/tiny_clip_rn.json" PATH=.venv/bin:$PATH bash bench/gpu_check.sh
+#   GPU_CHECK_EXTRA="--clip-config tests/backend/assets/tiny_clip_rn.json --threads 1" PATH=.venv/bin:$PATH \
+#   OUT=/tmp/gpu_dry bash bench/gpu_check.sh
 #
 # Timeline: the gsplat build (CPU-bound, MAX_JOBS = cores - 2) runs in the background while the GPU
 # runs the torch-renderer stages (the fp32/bf16 comparison and the torch-renderer benchmark; their
@@ -82,7 +83,8 @@ if py is not None:
                          or " error" in l), None),
         "printed": [l for l in lines if l.startswith(("parity", "timing", "packed", "torch", "gsplat"))
                     or "ms" in l][:40]}
-fig["bench"] = {k: load(f"bench_{k}.json") for k in ("gsplat", "torch_during_build", "gsplat_tuned", "torch")}
+fig["bench"] = {k: load(f"bench_{k}.json")
+                for k in ("gsplat_render", "gsplat", "torch_during_build", "gsplat_tuned", "torch")}
 runs = {}
 for name in sorted(os.listdir(parts)):
     if name.startswith("final_") and name.endswith(".json"):
@@ -222,6 +224,10 @@ tail -5 "$OUT/gsplat_build.log"
 # (never import gsplat's backend to test this: without the .so it would start compiling again)
 if awk -F'\t' '$1 == "gsplat_build" && $2 == "0" {ok = 1} END {exit !ok}' "$PARTS/stages.tsv"; then R=gsplat; else R=torch; fi
 say "renderer for the timed stages: $R"
+if [ "$R" = gsplat ]; then  # the renderer side by side first: cheap (no CLIP)
+    stage bench_gsplat_render 60 bench_gsplat_render.json \
+        python3 -m backend.bench --device $DEV --renderer gsplat --case render --repeat $REPEAT --json "${EXTRA[@]}"
+fi
 STAGE_NOTE="renderer=$R amp=bf16" stage final_2000_bf16 150 final_2000_bf16.json \
     python3 -m backend.bench --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS --amp --json "${EXTRA[@]}"
 if [ "$R" = gsplat ]; then K=(); else K=(-k same_on_cuda_and_cpu); fi  # without the build: no gsplat tests
@@ -229,7 +235,8 @@ STAGE_NOTE="${K[*]:-all}" stage pytest_cuda_parity 90 pytest.txt \
     python3 -m pytest tests/backend/test_render_cuda.py -q -s -p no:cacheprovider "${K[@]}"
 cat "$PARTS/pytest.txt" 2>/dev/null | tail -25
 if [ "$R" = gsplat ]; then
-    stage bench_gsplat 120 bench_gsplat.json python3 -m backend.bench --device $DEV --renderer gsplat --repeat $REPEAT --json "${EXTRA[@]}"
+    stage bench_gsplat 120 bench_gsplat.json python3 -m backend.bench --device $DEV --renderer gsplat \
+        --case step_final --case step_geometry --repeat $REPEAT --json "${EXTRA[@]}"
 fi
 STAGE_NOTE="renderer=$R amp+channels_last+cudnn.benchmark" stage bench_tuned 90 bench_gsplat_tuned.json \
     python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --repeat $REPEAT --amp --channels-last \
