@@ -190,6 +190,9 @@ if [ -z "${CUDA_HOME:-}" ]; then
     else CUDA_HOME=/usr/local/cuda; fi
 fi
 export CUDA_HOME
+# Exported for every later stage too: torch's JIT keys the build on these flags, so a process without
+# them would start compiling gsplat all over again (seen on the H100: the first gsplat stage timed out).
+export TORCH_CUDA_ARCH_LIST="$CAP" MAX_JOBS="$JOBS"
 say "gsplat build: CUDA_HOME=$CUDA_HOME TORCH_CUDA_ARCH_LIST=$CAP MAX_JOBS=$JOBS (of $NPROC cores), nvcc: $("$CUDA_HOME/bin/nvcc" --version 2>/dev/null | tail -1)"
 (
     if [ -n "${GPU_CHECK_SKIP_BUILD:-}" ]; then  # CPU dry runs: never start nvcc on a shared CPU machine

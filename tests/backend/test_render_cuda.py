@@ -60,8 +60,11 @@ def test_torch_renderer_same_on_cuda_and_cpu():
     assert cos > 0.999  # exp() differs in the last bits, so a pixel may cross alpha = 1/255
 
 
-@pytest.mark.parametrize("per_view,opacity", [(False, 1.0), (True, 1.0), (False, 0.5)])
+@pytest.mark.parametrize("per_view,opacity", [(False, 0.95), (True, 0.95), (False, 0.5)])
 def test_torch_matches_gsplat_on_cuda(renderers, per_view, opacity):
+    """At the default opacity (0.95). gsplat skips a splat that would take a pixel's transmittance T
+    below 1e-4, so it differs from the order-independent product by up to 1e-4 / (1 - alpha): at
+    opacity 1 (alpha clamped to 0.999) that reached 0.0998 on an H100 (mean 6e-5), at 0.5 it was 1.9e-4."""
     ours, theirs = renderers
     means, scales, viewmats, Ks = _scene(4, per_view=per_view)
     a = ours(means, scales, opacity, viewmats, Ks, SIZE, SIZE)
