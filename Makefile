@@ -7,7 +7,7 @@ VENV42 := .venv-bpy42
 TORCH := torch==2.14.1 torchvision==0.29.1
 REAL_BLENDER ?= $(wildcard ../shared/tools/real-blender)
 
-.PHONY: demo test lint backend bpy42 real-blender bench clean
+.PHONY: demo test lint backend bpy42 real-blender bench zip clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: $(VENV)/.ready $(VENV42)/.ready real-blender lint
 	$(BIN)/python -m pytest tests/backend -q
 	$(BIN)/python -m pytest tests/addon -q
 	$(VENV42)/bin/python -m pytest tests/addon -q
+
+zip: $(VENV)/.ready  ## the installable extension (dist/splatsketch-<version>.zip), built by Blender's own tool
+	$(BIN)/python $(VENV)/lib/python3.11/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py \
+		build --source-dir . --output-dir dist
 
 bench: $(VENV)/.ready
 	$(BIN)/python -m backend.bench

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="import .obj/.ply/.stl/.gltf/.glb and sketch it (repeatable)")
     src.add_argument("--demo", action="store_true", help="add Blender's Suzanne and sketch it")
     st = p.add_argument_group("settings")
+    st.add_argument("--preset", choices=["preview", "final"],
+                    help="preview: fast on a laptop CPU, geometry-only; final: CLIPasso-level, for a GPU "
+                         "(--demo uses preview); options below override it")
     st.add_argument("--curves", type=int)
     st.add_argument("--iterations", type=int)
     st.add_argument("--views", type=int, help="training views around the object")
@@ -119,10 +122,14 @@ def _output_blend(path: str) -> str:
 
 def _settings(args, context) -> tuple[dict, dict]:
     from .preferences import get_preferences
+    from .backend.presets import apply_preset
     from .properties import job_params, settings_dict
 
     props = context.scene.splatsketch
     settings, params = settings_dict(props, get_preferences(context)), job_params(props)
+    preset = args.preset or ("preview" if args.demo else None)
+    if preset:
+        settings = {**settings, **apply_preset(preset, {"clip": settings.get("clip", {})})}
     for key, value in (("curves", args.curves), ("iterations", args.iterations), ("stroke_width", args.width),
                        ("init", args.init), ("seed", args.seed), ("prompt", args.prompt),
                        ("views_per_step", args.views_per_step), ("best_of", args.best_of),

@@ -155,4 +155,31 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
         return self._report(context, self._result[0])
 
 
-CLASSES = (SPLATSKETCH_OT_select_result, SPLATSKETCH_OT_convert_grease_pencil, SPLATSKETCH_OT_check_backend)
+class SPLATSKETCH_OT_apply_preset(bpy.types.Operator):
+    """Set the Sketch settings to a preset: Preview (fast on a laptop CPU) or Final (CLIPasso-level, GPU)"""
+
+    bl_idname = "splatsketch.apply_preset"
+    bl_label = "Apply Preset"
+    bl_options = {"REGISTER", "UNDO"}
+
+    preset: bpy.props.EnumProperty(items=[("preview", "Preview", "Geometry-only, 300 iterations: minutes on a CPU"),
+                                          ("final", "Final", "CLIP + geometry, 2000 iterations: for a GPU")])
+
+    def execute(self, context):
+        from ..backend.presets import PRESETS
+
+        props, preset = context.scene.splatsketch, PRESETS[self.preset]
+        for key in ("curves", "iterations", "views_per_step", "augmentations", "best_of"):
+            if key in preset:
+                setattr(props, key, preset[key])
+        weights = preset.get("losses", {})
+        for name in ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion"):
+            if name in weights:
+                setattr(props, f"w_{name}", weights[name])
+        props.use_clip = any(weights.get(n, 0) > 0 for n in ("clip_geometric", "clip_semantic"))
+        self.report({"INFO"}, f"SplatSketch: {self.preset.title()} preset")
+        return {"FINISHED"}
+
+
+CLASSES = (SPLATSKETCH_OT_select_result, SPLATSKETCH_OT_convert_grease_pencil, SPLATSKETCH_OT_check_backend,
+           SPLATSKETCH_OT_apply_preset)

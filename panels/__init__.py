@@ -34,6 +34,9 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
 
         col = layout.column()
         col.enabled = not state.running
+        presets = col.row(align=True)
+        presets.operator("splatsketch.apply_preset", text="Preview").preset = "preview"
+        presets.operator("splatsketch.apply_preset", text="Final").preset = "final"
         col.prop(props, "source", text="Object")
         if props.source is None:
             active = context.active_object

@@ -299,3 +299,11 @@ def test_grease_pencil_builder_where_convert_cannot(addon):
     first = obj.data.splines[0].bezier_points[0].co
     assert tuple(drawing.strokes[0].points[0].position) == pytest.approx(tuple(first), abs=1e-6)
     assert gp.users_collection[0] == obj.users_collection[0]
+
+
+def test_presets_set_the_panel_settings(addon):
+    props = bpy.context.scene.splatsketch
+    assert bpy.ops.splatsketch.apply_preset(preset="final") == {"FINISHED"}
+    assert props.iterations == 2000 and props.views_per_step == 8 and props.use_clip
+    assert bpy.ops.splatsketch.apply_preset(preset="preview") == {"FINISHED"}
+    assert props.iterations == 300 and not props.use_clip and props.w_lines > 0

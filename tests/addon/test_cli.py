@@ -137,3 +137,8 @@ def test_open_blend_is_never_written_without_output(addon, capsys, tmp_path):
     code, out, err, before = run_cli(addon, capsys, "--object", "Nope")
     assert code == 1 and (os.stat(path).st_mtime_ns, path.read_bytes()) == stamp
     assert "nothing saved" in out and bpy.data.filepath == str(path)
+
+
+def test_unknown_preset_is_refused(addon, capsys):
+    code, out, err, before = run_cli(addon, capsys, "--preset", "ultra")
+    assert code == 2 and "--preset" in err and scene_state() == before
