@@ -42,6 +42,7 @@ test: $(VENV)/.ready $(VENV42)/.ready real-blender lint
 	$(VENV42)/bin/python -m pytest tests/addon -q
 
 zip: $(VENV)/.ready  ## the installable extension (dist/splatsketch-<version>.zip), built by Blender's own tool
+	mkdir -p dist
 	$(BIN)/python $(VENV)/lib/python3.11/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py \
 		build --source-dir . --output-dir dist
 
