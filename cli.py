@@ -121,8 +121,8 @@ def _output_blend(path: str) -> str:
 
 
 def _settings(args, context) -> tuple[dict, dict]:
-    from .preferences import get_preferences
     from .backend.presets import apply_preset
+    from .preferences import get_preferences
     from .properties import job_params, settings_dict
 
     props = context.scene.splatsketch
