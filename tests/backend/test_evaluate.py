@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def views_of(curves, size=128, count=6):
     viewmats, Ks, _ = train_and_heldout_cameras(count, 0, size)
     probe = EvalViews(viewmats, Ks, np.zeros((count, size, size)), np.zeros((count, size, size), bool), None)
-    lines = (render_sketch(curves, 0.012, probe) > 0.5).numpy()
+    lines = (render_sketch(curves, None, probe) > 0.5).numpy()  # drawn as the evaluation draws sketches
     alpha = np.stack([np.asarray(torch.nn.functional.max_pool2d(torch.as_tensor(v, dtype=torch.float32)[None],
                                                                   9, 1, 4)[0]) for v in lines])
     return EvalViews(viewmats, Ks, alpha, lines, np.zeros_like(lines))
@@ -53,7 +53,7 @@ def test_hidden_lines_count_for_precision_not_recall():
     curves = known_curves(4, seed=3)
     views = views_of(curves)
     hidden_only = EvalViews(views.viewmats, views.Ks, views.alpha, np.zeros_like(views.lines), views.lines)
-    ink = render_sketch(curves, 0.012, views)
+    ink = render_sketch(curves, None, views)
     m = image_metrics(ink, hidden_only)
     assert m["precision_mean"] == 1.0 and m["recall_mean"] == 0.0
 
@@ -80,3 +80,10 @@ def test_evaluate_command_writes_metrics(tmp_path):
     assert done["type"] == "done" and 0 <= done["metrics"]["f_mean"] <= 1
     metrics = json.loads((job / "metrics.json").read_text())
     assert len(metrics["views"]) == 4 and "surface_distance_mean" in metrics
+
+
+def test_stroke_width_is_not_scored():
+    """A sketch on the lines scores F = 1 whatever its stroke width (the width is a style: the bevel)."""
+    curves = known_curves(4, seed=3)
+    views = views_of(curves)
+    assert evaluate(curves, 0.012, views)["f_mean"] == evaluate(curves, 0.03, views)["f_mean"] == 1.0
