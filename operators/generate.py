@@ -161,9 +161,18 @@ class SPLATSKETCH_OT_generate(bpy.types.Operator):
                 run.state = CANCELLED
             else:
                 try:
-                    run.start(context)
+                    run.begin(context)
                 except RunError as error:
                     run.state, run.message = FAILED, str(error)
+        if run.state == RUNNING and run.preparing:  # one target view per tick: the UI stays responsive
+            try:
+                run.advance()
+            except RunError as error:
+                run.state, run.message = FAILED, str(error)
+            if run.state == RUNNING:
+                sync_state(state, run)
+                redraw(context)
+                return {"RUNNING_MODAL"}
         if run.step() == RUNNING:
             if run.changed:  # redrawing every tick would steal CPU from the worker on small machines
                 run.changed = False

@@ -74,8 +74,14 @@ class SketchRun:
 
     # -- start ---------------------------------------------------------------------------------
     def start(self, context) -> None:
-        """Validate, render the job folder and launch the worker; raise RunError with the reason."""
-        from ..scene.job_folder import write_job
+        """Validate, render the job folder and launch the worker, blocking; raise RunError with the reason."""
+        self.begin(context)
+        while self.preparing:
+            self.advance()
+
+    def begin(self, context) -> None:
+        """Validate and set up the job; the target views then render one per :meth:`advance`."""
+        from ..scene.job_folder import iter_write_job
         from ..scene.mesh import source_problem
 
         source = self.source()
@@ -94,18 +100,41 @@ class SketchRun:
         os.makedirs(self.job_dir, exist_ok=True)
         log_dir = user_folder("logs")
         _prune(log_dir, keep=20)
-        log_path = os.path.join(log_dir, f"{safe}-{stamp}-{os.getpid()}.log")
+        self._log_path = os.path.join(log_dir, f"{safe}-{stamp}-{os.getpid()}.log")
         self.status = "Rendering target views"
+        self._prepare = iter_write_job(self.job_dir, source, context.evaluated_depsgraph_get(), self.settings,
+                                       **self.params)
+
+    @property
+    def preparing(self) -> bool:
+        return getattr(self, "_prepare", None) is not None
+
+    def advance(self) -> None:
+        """Render the next target view (Blender stays responsive between two); after the last one,
+        launch the worker. Raise RunError if the job cannot be prepared (nothing is left behind)."""
         try:
-            placed = write_job(self.job_dir, source, context.evaluated_depsgraph_get(), self.settings,
-                               **self.params)
+            done, total = next(self._prepare)
+            self.status, self.changed = f"Rendering view {done}/{total}", True
+            return
+        except StopIteration as finished:
+            placed = finished.value
         except Exception as error:  # a render failure must not leave a half-made job behind
+            self._prepare = None
             self._discard_job()
             raise RunError(f"could not prepare the job: {error}") from error
+        self._prepare = None
         self.center, self.radius = np.asarray(placed["center"], dtype=np.float64), float(placed["radius"])
-        self.worker.start(self.python, self.job_dir, os.getpid(), log_path, cwd=EXTENSION_DIR)
+        self.worker.start(self.python, self.job_dir, os.getpid(), self._log_path, cwd=EXTENSION_DIR)
         _ACTIVE.add(self)
-        self.status = "Worker started"
+        self.status, self.changed = "Worker started", True
+
+    def _stop_preparing(self) -> None:
+        """Cancelled while the views render: close the renderer (it removes what it made), drop the job."""
+        if self.preparing:
+            self._prepare.close()
+            self._prepare = None
+            self._discard_job()
+            self._fail(CANCELLED, "cancelled")
 
     def source(self):
         return bpy.data.objects.get(self.source_name)
@@ -220,10 +249,15 @@ class SketchRun:
 
     # -- control ---------------------------------------------------------------------------------
     def cancel(self) -> None:
-        self.worker.cancel()
+        if self.preparing:
+            self._stop_preparing()
+        else:
+            self.worker.cancel()
 
     def abort(self) -> None:
         """Stop now (add-on disabled, file loaded, Blender quitting): kill the worker, drop the preview."""
+        if self.preparing:
+            self._stop_preparing()
         if self.state == RUNNING:
             self.worker.cancel(grace_s=0.0)
             self.worker.poll()

@@ -20,9 +20,17 @@ JOB_FILES = ("job.json", "views.npz", "mesh.npz")
 
 def write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 24, heldout_views: int = 8,
               size: int = 224) -> dict:
+    """Blocking form of :func:`iter_write_job`."""
+    return targets.drain(iter_write_job(job_dir, obj, depsgraph, settings, train_views, heldout_views, size))
+
+
+def iter_write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 24, heldout_views: int = 8,
+                   size: int = 224):
     """Render the targets of ``obj`` and write ``job.json``, ``views.npz`` and ``mesh.npz``.
 
-    Returns ``{"center": [x,y,z], "radius": r, "views": V, "seconds_per_view": s}``. If anything
+    Yields ``(views_done, views)`` while the targets render (one view per step, so a modal operator
+    stays responsive) and returns ``{"center": [x,y,z], "radius": r, "views": V, "seconds_per_view": s}``.
+    If anything (closing the generator early included)
     fails, the files written so far are removed (and ``job_dir`` too if this call created it), so
     a half-written job never reaches the worker.
     """
@@ -35,7 +43,7 @@ def write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 2
         vertices, faces = mesh.evaluated_mesh_world(obj, depsgraph)
         center, radius = mesh.bounding_sphere(vertices)
         viewmats, Ks, is_train = cameras.train_and_heldout_cameras(train_views, heldout_views, size)
-        views = targets.render_targets(obj, viewmats, Ks, size, center, radius)
+        views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius)
 
         np.savez(os.path.join(job_dir, "views.npz"), viewmats=viewmats.astype(np.float32),
                  Ks=Ks.astype(np.float32), is_train=is_train.astype(bool), rgba=views["rgba"],

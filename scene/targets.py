@@ -43,6 +43,26 @@ def _all_ids() -> list:
 
 
 @contextlib.contextmanager
+def _watch(created: set):
+    """Add to ``created`` the IDs that appear during the block (ours, and Blender's for our renders).
+
+    Used where the work is spread over modal ticks: only what appears *inside* our own steps is
+    ours, so whatever the user makes between two steps is never touched.
+    """
+    before = {item.as_pointer() for item in _all_ids()}
+    try:
+        yield
+    finally:
+        created.update(item.as_pointer() for item in _all_ids() if item.as_pointer() not in before)
+
+
+def _remove_created(created: set) -> None:
+    ids = [item for item in _all_ids() if item.as_pointer() in created]
+    if ids:
+        bpy.data.batch_remove(ids)
+
+
+@contextlib.contextmanager
 def temporary_data():
     """Yield a temp folder; on exit remove it and every ID created meanwhile (even on error).
 
@@ -284,7 +304,26 @@ def copy_evaluated(obj, name: str = "SplatSketch Source"):
 
 
 def render_targets(obj, viewmats, Ks, size: int, center, radius: float) -> dict:
-    """Render the target views of ``obj`` for cameras given in normalised space.
+    """Render the target views of ``obj`` for cameras given in normalised space (all at once).
+
+    See :func:`iter_render_targets` for the returned arrays.
+    """
+    return drain(iter_render_targets(obj, viewmats, Ks, size, center, radius))
+
+
+def drain(steps):
+    """Run a step generator to its end and return its value (the blocking form of a modal job)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float):
+    """Render the target views one at a time: yields ``(views_done, views)`` after each view and
+    returns the arrays, so a modal operator can keep Blender responsive between views. Closing the
+    generator early removes everything it created, as an error does.
 
     Returns ``rgba`` uint8 [V,H,W,4] (straight alpha), ``lines`` and ``lines_hidden`` uint8 [V,H,W]
     (255 = line), ``depth`` float32 [V,H,W] (camera z, planar, in normalised units; 0 on the
@@ -301,22 +340,30 @@ def render_targets(obj, viewmats, Ks, size: int, center, radius: float) -> dict:
         "depth": np.zeros((views, size, size), np.float32),
     }
     start = time.perf_counter()
-    with temporary_data() as folder:
-        copy = copy_evaluated(obj)
-        surface = surface_scene(copy, size)
-        lines = _lines_scene(copy, size)
-        cam = new_camera(surface)
-        lines.collection.objects.link(cam)
-        lines.camera = cam
+    created: set = set()
+    folder = tempfile.mkdtemp(prefix="splatsketch_")
+    try:
+        with _watch(created):
+            copy = copy_evaluated(obj)
+            surface = surface_scene(copy, size)
+            lines = _lines_scene(copy, size)
+            cam = new_camera(surface)
+            lines.collection.objects.link(cam)
+            lines.camera = cam
         for v in range(views):
-            place_camera(cam, viewmats[v], Ks[v], size, center, radius)
-            layers = read_exr_channels(render_still(surface, os.path.join(folder, f"surface_{v}.exr")))
-            out["rgba"][v] = surface_rgba(layers)
-            z = _channel(layers, "Depth.Z")
-            background = ~(z < cam.data.clip_end)  # Workbench writes ~1e10 (or inf) where there is nothing
-            out["depth"][v] = np.where(background, 0.0, z / radius)
-            pixels = read_image_rgba(render_still(lines, os.path.join(folder, f"lines_{v}.png")))
-            out["lines"][v], out["lines_hidden"][v] = split_lines(pixels)
+            with _watch(created):
+                place_camera(cam, viewmats[v], Ks[v], size, center, radius)
+                layers = read_exr_channels(render_still(surface, os.path.join(folder, f"surface_{v}.exr")))
+                out["rgba"][v] = surface_rgba(layers)
+                z = _channel(layers, "Depth.Z")
+                background = ~(z < cam.data.clip_end)  # Workbench writes ~1e10 (or inf) where there is nothing
+                out["depth"][v] = np.where(background, 0.0, z / radius)
+                pixels = read_image_rgba(render_still(lines, os.path.join(folder, f"lines_{v}.png")))
+                out["lines"][v], out["lines_hidden"][v] = split_lines(pixels)
+            yield v + 1, views
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _remove_created(created)
     out["seconds_per_view"] = (time.perf_counter() - start) / max(views, 1)
     return out
 

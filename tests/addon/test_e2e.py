@@ -217,3 +217,30 @@ def test_modal_escape_cancels_and_restores_the_scene(addon, tiny):
         time.sleep(0.05)
     assert result == {"CANCELLED"} and not state.running and state.last_error == ""
     assert op._run.worker.exit_code == 130 and scene_state() == before
+
+
+def test_target_views_render_one_per_step_and_cancel_cleanly(addon, tiny):
+    """The modal path renders one view per timer tick (Blender stays responsive); what the user makes
+    between two ticks is theirs and stays; cancelling mid-way leaves no job folder and no render data."""
+    generate = importlib.import_module(ADDON + ".operators.generate")
+    obj = bpy.data.objects["Suzanne"]
+    before = scene_state()
+    run = generate.prepare_run(bpy.context, obj, live_preview=True)
+    run.params.update(train_views=4, heldout_views=2, size=32)
+    run.begin(bpy.context)
+    statuses = []
+    for _ in range(3):
+        run.advance()
+        statuses.append(run.status)
+        assert run.preparing
+    assert statuses == ["Rendering view 1/6", "Rendering view 2/6", "Rendering view 3/6"]
+    bpy.ops.mesh.primitive_cube_add()  # the user keeps working between two ticks
+    users_cube = bpy.context.active_object.name
+    job_dir = run.job_dir
+    run.cancel()
+    assert not run.preparing and run.state == "CANCELLED" and not os.path.exists(job_dir)
+    after = scene_state()
+    assert users_cube in after["objects"]
+    after["objects"].remove(users_cube)
+    after["meshes"].remove(bpy.data.objects[users_cube].data.name)
+    assert after == before
