@@ -31,7 +31,7 @@ class Job:
     source: dict
 
 
-def _load_npz(path: Path, required: bool) -> dict[str, np.ndarray]:
+def load_npz(path: Path, required: bool) -> dict[str, np.ndarray]:
     if not path.exists():
         if required:
             raise BadJob(f"{path}: missing (the job folder needs {path.name}, see docs/JOB_FORMAT.md)")
@@ -82,7 +82,7 @@ def load_job(folder) -> Job:
         raise BadJob(f"{job_json}: {exc}") from None
 
     views_path = folder / "views.npz"
-    arrays = _load_npz(views_path, required=True)
+    arrays = load_npz(views_path, required=True)
     _check(arrays, views_path, "viewmats", "f", (None, 4, 4))
     views = arrays["viewmats"].shape[0]
     if views == 0:
@@ -112,7 +112,7 @@ def load_job(folder) -> Job:
         raise BadJob(f"{views_path}: 'Ks' has a non-positive focal length")
 
     mesh_path = folder / "mesh.npz"
-    mesh = _load_npz(mesh_path, required=False)
+    mesh = load_npz(mesh_path, required=False)
     if mesh:
         _check(mesh, mesh_path, "vertices", "f", (None, 3))
         _check(mesh, mesh_path, "faces", "iu", (None, 3))

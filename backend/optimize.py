@@ -126,6 +126,15 @@ def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_i
     return sorted(collapsed)
 
 
+def _prune(sketch: Sketch, losses, points: torch.Tensor, train_ids: torch.Tensor, alive: list[int]):
+    """Remove :func:`useless_curves`; returns (kept points, their original indices, dropped original indices)."""
+    drop = set(useless_curves(sketch, losses, points, train_ids))
+    if not drop:
+        return points, alive, []
+    keep = [k for k in range(points.shape[0]) if k not in drop]
+    return points[keep], [alive[k] for k in keep], [alive[k] for k in sorted(drop)]
+
+
 def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses, seed: int, emit: Emit,
               should_stop: Callable[[], bool], run_index: int, runs: int) -> RunResult:
     device = targets.rgb.device
@@ -163,14 +172,13 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
         history.append(total.detach())
 
         if it == prune_step:
-            drop = useless_curves(sketch, losses, points.detach(), train_ids)
-            if drop:
-                keep = [k for k in range(points.shape[0]) if k not in drop]
-                pruned += [alive[k] for k in drop]
-                alive = [alive[k] for k in keep]
-                points = points.detach()[keep].clone().requires_grad_(True)
+            kept, alive, dropped = _prune(sketch, losses, points.detach(), train_ids, alive)
+            if dropped:
+                pruned += dropped
+                points = kept.clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([points], lr=cfg.lr)
-                emit({"type": "info", "message": f"pruned {len(drop)} curve(s) that added nothing; {len(alive)} left"})
+                emit({"type": "info", "message": f"pruned {len(dropped)} curve(s) that added nothing; "
+                                                 f"{len(alive)} left"})
 
         done = it + 1
         report = cfg.progress_every and (done % cfg.progress_every == 0 or done == cfg.iterations)
@@ -191,12 +199,8 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
     final = points.detach()
     iterations = it + 1 if not cancelled else it
     if not cancelled and cfg.prune and cfg.iterations > 0:
-        drop = useless_curves(sketch, losses, final, train_ids)
-        if drop:
-            keep = [k for k in range(final.shape[0]) if k not in drop]
-            pruned += [alive[k] for k in drop]
-            alive = [alive[k] for k in keep]
-            final = final[keep]
+        final, alive, dropped = _prune(sketch, losses, final, train_ids, alive)
+        pruned += dropped
     all_ids = torch.arange(targets.views, device=device)
     if cancelled:
         view_losses = torch.full((targets.views,), float("nan"))

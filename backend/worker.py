@@ -194,14 +194,14 @@ def evaluate_job(job_dir: str, views_path: str | None = None) -> int:
     events = EventStream()
     try:
         from .evaluate import EvalViews, evaluate
-        from .job import _load_npz, load_job, write_atomic
+        from .job import load_job, load_npz, write_atomic
 
         job = load_job(job_dir)
         folder = Path(job_dir)
-        result = _load_npz(folder / "result.npz", required=True)
+        result = load_npz(folder / "result.npz", required=True)
         path = Path(views_path) if views_path else folder / "eval.npz"
         if path.exists():
-            views = EvalViews.from_arrays(_load_npz(path, required=True))
+            views = EvalViews.from_arrays(load_npz(path, required=True))
             source = path.name
         else:
             if "lines" not in job.arrays or job.arrays["is_train"].all():
