@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("outputs")
     out.add_argument("--output", metavar="OUT.blend", help="save the result here (a folder: <file>_sketch.blend)")
     out.add_argument("--preview", metavar="OUT.png", help="contact sheet of the sketch beside the object")
+    out.add_argument("--evaluate", action="store_true",
+                     help="score each sketch on 24 views never used to make it (line F-score, chamfer, "
+                          "interior ink, surface distance); stored on the sketch object and in --json")
+    out.add_argument("--report", metavar="OUT.png",
+                     help="evaluation report: contact sheet with the figures (OUT.png) and turntable GIF "
+                          "(OUT.gif); implies --evaluate")
     out.add_argument("--json", metavar="OUT.json", help="settings and metrics of every asset")
     out.add_argument("--job-dir", metavar="DIR", help="keep each job folder here (re-runnable by hand)")
     return p
@@ -254,6 +260,9 @@ def _run(args) -> int:
     output = _output_blend(args.output) if args.output else None
     preview = _writable_file(args.preview, "--preview") if args.preview else None
     json_path = _writable_file(args.json, "--json") if args.json else None
+    report_path = _writable_file(args.report, "--report") if args.report else None
+    if report_path and not report_path.lower().endswith(".png"):
+        raise UsageError(f"--report '{report_path}' must end in .png (the turntable goes beside it as .gif)")
     python = _python(args, context)
     settings, params = _settings(args, context)
     reports, status = [], EXIT_OK
@@ -287,6 +296,10 @@ def _run(args) -> int:
                 except Exception as error:  # the sketch is made; a failed picture must not hide that
                     print(f"splatsketch: error: {label}: preview failed: {error}", file=sys.stderr, flush=True)
                     report["preview_error"], status = str(error), EXIT_ASSET_FAILED
+            if args.evaluate or report_path:
+                if not _evaluate(context, run.result_name, python, report, report_path, label, good > 1,
+                                 job_dir):
+                    status = EXIT_ASSET_FAILED
         else:
             print(f"splatsketch: error: {label}: {run.message}", file=sys.stderr, flush=True)
             status = EXIT_ASSET_FAILED
@@ -303,6 +316,46 @@ def _run(args) -> int:
             json.dump({"settings": settings, "job": params, "output": output, "assets": reports}, f, indent=2)
         _say(f"wrote {json_path}")
     return status
+
+
+def _evaluate(context, result_name: str, python: str, report: dict, report_path: str | None, label: str,
+              several: bool, job_dir: str | None) -> bool:
+    """Score the new sketch on held-out views (and copy its report pictures); False if that failed."""
+    import shutil
+
+    from .operators.evaluate import EvaluationRun, format_evaluation
+    from .operators.run import SUCCEEDED, RunError
+
+    folder = os.path.join(job_dir, "evaluation") if job_dir else tempfile.mkdtemp(prefix="splatsketch-eval-")
+    sketch = bpy.data.objects[result_name]
+    run = EvaluationRun(sketch, python, folder=folder, keep_folder=bool(job_dir), pictures=bool(report_path),
+                        log=_say)
+    _say(f"[{label}] evaluating on held-out views")
+    try:
+        run.start(context)
+        run.run_blocking()
+    except RunError as error:
+        run.state, run.message = "FAILED", str(error)
+    try:
+        if run.state != SUCCEEDED:
+            print(f"splatsketch: error: {label}: evaluation failed: {run.message}", file=sys.stderr, flush=True)
+            report["evaluation_error"] = run.message
+            return False
+        report["evaluation"] = run.evaluation
+        _say(f"[{label}] {format_evaluation(run.evaluation)}")
+        for key in ("splatsketch_report", "splatsketch_turntable"):
+            sketch.pop(key, None)  # the folder's copies go away with it; the user's copies are below
+        if report_path:
+            stem = os.path.splitext(report_path)[0] + (f"_{label}" if several else "")
+            for key, ext in (("report", ".png"), ("turntable", ".gif")):
+                if run.pictures.get(key):
+                    shutil.copyfile(run.pictures[key], stem + ext)
+                    report[key] = sketch[f"splatsketch_{key}"] = stem + ext
+                    _say(f"[{label}] {key} {stem + ext}")
+        return True
+    finally:
+        if not job_dir:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _preview(source, result_name: str, path: str, label: str, several: bool) -> str:

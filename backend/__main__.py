@@ -16,13 +16,16 @@ def main(argv=None) -> int:
     ev = sub.add_parser("evaluate", help="score a finished job on views it was not optimised on")
     ev.add_argument("job_dir")
     ev.add_argument("--views", help="an .npz of evaluation views (default: JOB_DIR/eval.npz, else the held-out views)")
+    ev.add_argument("--report", action="store_true",
+                    help="also draw report.png (contact sheet with the figures) and turntable.gif")
+    ev.add_argument("--title", default="", help="the report's title line")
     args = parser.parse_args(argv)
     from . import worker
 
     if args.command == "check":
         return worker.check_backend()
     if args.command == "evaluate":
-        return worker.evaluate_job(args.job_dir, args.views)
+        return worker.evaluate_job(args.job_dir, args.views, args.report, args.title)
     return worker.run_job(args.job_dir, args.parent_pid)
 
 

@@ -60,6 +60,29 @@ def _check(arrays, path: Path, key: str, dtypes, shape, required=True):
         raise BadJob(f"{path}: '{key}' contains NaN or infinite values")
 
 
+def load_eval_npz(path: Path) -> dict[str, np.ndarray]:
+    """Evaluation views (``eval.npz``: viewmats, Ks, rgba, lines, optional lines_hidden), validated."""
+    arrays = load_npz(path, required=True)
+    _check(arrays, path, "viewmats", "f", (None, 4, 4))
+    views = arrays["viewmats"].shape[0]
+    if views == 0:
+        raise BadJob(f"{path}: zero views")
+    _check(arrays, path, "Ks", "f", (views, 3, 3))
+    _check(arrays, path, "rgba", "u", (views, None, None, 4))
+    H, W = arrays["rgba"].shape[1:3]
+    _check(arrays, path, "lines", "u", (views, H, W))
+    _check(arrays, path, "lines_hidden", "u", (views, H, W), required=False)
+    return arrays
+
+
+def load_result(path: Path) -> dict[str, np.ndarray]:
+    """A result.npz (control_points [K,4,3], widths [K]), validated."""
+    arrays = load_npz(path, required=True)
+    _check(arrays, path, "control_points", "f", (None, 4, 3))
+    _check(arrays, path, "widths", "f", (arrays["control_points"].shape[0],))
+    return arrays
+
+
 def load_job(folder) -> Job:
     """Read and validate a job folder; raise :class:`BadJob` with one clear line on any problem."""
     folder = Path(folder)

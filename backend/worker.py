@@ -189,34 +189,45 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
     return EXIT_CANCELLED if result.cancelled else EXIT_OK
 
 
-def evaluate_job(job_dir: str, views_path: str | None = None) -> int:
-    """Write ``metrics.json`` for a finished job; stdout carries the same typed events as ``run``."""
+def evaluate_job(job_dir: str, views_path: str | None = None, report: bool = False, title: str = "") -> int:
+    """Write ``metrics.json`` for a finished job (and with ``report`` the contact sheet and turntable
+    pictures); stdout carries the same typed events as ``run``."""
     events = EventStream()
     try:
         from .evaluate import EvalViews, evaluate
-        from .job import load_job, load_npz, write_atomic
+        from .job import load_eval_npz, load_job, load_npz, load_result, write_atomic
 
-        job = load_job(job_dir)
         folder = Path(job_dir)
-        result = load_npz(folder / "result.npz", required=True)
+        if not folder.is_dir():
+            raise BadJob(f"{folder}: no such job folder")
+        result = load_result(folder / "result.npz")
         path = Path(views_path) if views_path else folder / "eval.npz"
+        mesh = load_npz(folder / "mesh.npz", required=False)
         if path.exists():
-            views = EvalViews.from_arrays(load_npz(path, required=True))
+            views = EvalViews.from_arrays(load_eval_npz(path))
             source = path.name
         else:
+            job = load_job(job_dir)
             if "lines" not in job.arrays or job.arrays["is_train"].all():
                 raise BadJob(f"{folder}: no eval.npz and no held-out views with line images to evaluate on")
             views = EvalViews.from_arrays(job.arrays, ~job.arrays["is_train"])
             source = "held-out views of views.npz"
         widths = result["widths"]
         metrics = evaluate(result["control_points"], float(widths[0]) if len(widths) else 0.01, views,
-                           job.arrays.get("vertices"), job.arrays.get("faces"))
+                           mesh.get("vertices"), mesh.get("faces"))
         metrics["evaluated_on"] = source
         metrics["lines_source"] = "Blender Freestyle (visible + hidden line sets)"
         write_atomic(folder / "metrics.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(_clean(metrics), indent=2), encoding="utf-8"))
         summary = {k: v for k, v in metrics.items() if k != "views"}
-        events.emit({"type": "done", "result": "metrics.json", "metrics": summary})
+        pictures = {}
+        if report:
+            if path.resolve() != (folder / "eval.npz").resolve():
+                raise BadJob(f"{folder}: a report needs eval.npz in the job folder")
+            from .report import write_report
+
+            pictures = write_report(folder, title)
+        events.emit({"type": "done", "result": "metrics.json", "metrics": summary, **pictures})
         return EXIT_OK
     except SketchError as exc:
         events.emit({"type": "error", "message": str(exc), "code": exc.exit_code})

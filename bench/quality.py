@@ -59,7 +59,7 @@ MESHES = {
 
 TRAIN_VIEWS, HELDOUT_VIEWS, JOB_SIZE = 24, 8, 224
 EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE = 24, 256, 0.25
-TURNTABLE_FRAMES, TURNTABLE_SIZE, TURNTABLE_ELEVATION = 24, 160, 20.0
+TURNTABLE_SIZE = 160
 SINGLE_VIEW_ELEVATION = 20.0  # the one training view of the single-view configurations: a 3/4 view
 GEOMETRY_ONLY = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}  # = backend.config.GEOMETRY_ONLY_WEIGHTS
 NO_REPULSION = {"lines": 1.0, "surface": 0.5}
@@ -131,7 +131,7 @@ def _scene_modules():
         package.__path__ = [str(REPO)]
         sys.modules[alias] = package
     load = lambda name: importlib.import_module(f"{alias}.{name}")  # noqa: E731
-    return load("scene.job_folder"), load("scene.targets"), load("scene.mesh"), load("backend.cameras")
+    return load("scene.job_folder"), load("scene.targets"), load("scene.mesh"), load("scene.evaluation")
 
 
 def import_joined(path: Path):
@@ -163,30 +163,6 @@ def import_joined(path: Path):
     return bpy.context.view_layer.objects.active
 
 
-def eval_arrays(obj, center, radius, targets, cameras, count=EVAL_VIEWS, size=EVAL_SIZE, phase=EVAL_PHASE) -> dict:
-    """The evaluation views of ``obj``: ``viewmats, Ks, rgba, lines, lines_hidden`` (views.npz keys)."""
-    viewmats, Ks = cameras.orbit_cameras(count, size, phase=phase)
-    views = targets.render_targets(obj, viewmats, Ks, size, center, radius)
-    return {"viewmats": viewmats.astype(np.float32), "Ks": Ks.astype(np.float32), "rgba": views["rgba"],
-            "lines": views["lines"], "lines_hidden": views["lines_hidden"]}
-
-
-def turntable_cameras(cameras, frames=TURNTABLE_FRAMES, size=TURNTABLE_SIZE, elevation=TURNTABLE_ELEVATION):
-    distance = cameras.orbit_distance()
-    e = math.radians(elevation)
-    angles = np.linspace(0, 2 * math.pi, frames, endpoint=False) + math.pi / 4
-    eyes = [distance * np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)]) for a in angles]
-    Ks = np.repeat(cameras.intrinsics(size)[None], frames, 0)
-    return np.stack([cameras.look_at(eye) for eye in eyes]).astype(np.float32), Ks.astype(np.float32)
-
-
-def write_eval_npz(path, obj, center, radius, targets, cameras, **kw) -> None:
-    arrays = eval_arrays(obj, center, radius, targets, cameras, **kw)
-    tmp = str(path) + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def prepare_mesh(name: str, out: Path) -> Path:
     """``<out>/<name>/job`` with job.json, views.npz, mesh.npz, eval.npz, turntable.npz (built once)."""
     job = out / name / "job"
@@ -195,7 +171,7 @@ def prepare_mesh(name: str, out: Path) -> Path:
     path = mesh_path(name)
     import bpy
 
-    job_folder, targets, mesh, cameras = _scene_modules()
+    job_folder, targets, mesh, evaluation = _scene_modules()
     start = time.perf_counter()
     obj = import_joined(path)
     obj.name = name
@@ -207,14 +183,10 @@ def prepare_mesh(name: str, out: Path) -> Path:
         log(f"{name}: job folder ({info['views']} views, {info['seconds_per_view']:.1f} s/view)")
     vertices, _ = mesh.evaluated_mesh_world(obj, depsgraph)
     center, radius = mesh.bounding_sphere(vertices)
-    if not (job / "eval.npz").exists():
-        write_eval_npz(job / "eval.npz", obj, center, radius, targets, cameras)
-    if not (job / "turntable.npz").exists():
-        viewmats, Ks = turntable_cameras(cameras)
-        views = targets.render_targets(obj, viewmats, Ks, TURNTABLE_SIZE, center, radius)
-        np.savez(job / "turntable.tmp.npz", viewmats=viewmats, Ks=Ks, rgba=views["rgba"], lines=views["lines"],
-                 lines_hidden=views["lines_hidden"])
-        os.replace(job / "turntable.tmp.npz", job / "turntable.npz")
+    for npz, cams, size in (("eval.npz", evaluation.eval_cameras(EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE), EVAL_SIZE),
+                            ("turntable.npz", evaluation.turntable_cameras(), TURNTABLE_SIZE)):
+        if not (job / npz).exists():
+            targets.drain(evaluation.iter_write_views(str(job / npz), obj, *cams, size, center, radius))
     log(f"{name}: prepared in {time.perf_counter() - start:.0f} s ({path.name})")
     return job
 
@@ -456,36 +428,6 @@ def _load(path: Path) -> dict:
         return {k: data[k] for k in data.files}
 
 
-def _sketch_ink(control_points, width, viewmats, Ks, size) -> np.ndarray:
-    """Ink [V,H,W] in [0,1] of a sketch, rendered exactly as the evaluation renders it."""
-    from backend.evaluate import EvalViews, render_sketch
-
-    if len(control_points) == 0:
-        return np.zeros((len(viewmats), size, size), np.float32)
-    blank = np.zeros((len(viewmats), size, size), np.float32)
-    views = EvalViews(np.asarray(viewmats), np.asarray(Ks), blank, blank > 0, None)
-    return render_sketch(control_points, width, views).clamp(0, 1).numpy()
-
-
-def _over_white(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-
-
-def _line_drawing(lines: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
-    """Visible lines black, hidden lines light blue, on white."""
-    img = np.full(lines.shape + (3,), 255, np.float32)
-    if hidden is not None:
-        h = hidden.astype(np.float32)[..., None] / 255.0
-        img = img * (1 - h) + np.array([150, 180, 255], np.float32) * h
-    v = lines.astype(np.float32)[..., None] / 255.0
-    return np.round(img * (1 - v)).astype(np.uint8)
-
-
-def _ink_image(ink: np.ndarray) -> np.ndarray:
-    return np.repeat(np.round(255 * (1 - ink))[..., None], 3, axis=-1).astype(np.uint8)
-
-
 def _result(folder: Path):
     path = folder / "result.npz"
     if not path.exists():
@@ -502,14 +444,16 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
     """Rows: object, its line drawing, then one sketch row per configuration; F per tile printed."""
     from PIL import Image, ImageDraw
 
+    from backend.report import ink_image, line_drawing, over_white, sketch_ink
+
     base = out / mesh / "job"
     if not (base / "eval.npz").exists():
         return None
     ev = _load(base / "eval.npz")
     size = ev["lines"].shape[1]
     views = [v for v in views if v < len(ev["viewmats"])]
-    rows = [("object", [_over_white(ev["rgba"][v]) for v in views], None),
-            ("lines (hidden: blue)", [_line_drawing(ev["lines"][v], ev["lines_hidden"][v]) for v in views], None)]
+    rows = [("object", [over_white(ev["rgba"][v]) for v in views], None),
+            ("lines (hidden: blue)", [line_drawing(ev["lines"][v], ev["lines_hidden"][v]) for v in views], None)]
     metrics = {r["config"]: r for r in results["rows"] if r["mesh"] == mesh and r["status"] == "measured"}
     for config in SHEET_CONFIGS:
         if config not in metrics:
@@ -517,13 +461,13 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
         res = _result(out / mesh / config)
         if res is None:
             continue
-        ink = _sketch_ink(res[0], res[1], ev["viewmats"][views], ev["Ks"][views], size)
+        ink = sketch_ink(res[0], res[1], ev["viewmats"][views], ev["Ks"][views], size)
         row = metrics[config]
         m = row["metrics"]
         label = (f"{config}: F {m['f_mean']:.2f} min {m['f_min']:.2f}  P {m['precision_mean']:.2f} "
                  f"R {m['recall_mean']:.2f}  ch {m['chamfer_px_mean']:.1f}px  int {m['ink_interior_mean']:.2f}  "
                  f"K {m['curves']}  {row['runtime_s']:.0f}s")
-        rows.append((label, [_ink_image(ink[i]) for i in range(len(views))], [row["per_view_f"][v] for v in views]))
+        rows.append((label, [ink_image(ink[i]) for i in range(len(views))], [row["per_view_f"][v] for v in views]))
     label_h, m = 14, 3
     width = len(views) * (tile + m) + m
     sheet = Image.new("RGB", (width, 18 + len(rows) * (tile + label_h + m)), (235, 235, 235))
@@ -548,28 +492,15 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
 
 
 def turntable_gif(out: Path, mesh: str, config: str = "defaults") -> Path | None:
-    """Animated GIF: the object's line drawing (left) beside the sketch (right), 24 frames."""
-    from PIL import Image, ImageDraw
+    """Animated GIF: the object's line drawing (left) beside the sketch (right), one turn."""
+    from backend.report import turntable_gif as draw_turntable
 
-    base = out / mesh / "job"
-    res = _result(out / mesh / config)
-    if res is None or not (base / "turntable.npz").exists():
+    folder = out / mesh / config
+    if _result(folder) is None:
         return None
-    tt = _load(base / "turntable.npz")
-    size = tt["lines"].shape[1]
-    ink = _sketch_ink(res[0], res[1], tt["viewmats"], tt["Ks"], size)
-    frames = []
-    for i in range(len(ink)):
-        pair = np.concatenate([_line_drawing(tt["lines"][i], None), np.full((size, 4, 3), 180, np.uint8),
-                               _ink_image(ink[i])], axis=1)
-        image = Image.fromarray(pair)
-        draw = ImageDraw.Draw(image)
-        draw.text((3, 2), f"{mesh} lines", fill=(0, 0, 120))
-        draw.text((size + 7, 2), f"sketch ({config}, K {len(res[0])})", fill=(0, 0, 120))
-        frames.append(image.convert("P", palette=Image.ADAPTIVE, colors=16))
-    path = out / f"{mesh}_turntable.gif"
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=120, loop=0, optimize=True)
-    return path
+    if not (folder / "turntable.npz").exists() and (out / mesh / "job" / "turntable.npz").exists():
+        _link(out / mesh / "job" / "turntable.npz", folder / "turntable.npz")
+    return draw_turntable(folder, out / f"{mesh}_turntable.gif", title=f"{mesh} lines")
 
 
 def doc_pictures(out: Path, meshes: list[str], dest: Path, width: int = 640, colors: int = 32) -> list[Path]:

@@ -42,8 +42,10 @@ class Worker:
         self.cancelled = False
 
     def start(self, python: str, job_dir: str, parent_pid: int, log_path: str, cwd: str,
-              env: dict | None = None) -> None:
-        """Launch the worker with cwd = the extension folder, so ``-m backend`` finds the package."""
+              env: dict | None = None, command: list[str] | None = None) -> None:
+        """Launch the worker with cwd = the extension folder, so ``-m backend`` finds the package.
+
+        ``command`` replaces ``run JOB_DIR --parent-pid PID`` (e.g. ``evaluate JOB_DIR --report``)."""
         env = dict(os.environ if env is None else env)
         env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into another Python
         env["PYTHONUNBUFFERED"] = "1"
@@ -51,7 +53,7 @@ class Worker:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [python, "-m", "backend", "run", job_dir, "--parent-pid", str(parent_pid)],
+                [python, "-m", "backend", *(command or ["run", job_dir, "--parent-pid", str(parent_pid)])],
                 cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
             )
         self._reader = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)

@@ -60,51 +60,13 @@ def redraw(context) -> None:
                 area.tag_redraw()
 
 
-class SPLATSKETCH_OT_generate(bpy.types.Operator):
-    """Optimise a few 3D Bézier curves that sketch the object from every side"""
+class ModalRun:
+    """The modal/blocking driver shared by Generate and Evaluate: subclasses give ``_begin(context,
+    live_preview, log)`` (a run object with begin/advance/step/cancel/abort, or None) and
+    ``_end(context, run)``."""
 
-    bl_idname = "splatsketch.generate"
-    bl_label = "Generate Sketch"
-    bl_options = set()  # no REGISTER/UNDO: a redo panel would re-run minutes of work, blocking
-
-    new_seed: BoolProperty(name="New Seed", default=False, options={"SKIP_SAVE", "HIDDEN"},
-                           description="Increase the seed first (Run Again)")
-
-    _run: SketchRun | None = None
+    _run = None
     _timer = None
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene is not None and not context.window_manager.splatsketch.running
-
-    def _begin(self, context, live_preview: bool, log=None) -> SketchRun | None:
-        state = context.window_manager.splatsketch
-        if self.new_seed:
-            context.scene.splatsketch.seed += 1
-        try:
-            run = prepare_run(context, target_object(context), live_preview=live_preview, log=log)
-        except RunError as error:
-            state.last_error = str(error)
-            self.report({"ERROR"}, str(error))
-            return None
-        state.running, state.cancel_requested = True, False
-        state.progress, state.status, state.last_error = 0.0, "Rendering target views", ""
-        return run
-
-    def _end(self, context, run: SketchRun) -> set[str]:
-        state = context.window_manager.splatsketch
-        state.running = False
-        sync_state(state, run)
-        for warning in run.warnings:
-            self.report({"WARNING"}, warning)
-        if run.state == SUCCEEDED:
-            self.report({"INFO"}, run.summary)
-            if not bpy.app.background:
-                bpy.ops.ed.undo_push(message="Generate Sketch")
-            return {"FINISHED"}
-        self.report({"WARNING"} if run.state == CANCELLED else {"ERROR"},
-                    "Sketch cancelled" if run.state == CANCELLED else run.message)
-        return {"CANCELLED"}
 
     def execute(self, context):
         run = self._begin(context, live_preview=False, log=print)
@@ -195,6 +157,51 @@ class SPLATSKETCH_OT_generate(bpy.types.Operator):
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
+
+
+class SPLATSKETCH_OT_generate(ModalRun, bpy.types.Operator):
+    """Optimise a few 3D Bézier curves that sketch the object from every side"""
+
+    bl_idname = "splatsketch.generate"
+    bl_label = "Generate Sketch"
+    bl_options = set()  # no REGISTER/UNDO: a redo panel would re-run minutes of work, blocking
+
+    new_seed: BoolProperty(name="New Seed", default=False, options={"SKIP_SAVE", "HIDDEN"},
+                           description="Increase the seed first (Run Again)")
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and not context.window_manager.splatsketch.running
+
+    def _begin(self, context, live_preview: bool, log=None) -> SketchRun | None:
+        state = context.window_manager.splatsketch
+        if self.new_seed:
+            context.scene.splatsketch.seed += 1
+        try:
+            run = prepare_run(context, target_object(context), live_preview=live_preview, log=log)
+        except RunError as error:
+            state.last_error = str(error)
+            self.report({"ERROR"}, str(error))
+            return None
+        state.running, state.cancel_requested = True, False
+        state.progress, state.status, state.last_error = 0.0, "Rendering target views", ""
+        return run
+
+    def _end(self, context, run: SketchRun) -> set[str]:
+        state = context.window_manager.splatsketch
+        state.running = False
+        sync_state(state, run)
+        for warning in run.warnings:
+            self.report({"WARNING"}, warning)
+        if run.state == SUCCEEDED:
+            self.report({"INFO"}, run.summary)
+            if not bpy.app.background:
+                bpy.ops.ed.undo_push(message="Generate Sketch")
+            return {"FINISHED"}
+        self.report({"WARNING"} if run.state == CANCELLED else {"ERROR"},
+                    "Sketch cancelled" if run.state == CANCELLED else run.message)
+        return {"CANCELLED"}
+
 
 
 class SPLATSKETCH_OT_cancel(bpy.types.Operator):

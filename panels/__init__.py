@@ -89,6 +89,46 @@ class SPLATSKETCH_PT_result(_SketchPanel, bpy.types.Panel):
         op.new_seed = True
 
 
+class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
+    """Figures of the active sketch on held-out views, and its report pictures."""
+
+    bl_idname = "SPLATSKETCH_PT_evaluation"
+    bl_label = "Evaluation"
+    bl_parent_id = "SPLATSKETCH_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and "splatsketch_source" in obj
+
+    def draw(self, context):
+        import json
+
+        layout = self.layout
+        obj = context.active_object
+        layout.enabled = not context.window_manager.splatsketch.running
+        try:
+            figures = json.loads(obj.get("splatsketch_evaluation", ""))
+        except (TypeError, ValueError):
+            figures = None
+        if figures:
+            col = layout.column(align=True)
+            col.label(text=f"F {figures['f_mean']:.2f}  (worst view {figures['f_min']:.2f})",
+                      icon="CHECKMARK" if figures["f_mean"] >= 0.8 else "INFO")
+            col.label(text=f"Precision {figures['precision_mean']:.2f}  Recall {figures['recall_mean']:.2f}")
+            col.label(text=f"Chamfer {figures['chamfer_px_mean']:.1f} px  Interior ink "
+                           f"{figures['ink_interior_mean']:.2f}")
+            if "surface_distance_mean" in figures:
+                col.label(text=f"Surface distance {figures['surface_distance_mean']:.3f}")
+            row = layout.row(align=True)
+            row.operator("splatsketch.open_report", text="Report", icon="IMAGE_DATA").which = "report"
+            row.operator("splatsketch.open_report", text="Turntable", icon="FILE_MOVIE").which = "turntable"
+        else:
+            layout.label(text=f"{obj.name}: not evaluated yet")
+        layout.operator("splatsketch.evaluate", text="Evaluate Again" if figures else "Evaluate",
+                        icon="VIEWZOOM")
+
+
 class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
     bl_idname = "SPLATSKETCH_PT_advanced"
     bl_label = "Advanced"
@@ -127,4 +167,4 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_advanced)
+CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_evaluation, SPLATSKETCH_PT_advanced)
