@@ -115,14 +115,19 @@ def test_backend_python_without_torch(addon, capsys, tmp_path):
     assert code == 2 and "has no torch: run" in only_line(err) and scene_state() == before
 
 
-@pytest.mark.parametrize("option", ["--output", "--preview", "--json"])
+@pytest.mark.parametrize("option", ["--output", "--preview", "--json", "--report"])
 def test_unwritable_output_is_refused_before_running(addon, capsys, tmp_path, option):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")  # a file where a folder should be: unwritable even for root
-    name = {"--output": "out.blend", "--preview": "out.png", "--json": "out.json"}[option]
+    name = {"--output": "out.blend", "--preview": "out.png", "--json": "out.json", "--report": "r.png"}[option]
     code, out, err, before = run_cli(addon, capsys, "--object", "Cube", option, str(blocker / name),
                                      "--python", str(tmp_path / "never-reached"))
     assert code == 2 and f"cannot write {option}" in only_line(err) and scene_state() == before
+
+
+def test_report_must_be_a_png(addon, capsys, tmp_path):
+    code, out, err, before = run_cli(addon, capsys, "--object", "Cube", "--report", str(tmp_path / "r.jpg"))
+    assert code == 2 and "must end in .png" in only_line(err) and scene_state() == before
 
 
 def test_output_must_be_a_blend(addon, capsys, tmp_path):

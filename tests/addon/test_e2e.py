@@ -244,3 +244,47 @@ def test_target_views_render_one_per_step_and_cancel_cleanly(addon, tiny):
     after["objects"].remove(users_cube)
     after["meshes"].remove(bpy.data.objects[users_cube].data.name)
     assert after == before
+
+
+def test_cli_evaluate_and_report(addon, tiny, backend_python, tmp_path, capsys):
+    """--report: the sketch is scored on the 24 held-out views, the figures go on the object and into
+    --json, and the contact sheet + turntable land where asked."""
+    report = tmp_path / "pictures" / "suzanne.png"
+    code = addon.cli.main(["--object", "Suzanne", *TINY, "--python", backend_python, "--report", str(report),
+                           "--json", str(tmp_path / "m.json")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    asset = json.loads((tmp_path / "m.json").read_text())["assets"][0]
+    figures = asset["evaluation"]
+    assert 0.0 <= figures["f_mean"] <= 1.0 and figures["f_min"] <= figures["f_mean"]
+    assert len(figures["per_view_f"]) == 24 and figures["image_size"] == [256, 256]
+    assert "held-out F" in printed.out
+    sketch = bpy.data.objects["Suzanne Sketch"]
+    assert json.loads(sketch["splatsketch_evaluation"])["f_mean"] == figures["f_mean"]
+    assert sketch["splatsketch_report"] == str(report) and report.stat().st_size > 10_000
+    assert report.with_suffix(".gif").is_file()
+
+
+def test_evaluate_operator_and_cancel(addon, tiny):
+    """The panel's Evaluate (blocking path) stores the figures and the report's paths on the sketch;
+    an evaluation cancelled while its views render leaves no folder and changes nothing."""
+    evaluate = importlib.import_module(ADDON + ".operators.evaluate")
+    bpy.context.scene.splatsketch.iterations = 4
+    assert bpy.ops.splatsketch.generate() == {"FINISHED"}
+    sketch = bpy.data.objects["Suzanne Sketch"]
+    bpy.context.view_layer.objects.active = sketch
+    before = scene_state()
+    run = evaluate.EvaluationRun(sketch, addon.preferences.get_preferences().resolved_python())
+    run.begin(bpy.context)
+    run.advance()
+    run.advance()
+    assert run.status == "Rendering view 2/48" and os.path.isdir(run.folder)
+    run.cancel()
+    assert run.state == "CANCELLED" and not os.path.exists(run.folder)
+    assert "splatsketch_evaluation" not in sketch and scene_state() == before
+
+    assert bpy.ops.splatsketch.evaluate() == {"FINISHED"}
+    figures = json.loads(sketch["splatsketch_evaluation"])
+    assert 0.0 <= figures["f_mean"] <= 1.0 and len(figures["per_view_f"]) == 24
+    assert os.path.isfile(sketch["splatsketch_report"]) and os.path.isfile(sketch["splatsketch_turntable"])
+    assert not bpy.context.window_manager.splatsketch.running and scene_state() == before

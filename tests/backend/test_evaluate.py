@@ -87,3 +87,63 @@ def test_stroke_width_is_not_scored():
     curves = known_curves(4, seed=3)
     views = views_of(curves)
     assert evaluate(curves, 0.012, views)["f_mean"] == evaluate(curves, 0.03, views)["f_mean"] == 1.0
+
+
+def _evaluation_folder(folder: Path, curves, with_mesh: bool = True, turntable: bool = True) -> Path:
+    """What the add-on writes for 'Evaluate': result.npz, eval.npz (+ mesh.npz, turntable.npz); no views.npz."""
+    folder.mkdir(parents=True)
+    views = views_of(curves, size=96, count=5)
+    rgba = np.zeros(views.lines.shape + (4,), np.uint8)
+    rgba[..., 3] = (views.alpha * 255).astype(np.uint8)
+    arrays = dict(viewmats=views.viewmats, Ks=views.Ks, rgba=rgba, lines=views.lines.astype(np.uint8) * 255,
+                  lines_hidden=np.zeros_like(views.lines, dtype=np.uint8))
+    np.savez(folder / "eval.npz", **arrays)
+    if turntable:
+        np.savez(folder / "turntable.npz", **arrays)
+    np.savez(folder / "result.npz", control_points=np.asarray(curves, np.float32),
+             widths=np.full(len(curves), 0.012, np.float32))
+    if with_mesh:
+        verts, faces = uv_sphere()
+        np.savez(folder / "mesh.npz", vertices=verts, faces=faces)
+    return folder
+
+
+def _evaluate(*args):
+    proc = subprocess.run([sys.executable, "-m", "backend", "evaluate", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+    return proc, [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_report_pictures_show_the_evaluation(tmp_path):
+    """``evaluate --report``: a contact sheet PNG and a turntable GIF, from a folder without views.npz."""
+    from PIL import Image
+
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(4, seed=3))
+    proc, events = _evaluate(folder, "--report", "--title", "four curves")
+    assert proc.returncode == 0, proc.stderr
+    done = events[-1]
+    assert done["type"] == "done" and done["metrics"]["f_mean"] == 1.0
+    assert done["report"] == str(folder / "report.png") and done["turntable"] == str(folder / "turntable.gif")
+    sheet = Image.open(folder / "report.png")
+    assert sheet.width >= 5 * 100 and sheet.height >= 4 * 100  # 5 views x 4 rows of tiles
+    pixels = np.asarray(sheet.convert("L"))
+    assert (pixels < 50).mean() > 0.005  # ink and lines are drawn, not an empty canvas
+    gif = Image.open(folder / "turntable.gif")
+    assert gif.n_frames == 5
+    assert not list(folder.glob(".*tmp"))  # written through temporary files, none left behind
+
+
+def test_evaluate_without_mesh_skips_surface_figures(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), with_mesh=False, turntable=False)
+    proc, events = _evaluate(folder, "--report")
+    assert proc.returncode == 0, proc.stderr
+    assert "surface_distance_mean" not in events[-1]["metrics"] and events[-1]["turntable"] is None
+
+
+def test_evaluate_rejects_a_bad_result_in_one_line(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2))
+    np.savez(folder / "result.npz", control_points=np.zeros((3, 2, 3), np.float32), widths=np.zeros(3, np.float32))
+    proc, events = _evaluate(folder, "--report")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert events[-1]["type"] == "error" and "control_points" in events[-1]["message"]
+    assert not (folder / "metrics.json").exists() and not (folder / "report.png").exists()
