@@ -19,13 +19,26 @@ def main(argv=None) -> int:
     ev.add_argument("--report", action="store_true",
                     help="also draw report.png (contact sheet with the figures) and turntable.gif")
     ev.add_argument("--title", default="", help="the report's title line")
+    ev.add_argument("--clip-model", default="", help="add a CLIP similarity with this open_clip model (use "
+                    "another backbone than the sketch was made with, e.g. ViT-B-32)")
+    ev.add_argument("--clip-pretrained", default="openai", help="its open_clip weights tag")
+    ev.add_argument("--clip-checkpoint", default="", help="its weights file (instead of the tag)")
+    ev.add_argument("--clip-cache", default="", help="open_clip / Hugging Face cache folder holding the weights")
+    ev.add_argument("--clip-config", default="", help="a JSON model config for --clip-model (tests)")
     args = parser.parse_args(argv)
     from . import worker
 
     if args.command == "check":
         return worker.check_backend()
     if args.command == "evaluate":
-        return worker.evaluate_job(args.job_dir, args.views, args.report, args.title)
+        clip = None
+        if args.clip_model:
+            from .config import ClipConfig
+
+            clip = ClipConfig(model=args.clip_model, pretrained="" if args.clip_config else args.clip_pretrained,
+                              checkpoint=args.clip_checkpoint, cache_dir=args.clip_cache,
+                              model_config=args.clip_config)
+        return worker.evaluate_job(args.job_dir, args.views, args.report, args.title, clip)
     return worker.run_job(args.job_dir, args.parent_pid)
 
 

@@ -40,6 +40,7 @@ LIMITS = {
     "augmentations": (0, 64),
     "best_of": (1, 64),
     "snapshot_every": (0, 1_000_000),
+    "hard_views": (0.0, 16.0),
 }
 
 
@@ -77,6 +78,9 @@ class OptimizeConfig:
     augmentations: int = 4
     prompt: str = ""
     prune: bool = True
+    # Each step weighs its views by (view loss / batch mean) ** hard_views: 0 is the plain mean; higher
+    # values spend the effort on the views the sketch reads worst from (the per-view minimum).
+    hard_views: float = 0.0
     snapshot_every: int = 10
     progress_every: int = 10  # progress events read values from the device: not every step (no syncs)
     device: DeviceName = "auto"

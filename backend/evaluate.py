@@ -40,13 +40,16 @@ class EvalViews:
     alpha: np.ndarray  # [V,H,W] float in [0,1]
     lines: np.ndarray  # [V,H,W] bool, visible lines
     lines_hidden: np.ndarray | None  # [V,H,W] bool
+    rgb: np.ndarray | None = None  # [V,H,W,3] float in [0,1], the object's render over white
 
     @classmethod
     def from_arrays(cls, arrays: dict, select=None) -> EvalViews:
         sel = slice(None) if select is None else select
         hidden = arrays.get("lines_hidden")
-        return cls(arrays["viewmats"][sel], arrays["Ks"][sel], arrays["rgba"][sel][..., 3] / 255.0,
-                   arrays["lines"][sel] > 127, None if hidden is None else hidden[sel] > 127)
+        rgba = arrays["rgba"][sel].astype(np.float32) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+        return cls(arrays["viewmats"][sel], arrays["Ks"][sel], rgba[..., 3],
+                   arrays["lines"][sel] > 127, None if hidden is None else hidden[sel] > 127, rgb)
 
 
 def render_sketch(control_points, width: float | None, views: EvalViews, samples: int = 512) -> torch.Tensor:
@@ -122,8 +125,30 @@ def surface_metrics(control_points, vertices, faces, samples: int = 64, surface_
             "surface_coverage": float((covered < COVERAGE_RADIUS).float().mean())}
 
 
+@torch.no_grad()
+def clip_image_similarity(bundle, images_a: torch.Tensor, images_b: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Cosine similarity ``[N]`` of CLIP image embeddings of two ``[N,3,H,W]`` batches in [0,1]."""
+    out = []
+    for start in range(0, images_a.shape[0], batch):
+        pair = torch.cat([images_a[start:start + batch], images_b[start:start + batch]]).to(bundle.device)
+        a, b = bundle.model.encode_image(bundle.normalize(pair)).float().chunk(2)
+        out.append(torch.nn.functional.cosine_similarity(a, b, dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def clip_metrics(bundle, control_points, width: float, views: EvalViews) -> dict:
+    """How much the sketch (black strokes at its width, on white) reads like the object's render for a
+    CLIP model; meant for a *different* backbone from the one the sketch was optimised with."""
+    ink = render_sketch(control_points, width, views).clamp(0, 1)
+    sketch = (1.0 - ink)[:, None].expand(-1, 3, -1, -1).contiguous()
+    obj = torch.as_tensor(views.rgb, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
+    sims = clip_image_similarity(bundle, sketch, obj)
+    return {"clip_model": bundle.name, "clip_similarity_mean": float(sims.mean()),
+            "clip_similarity_min": float(sims.min()), "clip_similarity_views": [float(v) for v in sims]}
+
+
 def evaluate(control_points, width: float, views: EvalViews, vertices=None, faces=None,
-             tolerance: float = TOLERANCE_PX) -> dict:
+             tolerance: float = TOLERANCE_PX, clip_bundle=None) -> dict:
     """All figures for one sketch; ``views`` must not include the views it was optimised on."""
     metrics = image_metrics(render_sketch(control_points, None, views), views, tolerance)
     metrics["sketch_drawn_as"] = f"centre lines, {LINE_SIGMA_PX} px sigma (stroke width {width:.4f} not scored)"
@@ -132,4 +157,6 @@ def evaluate(control_points, width: float, views: EvalViews, vertices=None, face
     metrics["curves"] = int(np.asarray(control_points).shape[0])
     if vertices is not None:
         metrics.update(surface_metrics(control_points, vertices, faces))
+    if clip_bundle is not None and views.rgb is not None and len(control_points):
+        metrics.update(clip_metrics(clip_bundle, control_points, width, views))
     return metrics

@@ -70,13 +70,21 @@ class Sketch:
         return float(self.cfg.stroke_width * distance / t.Ks[:, 0, 0].mean())
 
 
-def _total(losses, inputs: LossInputs, per_view: bool = False):
+def _total(losses, inputs: LossInputs, per_view: bool = False, hard_views: float = 0.0):
+    """Weighted sum of the losses: per view (``[B]``) or one number for the step. With ``hard_views``
+    the step's views are weighted by ``(loss / mean loss) ** hard_views`` (weights detached, mean 1)."""
     values, total = {}, 0.0
     for name, (weight, loss) in losses.items():
         value = loss(inputs)
         values[name] = value
-        total = total + weight * (value if per_view else value.mean())
-    return total, values
+        total = total + weight * value
+    if per_view:
+        return total, values
+    if hard_views > 0 and torch.is_tensor(total) and total.ndim == 1 and total.numel() > 1:
+        level = total.detach().clamp_min(1e-8)
+        weights = (level / level.mean()) ** hard_views
+        return (total * (weights / weights.mean())).mean(), values
+    return total.mean() if torch.is_tensor(total) else total, values
 
 
 def _view_schedule(train_ids: torch.Tensor, per_step: int, generator: torch.Generator):
@@ -165,7 +173,7 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
         samples = sketch.samples(points)
         images = sketch.render(samples, ids)
         inputs = LossInputs(images, ids, points, samples, progress=progress, generator=generator)
-        total, last_values = _total(losses, inputs)
+        total, last_values = _total(losses, inputs, hard_views=cfg.hard_views)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

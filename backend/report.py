@@ -70,6 +70,8 @@ def summary_line(m: dict) -> str:
             f"interior ink {m['ink_interior_mean']:.2f}  outside {m['ink_outside_mean']:.2f}  curves {m['curves']}")
     if "surface_distance_mean" in m:
         line += f"  surface dist {m['surface_distance_mean']:.3f}  coverage {m['surface_coverage']:.2f}"
+    if "clip_similarity_mean" in m:
+        line += f"  CLIP {m['clip_model']} similarity {m['clip_similarity_mean']:.3f}"
     return line
 
 

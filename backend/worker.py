@@ -189,9 +189,11 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
     return EXIT_CANCELLED if result.cancelled else EXIT_OK
 
 
-def evaluate_job(job_dir: str, views_path: str | None = None, report: bool = False, title: str = "") -> int:
+def evaluate_job(job_dir: str, views_path: str | None = None, report: bool = False, title: str = "",
+                 clip=None) -> int:
     """Write ``metrics.json`` for a finished job (and with ``report`` the contact sheet and turntable
-    pictures); stdout carries the same typed events as ``run``."""
+    pictures); stdout carries the same typed events as ``run``. ``clip`` (a ClipConfig) adds a CLIP
+    similarity with that model: weights that cannot be loaded stop it with exit code 3, as in ``run``."""
     events = EventStream()
     try:
         from .evaluate import EvalViews, evaluate
@@ -212,9 +214,16 @@ def evaluate_job(job_dir: str, views_path: str | None = None, report: bool = Fal
                 raise BadJob(f"{folder}: no eval.npz and no held-out views with line images to evaluate on")
             views = EvalViews.from_arrays(job.arrays, ~job.arrays["is_train"])
             source = "held-out views of views.npz"
+        bundle = None
+        if clip is not None:
+            import torch
+
+            from .losses.clip_model import load_clip
+
+            bundle = load_clip(clip, torch.device("cpu"))
         widths = result["widths"]
         metrics = evaluate(result["control_points"], float(widths[0]) if len(widths) else 0.01, views,
-                           mesh.get("vertices"), mesh.get("faces"))
+                           mesh.get("vertices"), mesh.get("faces"), clip_bundle=bundle)
         metrics["evaluated_on"] = source
         metrics["lines_source"] = "Blender Freestyle (visible + hidden line sets)"
         write_atomic(folder / "metrics.json",

@@ -26,7 +26,8 @@ from .run import CANCELLED, FAILED, RUNNING, SUCCEEDED, RunError, _prune, user_f
 
 SUMMARY_KEYS = ("f_mean", "f_min", "f_std", "precision_mean", "recall_mean", "chamfer_px_mean", "ink_outside_mean",
                 "ink_interior_mean", "surface_distance_mean", "surface_distance_max", "surface_coverage",
-                "curves", "tolerance_px", "image_size", "sketch_drawn_as", "lines_source", "evaluated_on")
+                "curves", "clip_model", "clip_similarity_mean", "clip_similarity_min",
+                "tolerance_px", "image_size", "sketch_drawn_as", "lines_source", "evaluated_on")
 
 
 def sketch_source(obj):

@@ -147,3 +147,31 @@ def test_evaluate_rejects_a_bad_result_in_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert events[-1]["type"] == "error" and "control_points" in events[-1]["message"]
     assert not (folder / "metrics.json").exists() and not (folder / "report.png").exists()
+
+
+def test_clip_similarity_of_identical_images_is_one(tiny_clip_vit_config):
+    from backend.config import ClipConfig
+    from backend.losses.clip_model import load_clip
+
+    bundle = load_clip(ClipConfig(model="tiny-vit", model_config=str(tiny_clip_vit_config), pretrained=""),
+                       torch.device("cpu"))
+    images = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    from backend.evaluate import clip_image_similarity
+
+    same = clip_image_similarity(bundle, images, images)
+    assert torch.allclose(same, torch.ones(3), atol=1e-5)
+    other = clip_image_similarity(bundle, images, images.flip(0))
+    assert other.shape == (3,) and (other[[0, 2]] < 1 - 1e-4).all()
+
+
+def test_evaluate_command_adds_clip_similarity_with_another_model(tmp_path, tiny_clip_vit_config):
+    """--clip-model: the figures gain a CLIP similarity (a tiny random-weight model here: the test checks
+    the plumbing only; random weights are never reported as quality)."""
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
+    proc, events = _evaluate(folder, "--clip-model", "tiny-vit", "--clip-config", tiny_clip_vit_config)
+    assert proc.returncode == 0, proc.stderr
+    m = events[-1]["metrics"]
+    assert m["clip_model"] == "tiny-vit" and -1.0 <= m["clip_similarity_min"] <= m["clip_similarity_mean"] <= 1.0
+    missing = tmp_path / "nope.pt"
+    proc, events = _evaluate(folder, "--clip-model", "ViT-B-32", "--clip-checkpoint", missing)
+    assert proc.returncode == 3 and str(missing) in events[-1]["message"] and "Traceback" not in proc.stderr
