@@ -114,7 +114,7 @@ def evaluate_views(sketch: Sketch, losses, control_points: torch.Tensor, view_id
 
 @torch.no_grad()
 def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_ids: torch.Tensor) -> list[int]:
-    """Curves whose removal does not raise the loss (leave-one-out on up to 8 training views),
+    """Curves whose removal raises the loss of none of up to 8 training views (leave-one-out),
     plus curves collapsed to a dot. The ``lines`` loss alone judges when present (cheap, no CLIP)."""
     K = control_points.shape[0]
     width = sketch.world_width()
@@ -122,12 +122,13 @@ def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_i
     judge = {n: v for n, v in losses.items() if n == "lines"}
     if judge and K > 1:
         ids = train_ids[torch.linspace(0, len(train_ids) - 1, min(8, len(train_ids))).round().long()]
-        full = evaluate_views(sketch, judge, control_points, ids, len(ids)).mean()
+        full = evaluate_views(sketch, judge, control_points, ids, len(ids))
         for k in range(K):
             if k in collapsed:
                 continue
             rest = torch.cat([control_points[:k], control_points[k + 1:]])
-            if evaluate_views(sketch, judge, rest, ids, len(ids)).mean() < full + PRUNE_TOLERANCE:
+            # judged on the view that would miss it most: a curve that only one view needs is kept
+            if (evaluate_views(sketch, judge, rest, ids, len(ids)) - full).max() < PRUNE_TOLERANCE:
                 collapsed.add(k)
     if len(collapsed) >= K:  # always keep the most useful curve
         collapsed.discard(0)

@@ -75,6 +75,8 @@ CONFIGS: dict[str, tuple[dict, bool, bool, str]] = {
     "init_random": ({"init": "random"}, False, False, "defaults, random initialisation"),
     "init_surface": ({"init": "surface"}, False, False, "defaults, surface initialisation"),
     "init_contour": ({"init": "contour"}, False, False, "defaults, contour initialisation"),
+    "no_repulsion_no_prune": ({"losses": NO_REPULSION, "prune": False}, False, False,
+                              "16 curves without repulsion or pruning"),
     "k40_defaults": ({"curves": 40}, False, False, "40 curves, defaults (repulsion + pruning)"),
     "k40_no_repulsion_no_prune": ({"curves": 40, "losses": NO_REPULSION, "prune": False}, False, False,
                                   "40 curves without repulsion or pruning"),
@@ -289,7 +291,19 @@ def _same_run(out: Path, mesh: str, config: str, settings: dict) -> Path | None:
     return None
 
 
-def run_config(python: str, base: Path, out: Path, mesh: str, config: str, settings: dict, force: bool = False) -> dict:
+EVAL_CLIP_MODEL = "ViT-B-32"  # scoring backbone: not the RN101 the CLIP objective trains with
+
+
+def eval_clip_args(weights: str | None, model: str = EVAL_CLIP_MODEL) -> list[str]:
+    """``backend evaluate`` options for the CLIP similarity, when weights for ``model`` are given."""
+    if not weights:
+        return []
+    path = Path(weights)
+    return ["--clip-model", model, "--clip-checkpoint" if path.is_file() else "--clip-cache", str(path)]
+
+
+def run_config(python: str, base: Path, out: Path, mesh: str, config: str, settings: dict, force: bool = False,
+               eval_args: tuple = ()) -> dict:
     folder = out / mesh / config
     stamp = folder / "suite.json"
     if not force and stamp.exists() and (folder / "metrics.json").exists():
@@ -322,7 +336,7 @@ def run_config(python: str, base: Path, out: Path, mesh: str, config: str, setti
     record["loop_s"] = result.get("seconds")
     record["device"] = result.get("device")
     record["kept"] = len(result.get("kept", [])) or result.get("curves")
-    code, eval_s, events = _backend(python, "evaluate", str(folder), log_path=folder / "backend.log")
+    code, eval_s, events = _backend(python, "evaluate", str(folder), *eval_args, log_path=folder / "backend.log")
     record["eval_exit"] = code
     if code != 0:
         record["error"] = f"evaluate exit {code} (see {folder / 'backend.log'})"
@@ -384,18 +398,19 @@ def _figure(row: dict, key: str):
 
 def table_markdown(results: dict) -> str:
     head = ("| mesh | config | F mean | F min | min/mean | precision | recall | chamfer px | surf. dist | "
-            "interior ink | curves | runtime s |")
-    lines = [head, "|" + "---|" * 12]
+            "interior ink | CLIP sim. | curves | runtime s |")
+    lines = [head, "|" + "---|" * 13]
     for row in results["rows"]:
         if row["status"] != "measured":
-            lines.append(f"| {row['mesh']} | {row['config']} | {row['status']} |" + " |" * 9)
+            lines.append(f"| {row['mesh']} | {row['config']} | {row['status']} |" + " |" * 10)
             continue
         m = row["metrics"]
         ratio = m["f_min"] / m["f_mean"] if m["f_mean"] else float("nan")
+        clip = f"{m['clip_similarity_mean']:.3f}" if "clip_similarity_mean" in m else "not measured"
         lines.append(f"| {row['mesh']} | {row['config']} | {m['f_mean']:.3f} | {m['f_min']:.3f} | {ratio:.2f} | "
                      f"{m['precision_mean']:.3f} | {m['recall_mean']:.3f} | {m['chamfer_px_mean']:.2f} | "
                      f"{m.get('surface_distance_mean', float('nan')):.4f} | {m['ink_interior_mean']:.3f} | "
-                     f"{m['curves']} | {row['runtime_s']:.0f} |")
+                     f"{clip} | {m['curves']} | {row['runtime_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -558,6 +573,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "out" / "quality"))
     parser.add_argument("--iterations", type=int, default=None, help="default: the project's default")
     parser.add_argument("--clip-weights", default=None, help="CLIP checkpoint file or open_clip cache folder")
+    parser.add_argument("--eval-clip-weights", default=None,
+                        help=f"weights file or cache folder of {EVAL_CLIP_MODEL} (openai): adds a CLIP similarity "
+                             "to every row, scored with another backbone than the training one")
     parser.add_argument("--stage", choices=("all", "prepare", "run", "report"), default="all")
     parser.add_argument("--python", default=None, help="backend Python (default: .venv/bin/python)")
     parser.add_argument("--jobs", type=int, default=1, help="backend runs at a time (default 1: be frugal)")
@@ -591,15 +609,18 @@ def main(argv=None) -> int:
                 continue
             for mesh in meshes:
                 tasks.append((mesh, config, config_settings(config, args.iterations, args.clip_weights)))
+        if args.eval_clip_weights and not Path(args.eval_clip_weights).exists():
+            raise SystemExit(f"--eval-clip-weights {args.eval_clip_weights}: no such file or folder")
+        eval_args = tuple(eval_clip_args(args.eval_clip_weights))
         if args.jobs <= 1:
             for mesh, config, settings in tasks:
-                run_config(python, out / mesh / "job", out, mesh, config, settings, args.force)
+                run_config(python, out / mesh / "job", out, mesh, config, settings, args.force, eval_args)
         else:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda t: run_config(python, out / t[0] / "job", out, t[0], t[1], t[2], args.force),
-                              tasks))
+                list(pool.map(lambda t: run_config(python, out / t[0] / "job", out, t[0], t[1], t[2], args.force,
+                                                   eval_args), tasks))
     if args.stage in ("all", "report"):
         if args.stage == "all" and "bpy" in sys.modules:
             # pictures need torch (the backend renderer) and PIL: never in the process that imported bpy

@@ -1,4 +1,5 @@
-"""Startup script of ui_screenshot.sh: Suzanne, sidebar open, Generate invoked as a click would (modal)."""
+"""Startup script of ui_screenshot.sh: Suzanne, sidebar open, Generate invoked as a click would (modal);
+with SPLATSKETCH_UI_EVALUATE=1 the finished sketch is then selected and Evaluate invoked (modal too)."""
 import os
 
 import bpy
@@ -38,6 +39,22 @@ def generate():
     win, area, region = view3d()
     with bpy.context.temp_override(window=win, area=area, region=region):
         print("INVOKE", bpy.ops.splatsketch.generate("INVOKE_DEFAULT"), flush=True)
+    if os.environ.get("SPLATSKETCH_UI_EVALUATE") == "1":
+        bpy.app.timers.register(evaluate_when_done, first_interval=5.0)
+
+
+def evaluate_when_done():
+    state = bpy.context.window_manager.splatsketch
+    if state.running or not state.last_result:
+        return 1.0  # poll again in a second
+    sketch = bpy.data.objects[state.last_result]
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(obj == sketch)
+    bpy.context.view_layer.objects.active = sketch
+    win, area, region = view3d()
+    with bpy.context.temp_override(window=win, area=area, region=region):
+        print("EVALUATE", bpy.ops.splatsketch.evaluate("INVOKE_DEFAULT"), flush=True)
+    return None
 
 
 bpy.app.timers.register(setup, first_interval=1.0)
