@@ -76,6 +76,40 @@ def test_pruning_removes_curves_that_add_nothing(tmp_path):
     assert set(useless_curves(sketch, losses, duplicate, train)) & {0, 4}
 
 
+def test_pruning_keeps_a_curve_that_one_view_needs(tmp_path):
+    """The leave-one-out judge is the view that would miss a curve most, not the mean: a curve whose
+    removal hurts one view of eight (by less than the tolerance on average) stays."""
+    from backend.optimize import PRUNE_TOLERANCE, useless_curves
+
+    cfg, targets, renderer = setup(tmp_path, {"curves": 4, "iterations": 1, "init": "random",
+                                              "losses": {"lines": 1.0}}, mesh=False)
+    train = torch.nonzero(targets.is_train).flatten()
+    points = known_curves(4, seed=1)
+    points[2, :, 0] += 10.0  # marks curve 2 for the judge below (its length is unchanged)
+
+    def one_view_needs_curve_2(inputs):
+        present = bool((inputs.control_points[:, :, 0] > 5.0).all(dim=1).any())
+        loss = torch.zeros(len(inputs.view_ids))
+        loss[inputs.view_ids == train[0]] = 0.0 if present else 4 * PRUNE_TOLERANCE
+        return loss
+
+    judge = {"lines": (1.0, one_view_needs_curve_2)}
+    assert useless_curves(Sketch(cfg, targets, renderer), judge, points, train) == [0, 1, 3]
+
+
+def test_hard_views_weigh_a_step_toward_its_worst_view():
+    from backend.optimize import _total
+
+    values = torch.tensor([1.0, 1.0, 2.0], requires_grad=True)
+    losses = {"lines": (1.0, lambda inputs: values)}
+    plain, _ = _total(losses, None)
+    assert torch.isclose(plain, values.mean())
+    weighted, _ = _total(losses, None, hard_views=6.0)
+    weighted.backward()
+    grad = values.grad
+    assert torch.isclose(grad[2] / grad[0], torch.tensor(2.0 ** 6)) and torch.isclose(grad.sum(), torch.tensor(1.0))
+
+
 def test_best_of_n_keeps_the_lowest_heldout_loss(tmp_path):
     cfg, targets, renderer = setup(tmp_path, {"curves": 3, "iterations": 5, "best_of": 3, "init": "random",
                                               "losses": {"lines": 1.0}, "prune": False}, mesh=False)
