@@ -64,6 +64,10 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     augmentations: IntProperty(name="Augmentations", default=_D.augmentations, min=0, max=64,
                                description="Augmented pairs per view for the CLIP losses (CLIPasso: 4)")
     lr: FloatProperty(name="Learning Rate", default=_D.lr, min=1e-5, max=10.0, precision=4)
+    hard_views: FloatProperty(name="Worst-View Focus", default=_D.hard_views, min=0.0, max=16.0, soft_max=12.0,
+                              description="Weigh each step's views by their error to this power: 0 treats every "
+                                          "view alike; higher spends the effort on the views the sketch reads "
+                                          "worst from")
     w_clip_geometric: FloatProperty(**_weight("clip_geometric"))
     w_clip_semantic: FloatProperty(**_weight("clip_semantic"))
     w_lines: FloatProperty(**_weight("lines"))
@@ -92,7 +96,7 @@ def settings_dict(props, prefs=None) -> dict:
     settings = {
         "curves": props.curves, "iterations": props.iterations, "views_per_step": props.views_per_step,
         "stroke_width": props.stroke_width, "init": props.init, "seed": props.seed,
-        "best_of": props.best_of, "lr": props.lr, "losses": losses,
+        "best_of": props.best_of, "lr": props.lr, "hard_views": props.hard_views, "losses": losses,
         "augmentations": props.augmentations, "prompt": props.prompt.strip(),
         "device": getattr(prefs, "device", "auto"),
         "clip": {

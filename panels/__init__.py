@@ -153,6 +153,7 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         col.prop(props, "heldout_views")
         col.prop(props, "augmentations")
         col.prop(props, "lr")
+        col.prop(props, "hard_views")
 
 
 def _wrap(text: str, width: int) -> list[str]:
