@@ -139,7 +139,7 @@ def _draw(cls, context, delegate=None):
 
 def test_panels_poll_and_draw(addon):
     context, state = bpy.context, bpy.context.window_manager.splatsketch
-    main, result, advanced = addon.panels.CLASSES
+    main, result, evaluation, advanced = addon.panels.CLASSES
     assert main.bl_category == "Sketch" and main.bl_space_type == "VIEW_3D" and main.bl_region_type == "UI"
     assert not result.poll(context)  # no run yet
     log = _draw(main, context)
@@ -154,9 +154,33 @@ def test_panels_poll_and_draw(addon):
     assert ("operator", "splatsketch.select_result") in log and ("operator", "splatsketch.convert_grease_pencil") in log
     log = _draw(advanced, context)
     assert ("prop", "w_clip_geometric") in log and ("prop", "best_of") in log and ("prop", "image_size") in log
+    assert ("prop", "hard_views") in log
     prefs = addon.preferences.get_preferences()
     prefs_log = _draw(type(prefs), context, prefs)
     assert ("operator", "splatsketch.check_backend") in prefs_log
+
+
+def test_evaluation_panel_shows_the_active_sketchs_figures(addon):
+    import json
+
+    evaluation = addon.panels.CLASSES[2]
+    context = bpy.context
+    context.view_layer.objects.active = bpy.data.objects["Cube"]
+    assert not evaluation.poll(context)  # a plain mesh: nothing to evaluate
+    sketch = _sketch_of_cube(addon)
+    context.view_layer.objects.active = sketch
+    assert evaluation.poll(context)
+    log = _draw(evaluation, context)
+    assert ("operator", "splatsketch.evaluate") in log and any("not evaluated yet" in str(c) for c in log)
+    sketch["splatsketch_evaluation"] = json.dumps({"f_mean": 0.812, "f_min": 0.7, "precision_mean": 0.9,
+                                                   "recall_mean": 0.75, "chamfer_px_mean": 1.25,
+                                                   "ink_interior_mean": 0.1})
+    sketch["splatsketch_report"] = "/nonexistent/report.png"
+    log = _draw(evaluation, context)
+    assert any("F 0.81" in str(c) and "worst view 0.70" in str(c) for c in log)
+    assert ("operator", "splatsketch.open_report") in log
+    with context.temp_override(active_object=sketch, object=sketch), pytest.raises(RuntimeError, match="evaluate again"):
+        bpy.ops.splatsketch.open_report(which="report")  # the file is gone: one clear error, nothing opened
 
 
 def _sketch_of_cube(addon):

@@ -1,5 +1,5 @@
-"""The quality suite's Blender half (bench/quality.py) under the bpy wheel: the eval.npz writer and the
-import-and-join of a multi-object mesh file, on Suzanne at tiny sizes."""
+"""The evaluation views' Blender half (scene/evaluation.py, shared by Evaluate, --evaluate and the
+quality suite) and the suite's import-and-join of a multi-object mesh file, on Suzanne at tiny sizes."""
 
 import importlib.util
 import math
@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 spec = importlib.util.spec_from_file_location("quality_suite", os.path.join(REPO, "bench", "quality.py"))
 quality = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(quality)
-job_folder, targets, mesh, cameras = quality._scene_modules()
+job_folder, targets, mesh, evaluation = quality._scene_modules()
+cameras = evaluation.cameras
 
 
 def test_eval_npz_has_the_views_npz_keys_and_disjoint_cameras(suzanne, tmp_path):
@@ -20,7 +21,8 @@ def test_eval_npz_has_the_views_npz_keys_and_disjoint_cameras(suzanne, tmp_path)
     center, radius = mesh.bounding_sphere(vertices)
     objects = len(bpy.data.objects)
     path = tmp_path / "eval.npz"
-    quality.write_eval_npz(path, suzanne, center, radius, targets, cameras, count=3, size=32)
+    viewmats, Ks = evaluation.eval_cameras(count=3, size=32)
+    targets.drain(evaluation.iter_write_views(str(path), suzanne, viewmats, Ks, 32, center, radius))
     assert len(bpy.data.objects) == objects  # the renders clean up after themselves
     with np.load(path, allow_pickle=False) as data:
         assert set(data.files) == set(quality.EVAL_KEYS)
@@ -37,6 +39,26 @@ def test_eval_npz_has_the_views_npz_keys_and_disjoint_cameras(suzanne, tmp_path)
         eyes = lambda vm: np.stack([-m[:3, :3].T @ m[:3, 3] for m in vm.astype(np.float64)])  # noqa: E731
         gaps = np.linalg.norm(eyes(data["viewmats"])[:, None] - eyes(optimised)[None], axis=-1)
         assert gaps.min() > 1e-3
+
+
+def test_evaluation_folder_for_a_sketch_and_cleanup_when_closed(suzanne, tmp_path):
+    sketch_object = importlib.import_module("splatsketch_quality.scene.sketch_object")
+    vertices, _ = mesh.evaluated_mesh_world(suzanne, bpy.context.evaluated_depsgraph_get())
+    center, radius = mesh.bounding_sphere(vertices)
+    points = np.random.default_rng(1).uniform(-0.6, 0.6, (3, 4, 3))
+    sketch = sketch_object.create_sketch(suzanne, points, center, radius, 0.01)
+    steps = evaluation.iter_write_evaluation(str(tmp_path / "ev"), sketch, suzanne,
+                                             bpy.context.evaluated_depsgraph_get(), turntable=False)
+    assert next(steps) == (1, 24)
+    steps.close()  # cancelled: nothing half-written remains
+    assert not (tmp_path / "ev").exists()
+    source = targets.drain(evaluation.iter_write_evaluation(
+        str(tmp_path / "ev"), sketch, suzanne, bpy.context.evaluated_depsgraph_get(), turntable=False))
+    assert source["name"] == suzanne.name and source["sketch"] == sketch.name
+    assert sorted(os.listdir(tmp_path / "ev")) == ["eval.npz", "job.json", "mesh.npz", "result.npz"]
+    with np.load(tmp_path / "ev" / "result.npz") as result:  # back in normalised space, as optimised
+        assert np.allclose(result["control_points"], points, atol=1e-5)
+        assert np.allclose(result["widths"], 0.01)
 
 
 def test_import_joins_a_multi_object_file_into_one_mesh(tmp_path):
