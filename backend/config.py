@@ -41,6 +41,7 @@ LIMITS = {
     "best_of": (1, 64),
     "snapshot_every": (0, 1_000_000),
     "hard_views": (0.0, 16.0),
+    "ink_budget": (0, 1024),
 }
 
 
@@ -78,6 +79,10 @@ class OptimizeConfig:
     augmentations: int = 4
     prompt: str = ""
     prune: bool = True
+    # Ink budget: with more curves than this, pruning also drops the curves that mostly fill the
+    # silhouette's interior (most interior first, never below this many): the seed's volume filling at
+    # 40 curves. 0 turns it off; at or below the budget it changes nothing.
+    ink_budget: int = 16
     # Each step weighs its views by (view loss / batch mean) ** hard_views: 0 is the plain mean; higher
     # values spend the effort on the views the sketch reads worst from (the per-view minimum). 6 was
     # chosen on the quality suite (docs/QUALITY.md): it lifted the worst view on lamp, plane, teapot.

@@ -112,16 +112,46 @@ def evaluate_views(sketch: Sketch, losses, control_points: torch.Tensor, view_id
     return torch.cat(out) if out else torch.zeros(0)
 
 
+INTERIOR_PX = 2.0  # ink farther than this from every line, inside the silhouette, is "interior"
+INTERIOR_SHARE = 0.5  # beyond the ink budget, a curve with more interior samples than this is dropped
+
+
+@torch.no_grad()
+def interior_shares(sketch: Sketch, lines_loss, control_points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
+    """``[K]``: the share of each curve's samples, over ``view_ids``, that lands inside the object's
+    silhouette and more than ``INTERIOR_PX`` from any of its lines (visible or hidden): the
+    volume-filling ink the evaluation counts as interior. Projection and lookup only, no render."""
+    t = sketch.targets
+    samples = sketch.samples(control_points)
+    K, S = samples.shape[:2]
+    viewmats, Ks = t.viewmats[view_ids], t.Ks[view_ids]
+    cam = torch.einsum("vij,nj->vni", viewmats[:, :3, :3], samples.reshape(-1, 3)) + viewmats[:, None, :3, 3]
+    z = cam[..., 2].clamp_min(1e-6)
+    x = (cam[..., 0] / z * Ks[:, None, 0, 0] + Ks[:, None, 0, 2]).long().clamp(0, t.width - 1)
+    y = (cam[..., 1] / z * Ks[:, None, 1, 1] + Ks[:, None, 1, 2]).long().clamp(0, t.height - 1)
+    v = torch.arange(len(view_ids), device=x.device)[:, None].expand_as(x)
+    far = lines_loss.distance_cost[view_ids][v, y, x] > INTERIOR_PX
+    inside = t.alpha[view_ids][v, y, x] > 0.5
+    return (far & inside).float().reshape(len(view_ids), K, S).mean(dim=(0, 2))
+
+
 @torch.no_grad()
 def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_ids: torch.Tensor) -> list[int]:
     """Curves whose removal raises the loss of none of up to 8 training views (leave-one-out),
-    plus curves collapsed to a dot. The ``lines`` loss alone judges when present (cheap, no CLIP)."""
+    curves collapsed to a dot, and, beyond ``ink_budget`` curves, curves mostly interior (volume
+    filling). The ``lines`` loss alone judges when present (cheap, no CLIP)."""
     K = control_points.shape[0]
     width = sketch.world_width()
     collapsed = set(torch.nonzero(curve_lengths(control_points) < 2 * width).flatten().tolist())
     judge = {n: v for n, v in losses.items() if n == "lines"}
     if judge and K > 1:
         ids = train_ids[torch.linspace(0, len(train_ids) - 1, min(8, len(train_ids))).round().long()]
+        budget = sketch.cfg.ink_budget
+        if budget and K > budget:
+            shares = interior_shares(sketch, judge["lines"][1], control_points, ids)
+            for k in torch.argsort(shares, descending=True).tolist()[:K - budget]:
+                if shares[k] > INTERIOR_SHARE:
+                    collapsed.add(k)
         full = evaluate_views(sketch, judge, control_points, ids, len(ids))
         for k in range(K):
             if k in collapsed:

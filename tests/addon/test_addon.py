@@ -179,7 +179,8 @@ def test_evaluation_panel_shows_the_active_sketchs_figures(addon):
     log = _draw(evaluation, context)
     assert any("F 0.81" in str(c) and "worst view 0.70" in str(c) for c in log)
     assert ("operator", "splatsketch.open_report") in log
-    with context.temp_override(active_object=sketch, object=sketch), pytest.raises(RuntimeError, match="evaluate again"):
+    gone = pytest.raises(RuntimeError, match="evaluate again")
+    with context.temp_override(active_object=sketch, object=sketch), gone:
         bpy.ops.splatsketch.open_report(which="report")  # the file is gone: one clear error, nothing opened
 
 

@@ -97,6 +97,30 @@ def test_pruning_keeps_a_curve_that_one_view_needs(tmp_path):
     assert useless_curves(Sketch(cfg, targets, renderer), judge, points, train) == [0, 1, 3]
 
 
+def test_interior_curves_are_found_and_pruned(tmp_path):
+    """A curve on the object's lines is not interior; one inside the silhouette away from every line
+    is, and beyond the ink budget pruning drops it (the volume-filling ink) and only it."""
+    import numpy as np
+
+    from backend.optimize import interior_shares, useless_curves
+
+    size, truth = 64, known_curves(3, seed=1)
+    rgba = np.full((12, size, size, 4), 255, np.uint8)  # the whole frame is "inside the silhouette"
+    cfg, targets, renderer = setup(tmp_path, {"curves": 4, "iterations": 1, "init": "random",
+                                              "losses": {"lines": 1.0}}, mesh=False, size=size, curves=truth,
+                                   rgba=rgba)
+    inner = torch.tensor([[[0.0, 0.0, 0.0], [0.01, 0.0, 0.0], [0.02, 0.0, 0.0], [0.03, 0.0, 0.0]]])
+    inner = inner + torch.tensor([0.0, 0.0, 0.9])  # a short stroke far from the three curves' lines
+    points = torch.cat([truth, inner])
+    losses = build_losses(LossContext(targets, cfg, CPU), cfg.losses)
+    sketch = Sketch(cfg, targets, renderer)
+    train = torch.nonzero(targets.is_train).flatten()
+    shares = interior_shares(sketch, losses["lines"][1], points, train)
+    assert shares[:3].max() < 0.05 and shares[3] > 0.5, shares
+    sketch.cfg = dataclasses.replace(cfg, ink_budget=2)
+    assert useless_curves(sketch, losses, points, train) == [3]
+
+
 def test_hard_views_weigh_a_step_toward_its_worst_view():
     from backend.optimize import _total
 
