@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--prompt")
     st.add_argument("--views-per-step", type=int)
     st.add_argument("--best-of", type=int)
+    st.add_argument("--ink-budget", type=int, metavar="N",
+                    help="beyond N curves, prune curves that mostly fill the interior (0: off; default 16)")
     st.add_argument("--worst-view-focus", type=float, metavar="POWER",
                     help="weigh each step's views by their error to this power (0: all alike; default 6)")
     st.add_argument("--image-size", type=int)
@@ -141,7 +143,7 @@ def _settings(args, context) -> tuple[dict, dict]:
     for key, value in (("curves", args.curves), ("iterations", args.iterations), ("stroke_width", args.width),
                        ("init", args.init), ("seed", args.seed), ("prompt", args.prompt),
                        ("views_per_step", args.views_per_step), ("best_of", args.best_of),
-                       ("hard_views", args.worst_view_focus),
+                       ("hard_views", args.worst_view_focus), ("ink_budget", args.ink_budget),
                        ("device", args.device)):
         if value is not None:
             settings[key] = value

@@ -64,6 +64,9 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     augmentations: IntProperty(name="Augmentations", default=_D.augmentations, min=0, max=64,
                                description="Augmented pairs per view for the CLIP losses (CLIPasso: 4)")
     lr: FloatProperty(name="Learning Rate", default=_D.lr, min=1e-5, max=10.0, precision=4)
+    ink_budget: IntProperty(name="Ink Budget", default=_D.ink_budget, min=0, max=1024,
+                            description="With more curves than this, curves that mostly fill the object's "
+                                        "interior are pruned (never below this many); 0: off")
     hard_views: FloatProperty(name="Worst-View Focus", default=_D.hard_views, min=0.0, max=16.0, soft_max=12.0,
                               description="Weigh each step's views by their error to this power: 0 treats every "
                                           "view alike; higher spends the effort on the views the sketch reads "
@@ -96,7 +99,8 @@ def settings_dict(props, prefs=None) -> dict:
     settings = {
         "curves": props.curves, "iterations": props.iterations, "views_per_step": props.views_per_step,
         "stroke_width": props.stroke_width, "init": props.init, "seed": props.seed,
-        "best_of": props.best_of, "lr": props.lr, "hard_views": props.hard_views, "losses": losses,
+        "best_of": props.best_of, "lr": props.lr, "hard_views": props.hard_views,
+        "ink_budget": props.ink_budget, "losses": losses,
         "augmentations": props.augmentations, "prompt": props.prompt.strip(),
         "device": getattr(prefs, "device", "auto"),
         "clip": {

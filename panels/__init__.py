@@ -154,6 +154,7 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         col.prop(props, "augmentations")
         col.prop(props, "lr")
         col.prop(props, "hard_views")
+        col.prop(props, "ink_budget")
 
 
 def _wrap(text: str, width: int) -> list[str]:
