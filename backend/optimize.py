@@ -113,7 +113,7 @@ def evaluate_views(sketch: Sketch, losses, control_points: torch.Tensor, view_id
 
 
 INTERIOR_PX = 2.0  # ink farther than this from every line, inside the silhouette, is "interior"
-INTERIOR_SHARE = 0.5  # beyond the ink budget, a curve with more interior samples than this is dropped
+INTERIOR_SHARE = 0.2  # beyond the ink budget, a curve with more interior samples than this is dropped
 
 
 @torch.no_grad()
@@ -152,14 +152,17 @@ def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_i
             for k in torch.argsort(shares, descending=True).tolist()[:K - budget]:
                 if shares[k] > INTERIOR_SHARE:
                     collapsed.add(k)
-        full = evaluate_views(sketch, judge, control_points, ids, len(ids))
-        for k in range(K):
-            if k in collapsed:
-                continue
-            rest = torch.cat([control_points[:k], control_points[k + 1:]])
+        kept = [k for k in range(K) if k not in collapsed]
+        full = evaluate_views(sketch, judge, control_points[kept], ids, len(ids)) if kept else None
+        for k in list(kept):  # one at a time, so two copies of a stroke never both go
+            if len(kept) == 1:
+                break
+            rest = [j for j in kept if j != k]
+            without = evaluate_views(sketch, judge, control_points[rest], ids, len(ids))
             # judged on the view that would miss it most: a curve that only one view needs is kept
-            if (evaluate_views(sketch, judge, rest, ids, len(ids)) - full).max() < PRUNE_TOLERANCE:
+            if (without - full).max() < PRUNE_TOLERANCE:
                 collapsed.add(k)
+                kept, full = rest, without
     if len(collapsed) >= K:  # always keep the most useful curve
         collapsed.discard(0)
     return sorted(collapsed)

@@ -4,7 +4,7 @@ A preset is a partial settings dict (the keys of ``job.json``'s ``settings``); :
 lays the user's own settings over it, so anything set explicitly wins. Figures behind the choices
 are in ``docs/PERFORMANCE.md`` (section "Presets").
 
-- ``preview``: the weight-free objective (Freestyle lines + surface + repulsion, no CLIP: nothing to
+- ``preview``: the weight-free objective (Freestyle lines + surface, no CLIP: nothing to
   download, and on a 2-core CPU one step costs ~30 ms against several seconds for an RN101 step),
   300 iterations of 4 views, one torch thread. Suzanne: ~17 CPU-seconds of backend time, held-out
   F 0.80; the Blender target renders (24 + 8 views) cost more wall time than the optimisation.

@@ -66,23 +66,26 @@ TRAIN_VIEWS, HELDOUT_VIEWS, JOB_SIZE = 24, 8, 224
 EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE = 24, 256, 0.25
 TURNTABLE_SIZE = 160
 SINGLE_VIEW_ELEVATION = 20.0  # the one training view of the single-view configurations: a 3/4 view
-GEOMETRY_ONLY = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}  # = backend.config.GEOMETRY_ONLY_WEIGHTS
+GEOMETRY_ONLY = {"lines": 1.0, "surface": 0.5}  # = backend.config.GEOMETRY_ONLY_WEIGHTS
+WITH_REPULSION = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
 NO_REPULSION = {"lines": 1.0, "surface": 0.5}
-CLIP_OBJECTIVE = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5, "repulsion": 0.05}
+CLIP_OBJECTIVE = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5}
 EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
 
 # name -> (settings override, uses one training view, needs CLIP weights, what it shows)
 CONFIGS: dict[str, tuple[dict, bool, bool, str]] = {
-    "defaults": ({}, False, False, "project defaults, geometry-only objective (lines + surface + repulsion)"),
+    "defaults": ({}, False, False, "project defaults: lines + surface, pruning, ink budget 16"),
     "seed_setup": ({"init": "random", "losses": NO_REPULSION, "prune": False}, True, False,
                    "the research seed's setup: one view, random init, no repulsion, no pruning"),
     "single_view": ({}, True, False, "defaults but one training view"),
     "init_random": ({"init": "random"}, False, False, "defaults, random initialisation"),
     "init_surface": ({"init": "surface"}, False, False, "defaults, surface initialisation"),
     "init_contour": ({"init": "contour"}, False, False, "defaults, contour initialisation"),
+    "repulsion": ({"losses": WITH_REPULSION}, False, False, "defaults plus repulsion 0.05"),
     "no_repulsion_no_prune": ({"losses": NO_REPULSION, "prune": False}, False, False,
                               "16 curves without repulsion or pruning"),
-    "k40_defaults": ({"curves": 40}, False, False, "40 curves, defaults (repulsion + pruning)"),
+    "k40_defaults": ({"curves": 40}, False, False, "40 curves, defaults (pruning + ink budget 16)"),
+    "k40_repulsion": ({"curves": 40, "losses": WITH_REPULSION}, False, False, "40 curves, defaults plus repulsion"),
     "k40_no_repulsion_no_prune": ({"curves": 40, "losses": NO_REPULSION, "prune": False}, False, False,
                                   "40 curves without repulsion or pruning"),
     "best_of_3": ({"best_of": 3}, False, False, "defaults, best of 3 seeds (lowest held-out loss)"),

@@ -73,7 +73,7 @@ def test_pruning_removes_curves_that_add_nothing(tmp_path):
     sketch = Sketch(cfg, targets, renderer)
     train = torch.nonzero(targets.is_train).flatten()
     assert 3 in useless_curves(sketch, losses, far_away, train)
-    assert set(useless_curves(sketch, losses, duplicate, train)) & {0, 4}
+    assert len(set(useless_curves(sketch, losses, duplicate, train)) & {0, 4}) == 1  # one copy goes, not both
 
 
 def test_pruning_keeps_a_curve_that_one_view_needs(tmp_path):
