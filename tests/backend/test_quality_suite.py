@@ -63,7 +63,11 @@ def test_config_settings_follow_the_issue():
     assert seed["iterations"] == 50 and quality.CONFIGS["seed_setup"][1]  # one view
     defaults = quality.config_settings("defaults", None, None)
     assert "iterations" not in defaults and "init" not in defaults  # the project's defaults
-    assert set(defaults["losses"]) == {"lines", "surface", "repulsion"}
+    from backend.config import GEOMETRY_ONLY_WEIGHTS
+
+    assert defaults["losses"] == GEOMETRY_ONLY_WEIGHTS  # the suite's defaults are the project's
+    assert quality.config_settings("repulsion", None, None)["losses"]["repulsion"] > 0
+    assert quality.config_settings("k40_repulsion", None, None)["curves"] == 40
     k40 = quality.config_settings("k40_no_repulsion_no_prune", None, None)
     assert k40["curves"] == 40 and k40["prune"] is False and "repulsion" not in k40["losses"]
 
