@@ -457,7 +457,28 @@ def summary_markdown(results: dict) -> str:
         else:
             cells += ["-", "-"]
         out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + "\n" + comparisons_markdown(results, by)
+
+
+def comparisons_markdown(results: dict, by: dict) -> str:
+    """Each fix against its alternative, mesh by mesh: does it win on held-out mean F and on per-view min?"""
+    pairs = [("multi-view vs 1 view", "defaults", "single_view"),
+             ("surface vs random init", "init_surface", "init_random"),
+             ("contour vs random init", "init_contour", "init_random"),
+             ("16: no repulsion vs repulsion", "defaults", "repulsion"),
+             ("best of 3 vs 1 seed", "best_of_3", "defaults")]
+    out = ["| mesh | " + " | ".join(name for name, _, _ in pairs) + " |", "|" + "---|" * (len(pairs) + 1)]
+    for mesh in results["meshes"]:
+        cells = [mesh]
+        for _, mine, other in pairs:
+            a, b = by.get((mesh, mine)), by.get((mesh, other))
+            if not (a and b):
+                cells.append("-")
+                continue
+            cells.append(f"{a['f_mean'] - b['f_mean']:+.3f} / {a['f_min'] - b['f_min']:+.3f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return ("Differences in held-out F (mean / per-view minimum), the first configuration minus the second:\n\n"
+            + "\n".join(out) + "\n")
 
 
 def _load(path: Path) -> dict:
