@@ -219,7 +219,9 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
                 pruned += dropped
                 points = kept.clone().requires_grad_(True)
                 optimizer = torch.optim.Adam([points], lr=cfg.lr)
-                emit({"type": "info", "message": f"pruned {len(dropped)} curve(s) that added nothing; "
+                budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
+                          if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
+                emit({"type": "info", "message": f"pruned {len(dropped)} curve(s) that added nothing{budget}; "
                                                  f"{len(alive)} left"})
 
         done = it + 1
