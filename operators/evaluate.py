@@ -22,7 +22,7 @@ import bpy
 from ..jobs import Worker, message_for_exit, probe_backend
 from ..preferences import EXTENSION_DIR
 from .generate import ModalRun
-from .run import CANCELLED, FAILED, RUNNING, SUCCEEDED, RunError, _prune, user_folder
+from .run import CANCELLED, FAILED, RUNNING, SUCCEEDED, RunError, StepRun, _prune, user_folder
 
 SUMMARY_KEYS = ("f_mean", "f_min", "f_std", "precision_mean", "recall_mean", "chamfer_px_mean", "ink_outside_mean",
                 "ink_interior_mean", "surface_distance_mean", "surface_distance_max", "surface_coverage",
@@ -42,7 +42,7 @@ def format_evaluation(summary: dict) -> str:
             f"{summary['chamfer_px_mean']:.1f} px, interior ink {summary['ink_interior_mean']:.2f}")
 
 
-class EvaluationRun:
+class EvaluationRun(StepRun):
     """Render the evaluation views of one sketch's source, then score them in the backend."""
 
     def __init__(self, sketch, python: str, *, folder: str | None = None, keep_folder: bool = False,
@@ -62,11 +62,6 @@ class EvaluationRun:
 
     def sketch(self):
         return bpy.data.objects.get(self.sketch_name)
-
-    def start(self, context) -> None:
-        self.begin(context)
-        while self.preparing:
-            self.advance()
 
     def begin(self, context) -> None:
         from ..scene.evaluation import iter_write_evaluation
@@ -171,15 +166,6 @@ class EvaluationRun:
         if self.state == RUNNING:
             self._fail(CANCELLED, "cancelled")
 
-    def run_blocking(self, interval: float = 0.1) -> str:
-        try:
-            while self.step() == RUNNING:
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            self.cancel()
-            while self.step() == RUNNING:
-                time.sleep(interval)
-        return self.state
 
 
 class SPLATSKETCH_OT_evaluate(ModalRun, bpy.types.Operator):

@@ -47,7 +47,31 @@ def _prune(folder: str, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
-class SketchRun:
+class StepRun:
+    """What the modal operator and the blocking loop drive: ``begin`` / ``advance`` (one rendered view
+    per call while ``preparing``) / ``step`` (poll the worker) / ``cancel``; subclasses give those."""
+
+    state: str = RUNNING
+
+    def start(self, context) -> None:
+        """Validate, render every view and launch the worker, blocking; raise RunError with the reason."""
+        self.begin(context)
+        while self.preparing:
+            self.advance()
+
+    def run_blocking(self, interval: float = 0.1) -> str:
+        """The same steps as the modal operator, in a loop (timers never fire under ``blender -b``)."""
+        try:
+            while self.step() == RUNNING:
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            self.cancel()
+            while self.step() == RUNNING:
+                time.sleep(interval)
+        return self.state
+
+
+class SketchRun(StepRun):
     """Everything about one object's run; :meth:`step` advances it without blocking."""
 
     def __init__(self, source, settings: dict, params: dict, python: str, *, live_preview: bool,
@@ -73,12 +97,6 @@ class SketchRun:
         self.changed = False  # set when an event arrived; the modal redraws only then
 
     # -- start ---------------------------------------------------------------------------------
-    def start(self, context) -> None:
-        """Validate, render the job folder and launch the worker, blocking; raise RunError with the reason."""
-        self.begin(context)
-        while self.preparing:
-            self.advance()
-
     def begin(self, context) -> None:
         """Validate and set up the job; the target views then render one per :meth:`advance`."""
         from ..scene.job_folder import iter_write_job
@@ -268,17 +286,6 @@ class SketchRun:
                 pass
             self._discard_job()
         _ACTIVE.discard(self)
-
-    def run_blocking(self, interval: float = 0.1) -> str:
-        """The same steps as the modal operator, in a loop (timers never fire under ``blender -b``)."""
-        try:
-            while self.step() == RUNNING:
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            self.cancel()
-            while self.step() == RUNNING:
-                time.sleep(interval)
-        return self.state
 
 
 def abort_all() -> None:
