@@ -86,11 +86,39 @@ def _result(folder: Path) -> tuple[np.ndarray, float]:
     return r["control_points"], float(widths[0]) if len(widths) else 0.01
 
 
+def draw_sheet(header: list[tuple[str, tuple]], rows: list, tile: int):
+    """A PIL image: ``header`` lines (text, colour) on top, then per row its label and its tiles.
+
+    ``rows`` holds ``(label, images, captions)``; ``captions`` is None or one ``(text, F)`` per tile,
+    printed on the tile in green when F >= ``GOOD_F``, else red.
+    """
+    from PIL import Image, ImageDraw
+
+    label_h, m, line_h = 14, 3, 15
+    head_h = 4 + line_h * len(header)
+    columns = max(len(images) for _, images, _ in rows)
+    sheet = Image.new("RGB", (columns * (tile + m) + m, head_h + len(rows) * (tile + label_h + m)), (235, 235, 235))
+    draw = ImageDraw.Draw(sheet)
+    for i, (text, colour) in enumerate(header):
+        draw.text((m, 3 + i * line_h), text, fill=colour)
+    y = head_h
+    for label, images, captions in rows:
+        draw.text((m, y + 1), label, fill=(0, 0, 120))
+        y += label_h
+        for i, image in enumerate(images):
+            x = m + i * (tile + m)
+            sheet.paste(Image.fromarray(image).resize((tile, tile), Image.LANCZOS), (x, y))
+            if captions is not None:
+                text, f = captions[i]
+                draw.rectangle((x, y + tile - 12, x + 6 * len(text) + 4, y + tile), fill=(255, 255, 255))
+                draw.text((x + 2, y + tile - 12), text, fill=(0, 130, 0) if f >= GOOD_F else (200, 0, 0))
+        y += tile + m
+    return sheet
+
+
 def contact_sheet(folder: Path, path: Path, title: str = "", tile: int = TILE_PX) -> Path:
     """Rows: the object, its line drawing, the sketch as scored (centre lines) and as drawn (stroke
     width), over the held-out evaluation views; per-view F on each tile, the summary figures on top."""
-    from PIL import Image, ImageDraw
-
     ev = _load(folder / "eval.npz")
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     per_view = [v["f"] for v in metrics["views"]]
@@ -99,31 +127,16 @@ def contact_sheet(folder: Path, path: Path, title: str = "", tile: int = TILE_PX
     control_points, width = _result(folder)
     scored = sketch_ink(control_points, None, ev["viewmats"][views], ev["Ks"][views], size)
     drawn = sketch_ink(control_points, width, ev["viewmats"][views], ev["Ks"][views], size)
-    rows = [("object", [over_white(ev["rgba"][v]) for v in views], False),
+    captions = [(f"view {v}: F {per_view[v]:.2f}", per_view[v]) for v in views]
+    rows = [("object", [over_white(ev["rgba"][v]) for v in views], None),
             ("its lines: visible black, hidden blue (Blender Freestyle)",
-             [line_drawing(ev["lines"][v], ev["lines_hidden"][v]) for v in views], False),
-            ("sketch as scored (centre lines), per-view F", [ink_image(i) for i in scored], True),
-            (f"sketch at its stroke width ({width:.3f})", [ink_image(i) for i in drawn], False)]
-    label_h, m, head_h = 14, 3, 34
-    sheet = Image.new("RGB", (len(views) * (tile + m) + m, head_h + len(rows) * (tile + label_h + m)),
-                      (235, 235, 235))
-    draw = ImageDraw.Draw(sheet)
-    draw.text((m, 3), title or folder.name, fill=(0, 0, 0))
-    draw.text((m, 18), f"{summary_line(metrics)}   [{len(per_view)} held-out views, {size} px, "
-                       f"tolerance {metrics['tolerance_px']:g} px; views shown {views}]", fill=(0, 0, 120))
-    y = head_h
-    for label, images, print_f in rows:
-        draw.text((m, y + 1), label, fill=(0, 0, 120))
-        y += label_h
-        for i, image in enumerate(images):
-            x = m + i * (tile + m)
-            sheet.paste(Image.fromarray(image).resize((tile, tile), Image.LANCZOS), (x, y))
-            if print_f:
-                f = per_view[views[i]]
-                draw.rectangle((x, y + tile - 12, x + 80, y + tile), fill=(255, 255, 255))
-                draw.text((x + 2, y + tile - 12), f"view {views[i]}: F {f:.2f}",
-                          fill=(0, 130, 0) if f >= GOOD_F else (200, 0, 0))
-        y += tile + m
+             [line_drawing(ev["lines"][v], ev["lines_hidden"][v]) for v in views], None),
+            ("sketch as scored (centre lines), per-view F", [ink_image(i) for i in scored], captions),
+            (f"sketch at its stroke width ({width:.3f})", [ink_image(i) for i in drawn], None)]
+    header = [(title or folder.name, (0, 0, 0)),
+              (f"{summary_line(metrics)}   [{len(per_view)} held-out views, {size} px, "
+               f"tolerance {metrics['tolerance_px']:g} px; views shown {views}]", (0, 0, 120))]
+    sheet = draw_sheet(header, rows, tile)
     write_atomic(path, lambda tmp: sheet.save(tmp, format="PNG", optimize=True))
     return path
 

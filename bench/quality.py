@@ -500,9 +500,7 @@ SHEET_CONFIGS = ("defaults", "seed_setup", "single_view", "init_random", "k40_de
 
 def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20), tile: int = 160) -> Path | None:
     """Rows: object, its line drawing, then one sketch row per configuration; F per tile printed."""
-    from PIL import Image, ImageDraw
-
-    from backend.report import ink_image, line_drawing, over_white, sketch_ink
+    from backend.report import draw_sheet, ink_image, line_drawing, over_white, sketch_ink
 
     base = out / mesh / "job"
     if not (base / "eval.npz").exists():
@@ -525,25 +523,10 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
         label = (f"{config}: F {m['f_mean']:.2f} min {m['f_min']:.2f}  P {m['precision_mean']:.2f} "
                  f"R {m['recall_mean']:.2f}  ch {m['chamfer_px_mean']:.1f}px  int {m['ink_interior_mean']:.2f}  "
                  f"K {m['curves']}  {row['runtime_s']:.0f}s")
-        rows.append((label, [ink_image(ink[i]) for i in range(len(views))], [row["per_view_f"][v] for v in views]))
-    label_h, m = 14, 3
-    width = len(views) * (tile + m) + m
-    sheet = Image.new("RGB", (width, 18 + len(rows) * (tile + label_h + m)), (235, 235, 235))
-    draw = ImageDraw.Draw(sheet)
-    draw.text((m, 3), f"{mesh}: held-out eval views {list(views)} of {len(ev['viewmats'])} ({size}px, tol 2px)",
-              fill=(0, 0, 0))
-    y = 18
-    for label, images, fs in rows:
-        draw.text((m, y + 1), label, fill=(0, 0, 120))
-        y += label_h
-        for i, image in enumerate(images):
-            x = m + i * (tile + m)
-            sheet.paste(Image.fromarray(image).resize((tile, tile), Image.LANCZOS), (x, y))
-            if fs is not None:
-                color = (0, 130, 0) if fs[i] >= 0.8 else (200, 0, 0)
-                draw.rectangle((x, y + tile - 12, x + 44, y + tile), fill=(255, 255, 255))
-                draw.text((x + 2, y + tile - 12), f"F {fs[i]:.2f}", fill=color)
-        y += tile + m
+        rows.append((label, [ink_image(ink[i]) for i in range(len(views))],
+                     [(f"F {row['per_view_f'][v]:.2f}", row["per_view_f"][v]) for v in views]))
+    header = [(f"{mesh}: held-out eval views {list(views)} of {len(ev['viewmats'])} ({size}px, tol 2px)", (0, 0, 0))]
+    sheet = draw_sheet(header, rows, tile)
     path = out / f"{mesh}_sheet.png"
     sheet.save(path, optimize=True)
     return path
