@@ -165,12 +165,10 @@ def _settings(args, context) -> tuple[dict, dict]:
 
 
 def _python(args, context) -> str:
-    from .jobs import probe_backend, resolve_backend_python
-    from .preferences import EXTENSION_DIR, get_preferences
+    from .jobs import probe_backend
+    from .preferences import backend_python
 
-    prefs = get_preferences(context)
-    python = (os.path.abspath(os.path.expanduser(args.python)) if args.python
-              else prefs.resolved_python() if prefs else resolve_backend_python("", EXTENSION_DIR))
+    python = os.path.abspath(os.path.expanduser(args.python)) if args.python else backend_python(context)
     info = probe_backend(python)
     if isinstance(info, str):
         raise UsageError(info)

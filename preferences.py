@@ -78,4 +78,11 @@ def get_preferences(context=None):
     return addon.preferences if addon else None
 
 
+def backend_python(context=None) -> str:
+    """The Python that runs the backend: the preferences' choice, or the default resolution (the
+    checkout's .venv, else python3) when the extension is not enabled as an add-on."""
+    prefs = get_preferences(context)
+    return prefs.resolved_python() if prefs else resolve_backend_python("", EXTENSION_DIR)
+
+
 CLASSES = (SplatSketchPreferences,)

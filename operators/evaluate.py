@@ -187,11 +187,9 @@ class SPLATSKETCH_OT_evaluate(ModalRun, bpy.types.Operator):
         return True
 
     def _begin(self, context, live_preview: bool, log=None):
-        from ..jobs import resolve_backend_python
-        from ..preferences import get_preferences
+        from ..preferences import backend_python
 
-        prefs = get_preferences(context)
-        python = prefs.resolved_python() if prefs else resolve_backend_python("", EXTENSION_DIR)
+        python = backend_python(context)
         state = context.window_manager.splatsketch
         state.running, state.cancel_requested = True, False
         state.progress, state.status, state.last_error = 0.0, "Rendering evaluation views", ""
@@ -200,15 +198,9 @@ class SPLATSKETCH_OT_evaluate(ModalRun, bpy.types.Operator):
     def _end(self, context, run: EvaluationRun) -> set[str]:
         state = context.window_manager.splatsketch
         state.running, state.progress, state.status = False, run.progress, run.status
-        if run.state == SUCCEEDED:
-            self.report({"INFO"}, run.summary)
-            if not bpy.app.background:
-                bpy.ops.ed.undo_push(message="Evaluate Sketch")
-            return {"FINISHED"}
-        state.last_error = "" if run.state == CANCELLED else f"Evaluation failed: {run.message}"
-        self.report({"WARNING"} if run.state == CANCELLED else {"ERROR"},
-                    "Evaluation cancelled" if run.state == CANCELLED else run.message)
-        return {"CANCELLED"}
+        if run.state == FAILED:
+            state.last_error = f"Evaluation failed: {run.message}"
+        return self._conclude(run, "Evaluate Sketch", "Evaluation cancelled")
 
 
 class SPLATSKETCH_OT_open_report(bpy.types.Operator):

@@ -13,8 +13,7 @@ import bpy
 from bpy.props import BoolProperty
 
 from ..backend.config import SettingsError
-from ..jobs import resolve_backend_python
-from ..preferences import EXTENSION_DIR, get_preferences
+from ..preferences import backend_python, get_preferences
 from ..properties import job_params, settings_dict
 from .run import CANCELLED, FAILED, RUNNING, SUCCEEDED, RunError, SketchRun
 
@@ -39,7 +38,7 @@ def prepare_run(context, source, *, live_preview: bool, log=None, **overrides) -
         settings = settings_dict(context.scene.splatsketch, prefs)
     except SettingsError as error:
         raise RunError(str(error)) from error
-    python = prefs.resolved_python() if prefs else resolve_backend_python("", EXTENSION_DIR)
+    python = backend_python(context)
     return SketchRun(source, settings, job_params(context.scene.splatsketch), python,
                      live_preview=live_preview, log=log, **overrides)
 
@@ -67,6 +66,17 @@ class ModalRun:
 
     _run = None
     _timer = None
+
+    def _conclude(self, run, undo_message: str, cancelled_message: str) -> set[str]:
+        """Report how the run ended; on success one undo step records what it made."""
+        if run.state == SUCCEEDED:
+            self.report({"INFO"}, run.summary)
+            if not bpy.app.background:
+                bpy.ops.ed.undo_push(message=undo_message)
+            return {"FINISHED"}
+        self.report({"WARNING"} if run.state == CANCELLED else {"ERROR"},
+                    cancelled_message if run.state == CANCELLED else run.message)
+        return {"CANCELLED"}
 
     def execute(self, context):
         run = self._begin(context, live_preview=False, log=print)
@@ -193,14 +203,7 @@ class SPLATSKETCH_OT_generate(ModalRun, bpy.types.Operator):
         sync_state(state, run)
         for warning in run.warnings:
             self.report({"WARNING"}, warning)
-        if run.state == SUCCEEDED:
-            self.report({"INFO"}, run.summary)
-            if not bpy.app.background:
-                bpy.ops.ed.undo_push(message="Generate Sketch")
-            return {"FINISHED"}
-        self.report({"WARNING"} if run.state == CANCELLED else {"ERROR"},
-                    "Sketch cancelled" if run.state == CANCELLED else run.message)
-        return {"CANCELLED"}
+        return self._conclude(run, "Generate Sketch", "Sketch cancelled")
 
 
 

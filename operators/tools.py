@@ -7,7 +7,7 @@ import threading
 import bpy
 
 from ..jobs import describe_backend, probe_backend
-from ..preferences import get_preferences
+from ..preferences import backend_python
 
 
 def last_result(context):
@@ -121,8 +121,7 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
     _timer = None
 
     def _python(self, context) -> str:
-        prefs = get_preferences(context)
-        return prefs.resolved_python() if prefs else "python3"
+        return backend_python(context)
 
     def _report(self, context, info) -> set[str]:
         state = context.window_manager.splatsketch

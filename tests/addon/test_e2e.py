@@ -159,7 +159,7 @@ class ModalHarness:
 
     def __init__(self, generate):
         cls = generate.SPLATSKETCH_OT_generate
-        for name in ("modal", "_modal", "_begin", "_end", "_remove_timer"):
+        for name in ("modal", "_modal", "_begin", "_end", "_conclude", "_remove_timer"):
             setattr(self, name, getattr(cls, name).__get__(self))
         self.new_seed, self._timer, self._started, self.reports = False, None, False, []
 
