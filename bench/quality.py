@@ -72,39 +72,49 @@ NO_REPULSION = {"lines": 1.0, "surface": 0.5}
 CLIP_OBJECTIVE = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5}
 EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
 
-# name -> (settings override, uses one training view, needs CLIP weights, what it shows)
-CONFIGS: dict[str, tuple[dict, bool, bool, str]] = {
-    "defaults": ({}, False, False, "project defaults: lines + surface, pruning, ink budget 16"),
-    "seed_setup": ({"init": "random", "losses": NO_REPULSION, "prune": False}, True, False,
+# name -> (settings override, training views, needs CLIP weights, what it shows). Training views: "train"
+# (the job's 24), "single" (one of them), "eval" (the 24 evaluation views themselves: an optimiser ceiling,
+# never a result: it trains on the test set)
+CONFIGS: dict[str, tuple[dict, str, bool, str]] = {
+    "defaults": ({}, "train", False, "project defaults: lines + surface, pruning, ink budget 16"),
+    "seed_setup": ({"init": "random", "losses": NO_REPULSION, "prune": False}, "single", False,
                    "the research seed's setup: one view, random init, no repulsion, no pruning"),
-    "single_view": ({}, True, False, "defaults but one training view"),
-    "init_random": ({"init": "random"}, False, False, "defaults, random initialisation"),
-    "init_surface": ({"init": "surface"}, False, False, "defaults, surface initialisation"),
-    "init_contour": ({"init": "contour"}, False, False, "defaults, contour initialisation"),
-    "repulsion": ({"losses": WITH_REPULSION}, False, False, "defaults plus repulsion 0.05"),
-    "no_repulsion_no_prune": ({"losses": NO_REPULSION, "prune": False}, False, False,
+    "single_view": ({}, "single", False, "defaults but one training view"),
+    "init_random": ({"init": "random"}, "train", False, "defaults, random initialisation"),
+    "init_surface": ({"init": "surface"}, "train", False, "defaults, surface initialisation"),
+    "init_contour": ({"init": "contour"}, "train", False, "defaults, contour initialisation"),
+    "repulsion": ({"losses": WITH_REPULSION}, "train", False, "defaults plus repulsion 0.05"),
+    "no_repulsion_no_prune": ({"losses": NO_REPULSION, "prune": False}, "train", False,
                               "16 curves without repulsion or pruning"),
-    "k40_defaults": ({"curves": 40}, False, False, "40 curves, defaults (pruning + ink budget 16)"),
-    "k40_repulsion": ({"curves": 40, "losses": WITH_REPULSION}, False, False, "40 curves, defaults plus repulsion"),
-    "k40_no_repulsion_no_prune": ({"curves": 40, "losses": NO_REPULSION, "prune": False}, False, False,
+    "k40_defaults": ({"curves": 40}, "train", False, "40 curves, defaults (pruning + ink budget 16)"),
+    "k40_repulsion": ({"curves": 40, "losses": WITH_REPULSION}, "train", False, "40 curves, defaults plus repulsion"),
+    "k40_no_repulsion_no_prune": ({"curves": 40, "losses": NO_REPULSION, "prune": False}, "train", False,
                                   "40 curves without repulsion or pruning"),
-    "best_of_3": ({"best_of": 3}, False, False, "defaults, best of 3 seeds (lowest held-out loss)"),
-    "clip_defaults": ({"losses": CLIP_OBJECTIVE}, False, True, "CLIP geometric + semantic with lines + surface"),
-    "clip_only": ({"losses": {"clip_geometric": 1.0, "clip_semantic": 0.1}}, False, True, "CLIP terms alone"),
+    "best_of_3": ({"best_of": 3}, "train", False, "defaults, best of 3 seeds (lowest held-out loss)"),
+    "clip_defaults": ({"losses": CLIP_OBJECTIVE}, "train", True, "CLIP geometric + semantic with lines + surface"),
+    "clip_only": ({"losses": {"clip_geometric": 1.0, "clip_semantic": 0.1}}, "train", True, "CLIP terms alone"),
 }
 # Experiments toward the absolute bar (F >= 0.8, per-view min >= 0.85 x mean at 16 curves): not in the
 # default set, run them by name (--configs x_iter600,...). Each changes one thing against ``defaults``.
-EXPERIMENTS: dict[str, tuple[dict, bool, bool, str]] = {
-    "x_iter600": ({"iterations": 600}, False, False, "defaults, 600 iterations"),
-    "x_views8": ({"views_per_step": 8}, False, False, "defaults, 8 views per step"),
-    "x_lr005": ({"lr": 0.005}, False, False, "defaults, lr 0.005"),
-    "x_lr02": ({"lr": 0.02}, False, False, "defaults, lr 0.02"),
-    "x_width008": ({"stroke_width": 0.008}, False, False, "defaults, stroke width 0.008"),
-    "x_width016": ({"stroke_width": 0.016}, False, False, "defaults, stroke width 0.016"),
-    "x_contour_iter600": ({"init": "contour", "iterations": 600}, False, False, "contour init, 600 iterations"),
-    "x_no_surface": ({"losses": {"lines": 1.0, "repulsion": 0.05}}, False, False, "defaults without the surface term"),
-    "x_surface02": ({"losses": {"lines": 1.0, "surface": 0.2, "repulsion": 0.05}}, False, False, "surface weight 0.2"),
-    "x_best3_iter600": ({"best_of": 3, "iterations": 600}, False, False, "best of 3, 600 iterations"),
+EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
+    "x_iter600": ({"iterations": 600}, "train", False, "defaults, 600 iterations"),
+    "x_views8": ({"views_per_step": 8}, "train", False, "defaults, 8 views per step"),
+    "x_lr005": ({"lr": 0.005}, "train", False, "defaults, lr 0.005"),
+    "x_lr02": ({"lr": 0.02}, "train", False, "defaults, lr 0.02"),
+    "x_width008": ({"stroke_width": 0.008}, "train", False, "defaults, stroke width 0.008"),
+    "x_width016": ({"stroke_width": 0.016}, "train", False, "defaults, stroke width 0.016"),
+    "x_contour_iter600": ({"init": "contour", "iterations": 600}, "train", False, "contour init, 600 iterations"),
+    "x_no_surface": ({"losses": {"lines": 1.0, "repulsion": 0.05}}, "train", False,
+                     "defaults without the surface term"),
+    "x_surface02": ({"losses": {"lines": 1.0, "surface": 0.2, "repulsion": 0.05}}, "train", False,
+                    "surface weight 0.2"),
+    "x_best3_iter600": ({"best_of": 3, "iterations": 600}, "train", False, "best of 3, 600 iterations"),
+    "oracle": ({}, "eval", False, "ceiling of the optimiser: defaults trained ON the evaluation views"),
+    "oracle_k32_it1500": ({"curves": 32, "ink_budget": 0, "iterations": 1500}, "eval", False,
+                          "ceiling of the optimiser: 32 curves, no ink budget, 1500 iterations, trained ON the "
+                          "evaluation views"),
+    "x_seed1": ({"seed": 1}, "train", False, "defaults, seed 1 (with seed 2: the run-to-run noise)"),
+    "x_seed2": ({"seed": 2}, "train", False, "defaults, seed 2"),
 }
 DEFAULT_CONFIGS = tuple(CONFIGS)
 CONFIGS.update(EXPERIMENTS)
@@ -245,6 +255,16 @@ def write_single_view(src: Path, dst: Path) -> int:
     return keep
 
 
+def write_eval_as_views(src: Path, dst: Path) -> None:
+    """``dst`` = a views.npz whose training views ARE the evaluation views (same lines the metric uses)."""
+    with np.load(src, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in EVAL_KEYS if k in data.files}
+    arrays["is_train"] = np.ones(len(arrays["Ks"]), bool)
+    tmp = str(dst) + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, dst)
+
+
 def _link(src: Path, dst: Path) -> None:
     if dst.exists() or dst.is_symlink():
         dst.unlink()
@@ -268,13 +288,15 @@ def config_settings(config: str, iterations: int | None, clip_weights: str | Non
 def make_config_job(base: Path, folder: Path, config: str, settings: dict) -> None:
     """A job folder for one configuration sharing the cached arrays (hard links)."""
     folder.mkdir(parents=True, exist_ok=True)
-    single = CONFIGS[config][1]
+    views = CONFIGS[config][1]
     for name in ("mesh.npz", "eval.npz"):
         _link(base / name, folder / name)
-    if single:
-        if not (folder / "views.npz").exists() or (folder / "views.npz").samefile(base / "views.npz"):
-            write_single_view(base / "views.npz", folder / "views.npz")
-    else:
+    fresh = not (folder / "views.npz").exists() or (folder / "views.npz").samefile(base / "views.npz")
+    if views == "single" and fresh:
+        write_single_view(base / "views.npz", folder / "views.npz")
+    elif views == "eval" and fresh:
+        write_eval_as_views(base / "eval.npz", folder / "views.npz")
+    elif views == "train":
         _link(base / "views.npz", folder / "views.npz")
     source = json.loads((base / "job.json").read_text()).get("source", {})
     (folder / "job.json").write_text(json.dumps({"schema": 1, "settings": settings, "source": source}, indent=2))
@@ -296,7 +318,7 @@ def effective_settings(config: str, settings: dict) -> dict:
     project's default init is ``surface``), so the suite runs one and links the other."""
     from backend.config import settings_from_dict, settings_to_dict
 
-    return {**settings_to_dict(settings_from_dict(settings)), "single_view": CONFIGS[config][1]}
+    return {**settings_to_dict(settings_from_dict(settings)), "views": CONFIGS[config][1]}
 
 
 def _same_run(out: Path, mesh: str, config: str, settings: dict) -> Path | None:

@@ -57,10 +57,22 @@ def test_single_view_rewrite_keeps_one_training_view_and_every_heldout_view(tmp_
     assert (folder / "eval.npz").samefile(base / "eval.npz")
 
 
+def test_oracle_trains_on_exactly_the_evaluation_views(tmp_path):
+    base = _cached_mesh(tmp_path)
+    folder = tmp_path / "tiny" / "oracle"
+    quality.make_config_job(base, folder, "oracle", TINY)
+    with np.load(base / "eval.npz") as ev, np.load(folder / "views.npz") as views:
+        assert views["is_train"].all() and len(views["is_train"]) == len(ev["Ks"])
+        for key in quality.EVAL_KEYS:
+            np.testing.assert_array_equal(views[key], ev[key])
+    assert not (folder / "views.npz").samefile(base / "views.npz")
+    assert quality.effective_settings("oracle", TINY) != quality.effective_settings("defaults", TINY)
+
+
 def test_config_settings_follow_the_issue():
     seed = quality.config_settings("seed_setup", 50, None)
     assert seed["init"] == "random" and seed["prune"] is False and "repulsion" not in seed["losses"]
-    assert seed["iterations"] == 50 and quality.CONFIGS["seed_setup"][1]  # one view
+    assert seed["iterations"] == 50 and quality.CONFIGS["seed_setup"][1] == "single"
     defaults = quality.config_settings("defaults", None, None)
     assert "iterations" not in defaults and "init" not in defaults  # the project's defaults
     from backend.config import GEOMETRY_ONLY_WEIGHTS
