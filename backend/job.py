@@ -83,6 +83,20 @@ def load_result(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def load_mesh(path: Path) -> dict[str, np.ndarray]:
+    """``mesh.npz`` checked (``vertices`` [N,3] float, ``faces`` [F,3] indexing them), or {} if absent."""
+    mesh = load_npz(path, required=False)
+    if mesh:
+        _check(mesh, path, "vertices", "f", (None, 3))
+        _check(mesh, path, "faces", "iu", (None, 3))
+        faces = mesh["faces"]
+        if faces.shape[0] == 0:
+            raise BadJob(f"{path}: 'faces' is empty")
+        if faces.min() < 0 or faces.max() >= mesh["vertices"].shape[0]:
+            raise BadJob(f"{path}: 'faces' indexes vertices that do not exist")
+    return mesh
+
+
 def load_job(folder) -> Job:
     """Read and validate a job folder; raise :class:`BadJob` with one clear line on any problem."""
     folder = Path(folder)
@@ -134,17 +148,8 @@ def load_job(folder) -> Job:
     if (arrays["Ks"][:, 0, 0] <= 0).any() or (arrays["Ks"][:, 1, 1] <= 0).any():
         raise BadJob(f"{views_path}: 'Ks' has a non-positive focal length")
 
-    mesh_path = folder / "mesh.npz"
-    mesh = load_npz(mesh_path, required=False)
-    if mesh:
-        _check(mesh, mesh_path, "vertices", "f", (None, 3))
-        _check(mesh, mesh_path, "faces", "iu", (None, 3))
-        faces = mesh["faces"]
-        if faces.shape[0] == 0:
-            raise BadJob(f"{mesh_path}: 'faces' is empty")
-        if faces.min() < 0 or faces.max() >= mesh["vertices"].shape[0]:
-            raise BadJob(f"{mesh_path}: 'faces' indexes vertices that do not exist")
-        arrays.update(mesh)
+    mesh = load_mesh(folder / "mesh.npz")
+    arrays.update(mesh)
 
     needs = {"lines": "lines" in arrays, "surface": bool(mesh)}
     for name, present in needs.items():

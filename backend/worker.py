@@ -197,14 +197,14 @@ def evaluate_job(job_dir: str, views_path: str | None = None, report: bool = Fal
     events = EventStream()
     try:
         from .evaluate import EvalViews, evaluate
-        from .job import load_eval_npz, load_job, load_npz, load_result, write_atomic
+        from .job import load_eval_npz, load_job, load_mesh, load_result, write_atomic
 
         folder = Path(job_dir)
         if not folder.is_dir():
             raise BadJob(f"{folder}: no such job folder")
         result = load_result(folder / "result.npz")
         path = Path(views_path) if views_path else folder / "eval.npz"
-        mesh = load_npz(folder / "mesh.npz", required=False)
+        mesh = load_mesh(folder / "mesh.npz")
         if path.exists():
             views = EvalViews.from_arrays(load_eval_npz(path))
             source = path.name

@@ -149,6 +149,16 @@ def test_evaluate_rejects_a_bad_result_in_one_line(tmp_path):
     assert not (folder / "metrics.json").exists() and not (folder / "report.png").exists()
 
 
+def test_evaluate_rejects_a_bad_mesh_in_one_line(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
+    verts, faces = uv_sphere()
+    np.savez(folder / "mesh.npz", vertices=verts, faces=faces + len(verts))  # faces past the last vertex
+    proc, events = _evaluate(folder)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert events[-1]["type"] == "error" and "mesh.npz" in events[-1]["message"]
+    assert "vertices that do not exist" in events[-1]["message"] and not (folder / "metrics.json").exists()
+
+
 def test_clip_similarity_of_identical_images_is_one(tiny_clip_vit_config):
     from backend.config import ClipConfig
     from backend.losses.clip_model import load_clip
