@@ -92,6 +92,7 @@ def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERA
             "chamfer_px": 0.5 * (to_target + to_sketch),
             "ink_outside": float((s & outside[v]).sum() / max(n_ink, 1)),
             "ink_interior": float((s & interior).sum() / max(n_ink, 1)),
+            "ink_interior_px": int((s & interior).sum()),
             "ink_px": n_ink,
         })
     return {"views": per_view, **summarise(per_view)}
@@ -100,7 +101,7 @@ def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERA
 def summarise(per_view: list[dict]) -> dict:
     """Mean, minimum and spread over views of each per-view figure."""
     out = {}
-    for key in ("f", "precision", "recall", "chamfer_px", "ink_outside", "ink_interior"):
+    for key in ("f", "precision", "recall", "chamfer_px", "ink_outside", "ink_interior", "ink_interior_px", "ink_px"):
         values = np.array([v[key] for v in per_view], dtype=np.float64)
         out[f"{key}_mean"] = float(values.mean()) if len(values) else float("nan")
         out[f"{key}_min"] = float(values.min()) if len(values) else float("nan")

@@ -11,6 +11,7 @@ from synthetic import known_curves, uv_sphere, write_job
 
 from backend.cameras import train_and_heldout_cameras
 from backend.evaluate import EvalViews, evaluate, image_metrics, render_sketch, surface_metrics
+from backend.imageops import distance_transform
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,24 @@ def test_ink_far_away_raises_chamfer_and_lowers_precision():
     assert far["chamfer_px_mean"] > near["chamfer_px_mean"] + 1.0
     assert far["precision_mean"] < near["precision_mean"]
     assert far["ink_outside_mean"] > 0
+
+
+def test_interior_ink_is_counted_as_a_share_and_in_pixels():
+    """Ink inside the silhouette away from every line (the volume-filling signal), exactly as painted."""
+    views = views_of(known_curves(4, seed=3))
+    every = torch.as_tensor(views.lines)
+    alpha = torch.ones_like(every)  # the whole image is "inside the object"
+    far = distance_transform(every)
+    interior_ink = (far > 6.0).float()  # ink well away from any line, all inside the silhouette
+    on_lines = every.float()
+    both = torch.maximum(interior_ink, on_lines)
+    filled = EvalViews(views.viewmats, views.Ks, alpha.numpy(), views.lines, views.lines_hidden)
+    m_lines, m_both = image_metrics(on_lines, filled), image_metrics(both, filled)
+    assert m_lines["ink_interior_px_mean"] == 0 and m_lines["ink_interior_mean"] == 0.0
+    expected = interior_ink.sum(dim=(1, 2)).mean().item()
+    assert m_both["ink_interior_px_mean"] == expected > 0
+    share = (interior_ink.sum(dim=(1, 2)) / both.sum(dim=(1, 2))).mean().item()
+    assert abs(m_both["ink_interior_mean"] - share) < 1e-6
 
 
 def test_hidden_lines_count_for_precision_not_recall():
