@@ -16,6 +16,10 @@ Cases (each in its own subprocess, so peak memory is the case's own):
   in fp32 and under bf16 autocast on the same model, images and augmentations (3 sketches);
 - ``profile`` (not in the default set): where one ``step_final`` step's CPU time goes (renderer,
   augmentations, CLIP forwards, backward of CLIP and of the renderer, geometric losses, optimiser).
+- ``projection`` (not in the default set, needs gsplat): our projection against gsplat's own pure-torch
+  ``_fully_fused_projection`` (and, on CUDA, its fused CUDA kernel) on the same input as ``render``
+  (8 views x 224 px, 4096 splats): largest differences of centres, conics, depths and radii, and
+  milliseconds of each, side by side.
 
 ``--amp`` / ``--channels-last`` / ``--cudnn-benchmark`` change how CLIP runs (step_final, final_run,
 profile) so their effect can be measured before any default changes. CPU figures are also given as
@@ -36,7 +40,7 @@ import sys
 import time
 
 CASES = ("render", "step_final", "step_geometry")
-EXTRA_CASES = ("final_run", "profile", "amp_check")
+EXTRA_CASES = ("final_run", "profile", "amp_check", "projection")
 
 
 def _peak_reset():
@@ -146,6 +150,8 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
         return run_profile(device, renderer, why, repeat, opts)
     if case == "amp_check":
         return run_amp_check(device, renderer, why, opts)
+    if case == "projection":
+        return run_projection(device, repeat)
     if case == "render":
         from .curves import sample_curves
 
@@ -183,6 +189,61 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def run_projection(device, repeat: int) -> dict:
+    """Our projection vs gsplat's pure-torch one (and its CUDA kernel on a GPU): same input, both timed."""
+    import torch
+
+    try:
+        from gsplat.cuda._torch_impl import _fully_fused_projection
+    except ImportError as exc:
+        raise SystemExit(f"the projection case needs gsplat ({exc})") from exc
+
+    from .curves import sample_curves
+    from .render.torch_renderer import project
+
+    t, _ = _synthetic_targets(device, 8, 224)
+    viewmats, Ks = t.viewmats[:8].float(), t.Ks[:8].float()
+    cp = (torch.randn(64, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.4).to(device)
+    means = sample_curves(cp, 64).reshape(-1, 3)
+    scales = torch.full((means.shape[0],), 0.012, device=device)
+    covars = scales[:, None, None] ** 2 * torch.eye(3, device=device)
+
+    def timed(fn):
+        fn()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            out = fn()
+        _sync(device)
+        return out, (time.perf_counter() - start) / repeat * 1000
+
+    ours, ours_ms = timed(lambda: project(means, scales, 1.0, viewmats, Ks, 224, 224, use_opacity_bound=False))
+    (radii, means2d, depths, conics, _), ref_ms = timed(
+        lambda: _fully_fused_projection(means, covars, viewmats, Ks, 224, 224))
+    valid = (radii > 0).all(-1)
+
+    def diffs(radii, means2d, depths, conics, valid) -> dict:
+        return {"same_valid": bool(torch.equal(ours.valid, valid)),
+                "radii_equal": bool(torch.equal(ours.radii[valid], radii[valid].to(torch.int32))),
+                "means2d_max_abs_px": float((ours.means2d[valid] - means2d[valid]).abs().max()),
+                "conics_max_rel": float(((ours.conics[valid] - conics[valid]).abs().amax(-1)
+                                         / conics[valid].abs().amax(-1)).max()),  # per splat, vs its largest entry
+                "depths_max_abs": float((ours.depths[valid] - depths[valid]).abs().max())}
+
+    out = {"case": "projection", "device": str(device), "renderer": "torch", "renderer_reason": "projection only",
+           "splats": int(means.shape[0]), "views": 8, "size": 224, "repeat": repeat, "valid": int(valid.sum()),
+           "ms": {"ours": ours_ms, "gsplat_torch": ref_ms},
+           "vs_gsplat_torch": diffs(radii, means2d, depths, conics, valid), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        from gsplat import fully_fused_projection
+
+        (radii, means2d, depths, conics, _), cuda_ms = timed(
+            lambda: fully_fused_projection(means, covars, None, None, viewmats, Ks, 224, 224)[:5])
+        out["ms"]["gsplat_cuda"] = cuda_ms
+        out["vs_gsplat_cuda"] = diffs(radii, means2d, depths, conics, (radii > 0).all(-1))
     return out
 
 
@@ -514,6 +575,12 @@ def _print_row(r: dict) -> None:
         print(f"{case:14s} {r['device']:5s} {r['renderer']:6s} {r['total_seconds']:8.1f} s total "
               f"({r['iterations']} it, {r['sec_per_iter'] * 1000:.1f} ms/iter, setup {r['setup_seconds']:.1f} s) "
               f"losses {json.dumps({k: round(v, 4) for k, v in r['final_losses'].items()})}", flush=True)
+    elif case == "projection":
+        ms = ", ".join(f"{k} {v:.2f} ms" for k, v in r["ms"].items())
+        print(f"{case:14s} {r['device']:5s} {r['splats']} splats x {r['views']} views: {ms}", flush=True)
+        for key in ("vs_gsplat_torch", "vs_gsplat_cuda"):
+            if key in r:
+                print(f"  {key}: {json.dumps(r[key])}", flush=True)
     elif case == "profile":
         print(f"profile ({r['device']}, {r['renderer']}, {r['threads']} threads), CPU seconds per step:")
         for name, sec in sorted(r["cpu_seconds"].items(), key=lambda kv: -kv[1]):

@@ -230,6 +230,8 @@ say "renderer for the timed stages: $R"
 if [ "$R" = gsplat ]; then  # the renderer side by side first: cheap (no CLIP)
     stage bench_gsplat_render 60 bench_gsplat_render.json \
         python3 -m backend.bench --device $DEV --renderer gsplat --case render --repeat $REPEAT --json "${EXTRA[@]}"
+    stage projection 45 projection.json \
+        python3 -m backend.bench --device $DEV --case projection --repeat $REPEAT --json "${EXTRA[@]}"
 fi
 STAGE_NOTE="renderer=$R amp=bf16" stage final_2000_bf16 150 final_2000_bf16.json \
     python3 -m backend.bench --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS --amp --json "${EXTRA[@]}"

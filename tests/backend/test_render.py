@@ -141,6 +141,17 @@ def test_projection_matches_gsplat_torch_impl():
     torch.testing.assert_close(ours.depths, depths, rtol=1e-12, atol=1e-12)
 
 
+def test_projection_bench_case_reports_agreement_and_both_timings():
+    """``python -m backend.bench --case projection``: the side-by-side figures docs/PERFORMANCE.md quotes."""
+    from backend.bench import run_case
+
+    r = run_case("projection", "cpu", 1, "torch")
+    same = r["vs_gsplat_torch"]
+    assert same["same_valid"] and same["radii_equal"] and r["valid"] > 1000
+    assert same["means2d_max_abs_px"] < 1e-3 and same["conics_max_rel"] < 1e-4 and same["depths_max_abs"] < 1e-5
+    assert r["ms"]["ours"] > 0 and r["ms"]["gsplat_torch"] > 0
+
+
 def test_opacity_bound_like_gsplat_cuda_kernel():
     """The CUDA kernel shrinks the box to where o*exp(-sigma) can reach 1/255."""
     means, scales, viewmats, Ks, width, height = random_case(12, splats=50)
