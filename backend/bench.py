@@ -170,6 +170,7 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
         step, settings = _step_closure(case, device, renderer, opts)
     step()  # warm-up: lazy init, caches, kernels
     _sync(device)
+    ops = _count_ops(step) if opts.get("count_ops") else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _peak_reset()
@@ -186,10 +187,32 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
            "settings": settings, "options": opts,
            "peak_rss_mib": _rss_mib("VmHWM"), "peak_rss_over_setup_mib": _rss_mib("VmHWM") - rss_before,
            "threads": torch.get_num_threads()}
+    if ops is not None:
+        out["ops_per_step"] = ops
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
+
+
+def _count_ops(step) -> dict:
+    """ATen operators dispatched by one ``step()``, forward and backward: total, and the most frequent."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.counts[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as mode:
+        step()
+    return {"total": sum(mode.counts.values()), "top": dict(mode.counts.most_common(8))}
 
 
 def run_projection(device, repeat: int) -> dict:
@@ -534,13 +557,16 @@ def main(argv=None) -> int:
     parser.add_argument("--sync-audit", type=int, default=0,
                         help="final_run on CUDA: count host-device syncs over this many extra iterations")
     parser.add_argument("--clip-config", default="", help="smoke tests: a tiny open_clip JSON config instead of RN101")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="also count the ATen operators of one step (on a GPU most launch a kernel: a host-bound "
+                             "loop costs about the same per operator)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     opts = {k: v for k, v in {"amp": args.amp, "channels_last": args.channels_last,
                               "cudnn_benchmark": args.cudnn_benchmark, "threads": args.threads,
                               "views_per_step": args.views_per_step, "iterations": args.iterations,
-                              "seed": args.seed, "sync_audit": args.sync_audit,
+                              "seed": args.seed, "sync_audit": args.sync_audit, "count_ops": args.count_ops,
                               "clip_config": os.path.abspath(args.clip_config) if args.clip_config else ""}.items()
             if v}
     if args._child:
@@ -553,7 +579,8 @@ def main(argv=None) -> int:
                "--views-per-step", str(args.views_per_step), "--seed", str(args.seed), "--threads", str(args.threads),
                "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", "")]
         cmd += [flag for flag, on in (("--amp", args.amp), ("--channels-last", args.channels_last),
-                                      ("--cudnn-benchmark", args.cudnn_benchmark)) if on]
+                                      ("--cudnn-benchmark", args.cudnn_benchmark), ("--count-ops", args.count_ops))
+                if on]
         rc, stdout, stderr = _run_child(cmd, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if rc != 0 or not stdout.strip():
             lines = stderr.strip().splitlines()
@@ -588,6 +615,7 @@ def _print_row(r: dict) -> None:
         print(f"  {'step (renderer+losses+backward+Adam)':48s} {r['step_cpu_seconds'] * 1000:9.1f} ms", flush=True)
     else:
         extra = f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
+        extra += f"  {r['ops_per_step']['total']} ATen ops/step" if "ops_per_step" in r else ""
         print(f"{case:14s} {r['device']:5s} {r['renderer']:6s} {r['sec_per_iter']*1000:9.1f} ms/iter "
               f"({r['cpu_sec_per_iter']*1000:.0f} ms CPU) {r['iters_per_sec']:7.2f} it/s  peak RSS "
               f"{r['peak_rss_mib']:.0f} MiB (+{r['peak_rss_over_setup_mib']:.0f} over setup){extra}", flush=True)

@@ -241,7 +241,7 @@ STAGE_NOTE="${K[*]:-all}" stage pytest_cuda_parity 90 pytest.txt \
 cat "$PARTS/pytest.txt" 2>/dev/null | tail -25
 if [ "$R" = gsplat ]; then
     stage bench_gsplat 120 bench_gsplat.json python3 -m backend.bench --device $DEV --renderer gsplat \
-        --case step_final --case step_geometry --repeat $REPEAT --json "${EXTRA[@]}"
+        --case step_final --case step_geometry --repeat $REPEAT --count-ops --json "${EXTRA[@]}"
 fi
 STAGE_NOTE="renderer=$R amp+channels_last+cudnn.benchmark" stage bench_tuned 90 bench_gsplat_tuned.json \
     python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --repeat $REPEAT --amp --channels-last \
