@@ -12,7 +12,8 @@ Three stages, each cached under ``--out`` so an interrupted suite resumes where 
    held-out views, never used for optimisation) and ``turntable.npz`` (24 frames at 160 px around the
    object at 20 degrees elevation, for the GIF).
 2. ``run``: for each configuration a job folder ``<out>/<mesh>/<config>`` whose arrays are hard links
-   to the cached ones (single-view configurations get their own, smaller ``views.npz``), then the
+   to the cached ones (single-view configurations get their own, smaller ``views.npz``; the oracle ones
+   one made of ``eval.npz``), then the
    backend as subprocesses: ``python -m backend run DIR`` and ``python -m backend evaluate DIR``.
 3. ``report`` (a separate process: torch + PIL, never bpy): ``results.json``, ``TABLE.md``, per mesh a
    contact sheet PNG with the figures printed on it and a turntable GIF of the sketch beside the
@@ -95,7 +96,8 @@ CONFIGS: dict[str, tuple[dict, str, bool, str]] = {
     "clip_only": ({"losses": {"clip_geometric": 1.0, "clip_semantic": 0.1}}, "train", True, "CLIP terms alone"),
 }
 # Experiments toward the absolute bar (F >= 0.8, per-view min >= 0.85 x mean at 16 curves): not in the
-# default set, run them by name (--configs x_iter600,...). Each changes one thing against ``defaults``.
+# default set, run them by name (--configs x_iter600,...). Each changes one thing against ``defaults``;
+# ``oracle*`` train on the evaluation views (a ceiling), ``x_seed*`` measure the run-to-run noise.
 EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_iter600": ({"iterations": 600}, "train", False, "defaults, 600 iterations"),
     "x_views8": ({"views_per_step": 8}, "train", False, "defaults, 8 views per step"),
@@ -248,10 +250,7 @@ def write_single_view(src: Path, dst: Path) -> int:
     select = np.zeros(len(is_train), bool)
     select[keep] = True
     select |= ~is_train
-    out = {k: v[select] for k, v in arrays.items()}
-    tmp = str(dst) + ".tmp.npz"
-    np.savez(tmp, **out)
-    os.replace(tmp, dst)
+    _save_views(dst, {k: v[select] for k, v in arrays.items()})
     return keep
 
 
@@ -260,9 +259,18 @@ def write_eval_as_views(src: Path, dst: Path) -> None:
     with np.load(src, allow_pickle=False) as data:
         arrays = {k: data[k] for k in EVAL_KEYS if k in data.files}
     arrays["is_train"] = np.ones(len(arrays["Ks"]), bool)
-    tmp = str(dst) + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, dst)
+    _save_views(dst, arrays)
+
+
+def _save_views(dst: Path, arrays: dict) -> None:
+    """``np.savez`` through the backend's atomic writer: an interrupted suite never leaves half a file."""
+    from backend.job import write_atomic
+
+    def save(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    write_atomic(dst, save)
 
 
 def _link(src: Path, dst: Path) -> None:
