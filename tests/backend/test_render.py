@@ -231,24 +231,37 @@ def test_no_tensor_scales_with_views_pixels_splats():
 
 
 def test_peak_memory_of_large_render_is_small():
-    """8 views x 224 px x 64 curves x 64 samples, forward + backward, in a fresh process."""
+    """8 views x 224 px x 64 curves x 64 samples, forward + backward, in a fresh process.
+
+    The bound is on the render's own tensors (torch's profiler keeps a running total of live CPU
+    allocations), which is the same on every machine. Resident memory is checked too, loosely:
+    it also counts allocator caching and one-off library setup, which differ between CPUs
+    (a CI machine showed +524 MiB where this one shows +90 MiB for the same render).
+    """
     script = textwrap.dedent("""
-        import resource, torch
+        import json, os, resource, tempfile, torch
         from tests.backend.test_render import _big_scene
         from backend.render import TorchRenderer
         torch.set_num_threads(2)
         control, means, viewmats, Ks = _big_scene()
         before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()
-        image = TorchRenderer()(means, 0.012, 1.0, viewmats, Ks, 224, 224)
-        image.mean().backward()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+            image = TorchRenderer()(means, 0.012, 1.0, viewmats, Ks, 224, 224)
+            image.mean().backward()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(peak - before, peak)
+        trace = os.path.join(tempfile.mkdtemp(), "trace.json")
+        prof.export_chrome_trace(trace)
+        events = json.load(open(trace))["traceEvents"]
+        live = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+        print(max(live), peak - before, peak)
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    grown, peak = map(int, out.stdout.split())
-    # torch alone is ~0.7 GiB resident (CUDA build); the dense form would need 6.6 GB per tensor
-    assert grown < 512 * 2**20, f"render grew the process by {grown / 2**20:.0f} MiB (peak {peak / 2**20:.0f})"
+    tensors, grown, peak = map(int, out.stdout.split())
+    # the dense form would need 6.6 GB for one [V, H, W, N] tensor; the patch renderer needs ~70 MiB
+    assert 0 < tensors < 256 * 2**20, f"render's live tensors peaked at {tensors / 2**20:.0f} MiB"
+    assert grown < 2 * 2**30, f"render grew the process by {grown / 2**20:.0f} MiB (peak {peak / 2**20:.0f})"
 
 
 # ---------------------------------------------------------------- renderer choice
