@@ -250,9 +250,10 @@ def test_peak_memory_of_large_render_is_small():
             image = TorchRenderer()(means, 0.012, 1.0, viewmats, Ks, 224, 224)
             image.mean().backward()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        trace = os.path.join(tempfile.mkdtemp(), "trace.json")
-        prof.export_chrome_trace(trace)
-        events = json.load(open(trace))["traceEvents"]
+        with tempfile.TemporaryDirectory() as folder:
+            trace = os.path.join(folder, "trace.json")
+            prof.export_chrome_trace(trace)
+            events = json.load(open(trace))["traceEvents"]
         live = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
         print(max(live), peak - before, peak)
     """)
