@@ -1,11 +1,14 @@
 """Errors the worker turns into one clear line and a documented exit code (docs/JOB_FORMAT.md)."""
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_BAD_JOB = 2
-EXIT_CLIP_WEIGHTS = 3
-EXIT_DEVICE = 4
-EXIT_CANCELLED = 130
+from .protocol import (  # noqa: F401 - the codes live in the protocol; re-exported for the backend
+    EXIT_BAD_JOB,
+    EXIT_CANCELLED,
+    EXIT_CLIP_WEIGHTS,
+    EXIT_DEVICE,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_TERMINATED,
+)
 
 
 class SketchError(Exception):

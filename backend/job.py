@@ -7,8 +7,6 @@ job leaves the folder exactly as it was.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +15,8 @@ import numpy as np
 
 from .config import CLIP_LOSSES, GEOMETRY_ONLY_WEIGHTS, OptimizeConfig, SettingsError, settings_from_dict
 from .errors import BadJob
+from .protocol import JOB_JSON, MESH_NPZ, RESULT_JSON, RESULT_NPZ, SCHEMA_VERSION, VIEWS_NPZ, write_atomic
 
-SCHEMA_VERSION = 1
 MAX_VIEWS = 4096
 MAX_IMAGE_SIZE = 4096
 
@@ -102,7 +100,7 @@ def load_job(folder) -> Job:
     folder = Path(folder)
     if not folder.is_dir():
         raise BadJob(f"{folder}: no such job folder")
-    job_json = folder / "job.json"
+    job_json = folder / JOB_JSON
     if not job_json.is_file():
         raise BadJob(f"{job_json}: missing (see docs/JOB_FORMAT.md)")
     try:
@@ -118,7 +116,7 @@ def load_job(folder) -> Job:
     except SettingsError as exc:
         raise BadJob(f"{job_json}: {exc}") from None
 
-    views_path = folder / "views.npz"
+    views_path = folder / VIEWS_NPZ
     arrays = load_npz(views_path, required=True)
     _check(arrays, views_path, "viewmats", "f", (None, 4, 4))
     views = arrays["viewmats"].shape[0]
@@ -148,7 +146,7 @@ def load_job(folder) -> Job:
     if (arrays["Ks"][:, 0, 0] <= 0).any() or (arrays["Ks"][:, 1, 1] <= 0).any():
         raise BadJob(f"{views_path}: 'Ks' has a non-positive focal length")
 
-    mesh = load_mesh(folder / "mesh.npz")
+    mesh = load_mesh(folder / MESH_NPZ)
     arrays.update(mesh)
 
     needs = {"lines": "lines" in arrays, "surface": bool(mesh)}
@@ -173,19 +171,6 @@ def geometry_only(config: OptimizeConfig, arrays: dict) -> dict[str, float]:
     return weights
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_result(folder: Path, result, summary: dict) -> None:
     def save_npz(tmp):
         with open(tmp, "wb") as fh:
@@ -197,5 +182,5 @@ def write_result(folder: Path, result, summary: dict) -> None:
     def save_json(tmp):
         Path(tmp).write_text(json.dumps(summary, indent=2, allow_nan=False, default=str), encoding="utf-8")
 
-    write_atomic(folder / "result.npz", save_npz)
-    write_atomic(folder / "result.json", save_json)
+    write_atomic(folder / RESULT_NPZ, save_npz)
+    write_atomic(folder / RESULT_JSON, save_json)
