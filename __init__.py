@@ -24,7 +24,7 @@ def register():
 def unregister():
     import bpy
 
-    from .operators.run import abort_all
+    from .jobs.runner import abort_all
 
     abort_all()  # a worker must not outlive its add-on
     while _cli_handles:

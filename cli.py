@@ -3,32 +3,30 @@
 Built for batches: every user mistake is one line on stderr (no traceback); outputs are checked
 before the long run; one bad asset is reported and skipped, the rest still run, and the exit code
 says whether anything failed (0 all sketched, 1 some asset failed, 2 nothing could start,
-130 interrupted). The open .blend is never saved over unless ``--output`` names it.
+130 interrupted, 143 terminated). The open .blend is never saved over unless ``--output`` names it.
+Users see progress lines and real errors; Blender's own chatter (render "Saved:" lines, GPU
+messages) goes to a log file named when something fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
 
 import bpy
 
-from .backend.config import CLIP_LOSSES, SettingsError, settings_from_dict
-
-EXIT_OK, EXIT_ASSET_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-IMPORTERS = {  # extension -> (operator path, keyword arguments)
-    ".obj": ("wm.obj_import", {}),
-    ".ply": ("wm.ply_import", {}),
-    ".stl": ("wm.stl_import", {}),
-    ".gltf": ("import_scene.gltf", {}),
-    ".glb": ("import_scene.gltf", {}),
-}
-_DATA_KINDS = ("objects", "meshes", "materials", "images", "textures", "collections", "cameras", "lights",
-               "actions", "node_groups", "curves", "armatures")
+from .backend.config import SettingsError, settings_from_dict
+from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE
+from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, safe_name
+from .jobs.sketch import SketchRun
+from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
+from .settings_map import active_losses, add_flags, apply_flags
 
 
 class UsageError(Exception):
@@ -41,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sketch mesh objects as a few 3D Bézier curves. Defaults for the settings come from "
                     "the open file's Sketch panel.",
         epilog="Exit codes: 0 every asset sketched, 1 some asset failed (reported, others still run), "
-               "2 bad arguments or backend (nothing ran), 130 interrupted.")
+               "2 bad arguments or backend (nothing ran), 130 interrupted, 143 terminated.")
     src = p.add_argument_group("what to sketch (default: the active object)")
     src.add_argument("--object", action="append", default=[], metavar="NAME", help="a mesh object (repeatable)")
     src.add_argument("--objects", default="", metavar="A,B", help="comma-separated object names")
@@ -54,20 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--preset", choices=["preview", "final"],
                     help="preview: fast on a laptop CPU, geometry-only; final: CLIPasso-level, for a GPU "
                          "(--demo uses preview); options below override it")
-    st.add_argument("--curves", type=int)
-    st.add_argument("--iterations", type=int)
-    st.add_argument("--views", type=int, help="training views around the object")
-    st.add_argument("--width", type=float, help="stroke width, fraction of the object's bounding radius")
-    st.add_argument("--init", choices=["surface", "contour", "random"])
-    st.add_argument("--seed", type=int)
-    st.add_argument("--prompt")
-    st.add_argument("--views-per-step", type=int)
-    st.add_argument("--best-of", type=int)
-    st.add_argument("--ink-budget", type=int, metavar="N",
-                    help="beyond N curves, prune curves that mostly fill the interior (0: off; default 16)")
-    st.add_argument("--worst-view-focus", type=float, metavar="POWER",
-                    help="weigh each step's views by their error to this power (0: all alike; default 6)")
-    st.add_argument("--image-size", type=int)
+    add_flags(st)
     st.add_argument("--no-clip", action="store_true", help="geometry-only objective (needs no CLIP weights)")
     st.add_argument("--allow-geometry-fallback", action="store_true",
                     help="use the geometry-only objective if CLIP weights are missing")
@@ -92,12 +77,96 @@ def main(argv) -> int:
     try:
         args = build_parser().parse_args(list(argv))
     except SystemExit as stop:  # --help or an argparse error (already printed)
-        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+        return stop.code if isinstance(stop.code, int) else CLI_USAGE
+    with _signals_unwind(), _blender_chatter_to_log() as log_path:
+        try:
+            return _run(args, log_path)
+        except UsageError as error:
+            _error(str(error))
+            return CLI_USAGE
+        except KeyboardInterrupt:
+            _error("interrupted: the run was cancelled and its temporary files removed; nothing saved")
+            return CLI_INTERRUPTED
+        except Terminated:
+            _error("terminated (SIGTERM): the run was cancelled and its temporary files removed; nothing saved")
+            return CLI_TERMINATED
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """Ctrl-C and SIGTERM unwind the Python stack (KeyboardInterrupt / Terminated), so the running
+    backend is cancelled and every temporary folder removed, instead of Blender dying mid-render."""
+    def terminate(_signum, _frame):
+        raise Terminated()
+
+    previous = {}
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, terminate)):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread: leave signals alone
+            pass
     try:
-        return _run(args)
-    except UsageError as error:
-        print(f"splatsketch: error: {error}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _log_file() -> str:
+    from .preferences import user_dir
+
+    folder = os.path.join(user_dir(), "logs")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"cli-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+
+
+@contextlib.contextmanager
+def _blender_chatter_to_log():
+    """Point file descriptors 1 and 2 (where Blender's C code prints) at a log file, while Python's
+    ``sys.stdout`` / ``sys.stderr`` keep reaching the user. Yields the log's path."""
+    path = _log_file()
+    saved, swapped = [], []
+    log = open(path, "ab")
+    try:
+        for name, fd in (("stdout", 1), ("stderr", 2)):
+            stream = getattr(sys, name)
+            try:
+                uses_fd = stream.fileno() == fd
+            except (AttributeError, OSError, ValueError):  # already redirected (tests, pipes in Python)
+                uses_fd = False
+            stream.flush()
+            copy = os.dup(fd)
+            saved.append((fd, copy))
+            if uses_fd:
+                swapped.append((name, stream))
+                setattr(sys, name, os.fdopen(os.dup(copy), "w", buffering=1, encoding="utf-8", errors="replace"))
+            os.dup2(log.fileno(), fd)
+        yield path
+    finally:
+        _flush_c_stdio()
+        for name, original in swapped:
+            getattr(sys, name).close()
+            setattr(sys, name, original)
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        log.close()
+        if os.path.getsize(path) == 0:
+            os.remove(path)
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdout buffer so Blender's last lines land in the log, not on the restored terminal."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def _error(line: str) -> None:
+    print(f"splatsketch: error: {line}", file=sys.stderr, flush=True)
 
 
 def _say(line: str) -> None:
@@ -140,21 +209,12 @@ def _settings(args, context) -> tuple[dict, dict]:
     preset = args.preset or ("preview" if args.demo else None)
     if preset:
         settings = {**settings, **apply_preset(preset, {"clip": settings.get("clip", {})})}
-    for key, value in (("curves", args.curves), ("iterations", args.iterations), ("stroke_width", args.width),
-                       ("init", args.init), ("seed", args.seed), ("prompt", args.prompt),
-                       ("views_per_step", args.views_per_step), ("best_of", args.best_of),
-                       ("hard_views", args.worst_view_focus), ("ink_budget", args.ink_budget),
-                       ("device", args.device)):
-        if value is not None:
-            settings[key] = value
-    if args.no_clip:
-        settings["losses"] = {k: v for k, v in settings["losses"].items() if k not in CLIP_LOSSES}
+    apply_flags(args, settings, params)
+    if args.device is not None:
+        settings["device"] = args.device
+    settings["losses"] = active_losses(settings["losses"], clip=not args.no_clip)
     if args.allow_geometry_fallback or args.demo:
         settings["clip"]["allow_geometry_fallback"] = True
-    if args.views is not None:
-        params["train_views"] = args.views
-    if args.image_size is not None:
-        params["size"] = args.image_size
     if params["train_views"] < 1 or not 32 <= params["size"] <= 2048:
         raise UsageError("--views must be >= 1 and --image-size between 32 and 2048")
     try:
@@ -175,51 +235,10 @@ def _python(args, context) -> str:
     return python
 
 
-def _data_ids() -> set:
-    return {(kind, id(item), item.name) for kind in _DATA_KINDS for item in getattr(bpy.data, kind)}
-
-
-def _remove_new(before: set) -> None:
-    """Remove every ID that appeared since ``before`` (a failed import leaves nothing behind)."""
-    for kind in _DATA_KINDS:
-        collection = getattr(bpy.data, kind)
-        for item in list(collection):
-            if (kind, id(item), item.name) not in before:
-                collection.remove(item)
-
-
-def import_asset(context, path: str):
-    """Import one file with Blender's own importer; return one mesh object (parts joined)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in IMPORTERS:
-        raise ValueError(f"unsupported file type '{ext or os.path.basename(path)}' "
-                         f"(supported: {', '.join(sorted(IMPORTERS))})")
-    if not os.path.isfile(path):
-        raise ValueError(f"file '{path}' does not exist")
-    op_path, kwargs = IMPORTERS[ext]
-    module, name = op_path.split(".")
-    before, objects_before = _data_ids(), set(context.scene.objects)
-    try:
-        getattr(getattr(bpy.ops, module), name)(filepath=path, **kwargs)
-        meshes = [o for o in context.scene.objects if o not in objects_before and o.type == "MESH"]
-        if not meshes:
-            raise ValueError(f"'{os.path.basename(path)}' contains no mesh")
-        for obj in meshes:  # unparent (keeping world transforms) so the join keeps every part in place
-            matrix = obj.matrix_world.copy()
-            obj.parent = None
-            obj.matrix_world = matrix
-        if len(meshes) > 1:
-            with context.temp_override(active_object=meshes[0], selected_objects=meshes,
-                                       selected_editable_objects=meshes):
-                bpy.ops.object.join()
-        meshes[0].name = os.path.splitext(os.path.basename(path))[0]
-        return meshes[0]
-    except Exception as error:
-        _remove_new(before)
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise ValueError(message if isinstance(error, ValueError) else f"could not import '{path}': {message}") \
-            from None
+def _is_startup_scene() -> bool:
+    """Blender started without a file and nothing was changed: the factory Cube, Camera and Light."""
+    return (not bpy.data.filepath and not bpy.data.is_dirty
+            and {o.name for o in bpy.data.objects} <= {"Cube", "Camera", "Light"})
 
 
 def _sources(args, context) -> list[tuple[str, object, str]]:
@@ -228,6 +247,10 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
 
     found: list[tuple[str, object, str]] = []
     names = list(args.object) + [n.strip() for n in args.objects.split(",") if n.strip()]
+    # No file was opened: the saved .blend should hold the assets and their sketches, not the factory
+    # Cube, Camera and Light. They go once something was brought in, so a failed import changes nothing.
+    startup = list(bpy.data.objects) if (args.demo or args.input) and not names and not args.collection \
+        and _is_startup_scene() else []
     if args.demo:
         bpy.ops.mesh.primitive_monkey_add()
         context.active_object.name = "Suzanne"
@@ -248,6 +271,8 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
             found.append((obj.name, obj, source_problem(obj) or ""))
         except ValueError as error:
             found.append((os.path.basename(path), None, str(error)))
+    if startup and any(obj is not None for _, obj, _ in found):
+        clear_startup_scene(startup)
     if not found:
         obj = context.active_object
         if obj is None:
@@ -256,8 +281,8 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
     return found
 
 
-def _run(args) -> int:
-    from .operators.run import CANCELLED, FAILED, SUCCEEDED, RunError, SketchRun
+def _run(args, log_path: str) -> int:
+    from .preferences import user_dir
 
     context = bpy.context
     output = _output_blend(args.output) if args.output else None
@@ -268,27 +293,26 @@ def _run(args) -> int:
         raise UsageError(f"--report '{report_path}' must end in .png (the turntable goes beside it as .gif)")
     python = _python(args, context)
     settings, params = _settings(args, context)
-    reports, status = [], EXIT_OK
+    reports, status = [], CLI_OK
     sources = _sources(args, context)
     good = sum(1 for _, obj, problem in sources if not problem)
     for label, obj, problem in sources:
         report = {"name": label, "status": "failed", "message": problem}
         reports.append(report)
         if problem:
-            print(f"splatsketch: error: {label}: {problem}", file=sys.stderr, flush=True)
-            status = EXIT_ASSET_FAILED
+            _error(f"{label}: {problem}")
+            status = CLI_ASSET_FAILED
             continue
         _say(f"[{label}] rendering {params['train_views']} + {params['heldout_views']} views, "
              f"{settings['curves']} curves, {settings['iterations']} iterations")
-        job_dir = os.path.join(os.path.abspath(args.job_dir), label) if args.job_dir else None
-        run = SketchRun(obj, settings, params, python, live_preview=False, job_dir=job_dir,
+        job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
+        run = SketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
                         keep_job=bool(args.job_dir), log=_say)
         started = time.monotonic()
         try:
-            run.start(context)
             run.run_blocking()
         except RunError as error:
-            run.state, run.message = FAILED, str(error)
+            run.state, run.message = "FAILED", str(error)
         report.update(seconds=round(time.monotonic() - started, 2), message=run.message)
         if run.state == SUCCEEDED:
             report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics)
@@ -297,51 +321,54 @@ def _run(args) -> int:
                 try:
                     report["preview"] = _preview(obj, run.result_name, preview, label, good > 1)
                 except Exception as error:  # the sketch is made; a failed picture must not hide that
-                    print(f"splatsketch: error: {label}: preview failed: {error}", file=sys.stderr, flush=True)
-                    report["preview_error"], status = str(error), EXIT_ASSET_FAILED
+                    _error(f"{label}: preview failed: {error}")
+                    report["preview_error"], status = str(error), CLI_ASSET_FAILED
             if args.evaluate or report_path:
-                if not _evaluate(context, run.result_name, python, report, report_path, label, good > 1,
-                                 job_dir):
-                    status = EXIT_ASSET_FAILED
+                if not _evaluate(run.result_name, python, report, report_path, label, good > 1, job_dir):
+                    status = CLI_ASSET_FAILED
         else:
-            print(f"splatsketch: error: {label}: {run.message}", file=sys.stderr, flush=True)
-            status = EXIT_ASSET_FAILED
+            _error(f"{label}: {run.message}")
+            status = CLI_ASSET_FAILED
             if run.state == CANCELLED:
-                status = EXIT_INTERRUPTED
+                status = CLI_INTERRUPTED
                 break
-    if output and any(r["status"] == "ok" for r in reports):
+    sketched = sum(1 for r in reports if r["status"] == "ok")
+    if output and sketched:
         bpy.ops.wm.save_as_mainfile(filepath=output, copy=True)
         _say(f"saved {output}")
-    elif not output:
+    elif output:
+        _error(f"no asset was sketched ({len(reports)} failed): nothing saved, {output} not written")
+    else:
         _say("no --output given: nothing saved")
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
-            json.dump({"settings": settings, "job": params, "output": output, "assets": reports}, f, indent=2)
+            json.dump({"settings": settings, "job": params, "output": output if sketched else None,
+                       "assets": reports}, f, indent=2)
         _say(f"wrote {json_path}")
+    if status != CLI_OK:
+        _say(f"Blender's own messages: {log_path}")
     return status
 
 
-def _evaluate(context, result_name: str, python: str, report: dict, report_path: str | None, label: str,
+def _evaluate(result_name: str, python: str, report: dict, report_path: str | None, label: str,
               several: bool, job_dir: str | None) -> bool:
     """Score the new sketch on held-out views (and copy its report pictures); False if that failed."""
     import shutil
 
-    from .operators.evaluate import EvaluationRun, format_evaluation
-    from .operators.run import SUCCEEDED, RunError
+    from .jobs.evaluation import EvaluationRun, format_evaluation
+    from .preferences import user_dir
 
-    folder = os.path.join(job_dir, "evaluation") if job_dir else tempfile.mkdtemp(prefix="splatsketch-eval-")
     sketch = bpy.data.objects[result_name]
-    run = EvaluationRun(sketch, python, folder=folder, keep_folder=bool(job_dir), pictures=bool(report_path),
-                        log=_say)
+    run = EvaluationRun(sketch, python, user_dir=user_dir(), folder=os.path.join(job_dir, "evaluation") if job_dir
+                        else None, keep_folder=bool(job_dir), pictures=bool(report_path), log=_say)
     _say(f"[{label}] evaluating on held-out views")
     try:
-        run.start(context)
         run.run_blocking()
     except RunError as error:
         run.state, run.message = "FAILED", str(error)
     try:
         if run.state != SUCCEEDED:
-            print(f"splatsketch: error: {label}: evaluation failed: {run.message}", file=sys.stderr, flush=True)
+            _error(f"{label}: evaluation failed: {run.message}")
             report["evaluation_error"] = run.message
             return False
         report["evaluation"] = run.evaluation
@@ -349,7 +376,7 @@ def _evaluate(context, result_name: str, python: str, report: dict, report_path:
         for key in ("splatsketch_report", "splatsketch_turntable"):
             sketch.pop(key, None)  # the folder's copies go away with it; the user's copies are below
         if report_path:
-            stem = os.path.splitext(report_path)[0] + (f"_{label}" if several else "")
+            stem = os.path.splitext(report_path)[0] + (f"_{safe_name(label)}" if several else "")
             for key, ext in (("report", ".png"), ("turntable", ".gif")):
                 if run.pictures.get(key):
                     shutil.copyfile(run.pictures[key], stem + ext)
@@ -357,8 +384,8 @@ def _evaluate(context, result_name: str, python: str, report: dict, report_path:
                     _say(f"[{label}] {key} {stem + ext}")
         return True
     finally:
-        if not job_dir:
-            shutil.rmtree(folder, ignore_errors=True)
+        if not job_dir and run.folder:
+            shutil.rmtree(run.folder, ignore_errors=True)
 
 
 def _preview(source, result_name: str, path: str, label: str, several: bool) -> str:
@@ -366,7 +393,7 @@ def _preview(source, result_name: str, path: str, label: str, several: bool) -> 
 
     if several:
         stem, ext = os.path.splitext(path)
-        path = f"{stem}_{label}{ext}"
+        path = f"{stem}_{safe_name(label)}{ext}"
     render_contact_sheet(source, bpy.data.objects[result_name], path, title=f"{label} - SplatSketch")
     _say(f"[{label}] preview {path}")
     return path

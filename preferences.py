@@ -71,6 +71,19 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         return resolve_backend_python(self.backend_python, EXTENSION_DIR)
 
 
+def user_dir() -> str:
+    """The extension's own user folder (jobs, logs; survives updates of the extension); a temporary
+    folder when it runs as a plain add-on or module rather than an installed extension."""
+    try:
+        return bpy.utils.extension_path_user(__package__, create=True)
+    except (ValueError, AttributeError):
+        import tempfile
+
+        path = os.path.join(tempfile.gettempdir(), "splatsketch")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
 def get_preferences(context=None):
     """This add-on's preferences, or ``None`` when it is not enabled as an add-on (e.g. a plain import)."""
     context = context or bpy.context

@@ -2,8 +2,8 @@
 
 Settings live on the Scene (saved with the .blend, so a sketch can be re-run the same way); the
 running state lives on the WindowManager, which Blender does not save, so a .blend saved mid-run
-never reopens "running". ``settings_dict`` is the one place where UI names become the backend's
-``OptimizeConfig`` field names.
+never reopens "running". Which property is which setting (and which CLI flag) is one table,
+``settings_map.py``; ``settings_dict`` adds the per-machine preferences and validates.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .backend.config import CLIP_LOSSES, DEFAULT_LOSS_WEIGHTS, ClipConfig, OptimizeConfig, settings_from_dict
+from .backend.config import DEFAULT_LOSS_WEIGHTS, ClipConfig, OptimizeConfig, settings_from_dict
+from .settings_map import props_to_settings
 
 _D = OptimizeConfig()
 _LOSS_DESCRIPTIONS = {
@@ -76,6 +77,9 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     w_lines: FloatProperty(**_weight("lines"))
     w_surface: FloatProperty(**_weight("surface"))
     w_repulsion: FloatProperty(**_weight("repulsion"))
+    preset: StringProperty(name="Preset", default="", options={"HIDDEN"},
+                           description="The last preset applied: it also sets what has no property here "
+                                       "(threads, progress cadence)")
 
 
 class SplatSketchState(bpy.types.PropertyGroup):
@@ -92,26 +96,17 @@ class SplatSketchState(bpy.types.PropertyGroup):
 
 def settings_dict(props, prefs=None) -> dict:
     """The job's ``settings`` (``OptimizeConfig`` field names), validated by the backend's own checker."""
-    losses = {name: float(getattr(props, f"w_{name}")) for name in DEFAULT_LOSS_WEIGHTS}
-    if not props.use_clip:
-        losses = {k: v for k, v in losses.items() if k not in CLIP_LOSSES}
+    settings, _ = props_to_settings(props)
     clip = ClipConfig()
-    settings = {
-        "curves": props.curves, "iterations": props.iterations, "views_per_step": props.views_per_step,
-        "stroke_width": props.stroke_width, "init": props.init, "seed": props.seed,
-        "best_of": props.best_of, "lr": props.lr, "hard_views": props.hard_views,
-        "ink_budget": props.ink_budget, "losses": losses,
-        "augmentations": props.augmentations, "prompt": props.prompt.strip(),
-        "device": getattr(prefs, "device", "auto"),
-        "clip": {
-            "model": getattr(prefs, "clip_model", "") or clip.model,
-            "pretrained": getattr(prefs, "clip_pretrained", "") or clip.pretrained,
-            "checkpoint": bpy.path.abspath(getattr(prefs, "clip_checkpoint", "")),
-            "cache_dir": bpy.path.abspath(getattr(prefs, "cache_dir", "")),
-            "allow_download": bool(getattr(prefs, "allow_download", False))
-            and bool(getattr(bpy.app, "online_access", True)),
-            "allow_geometry_fallback": bool(getattr(prefs, "allow_geometry_fallback", False)),
-        },
+    settings["device"] = getattr(prefs, "device", "auto")
+    settings["clip"] = {
+        "model": getattr(prefs, "clip_model", "") or clip.model,
+        "pretrained": getattr(prefs, "clip_pretrained", "") or clip.pretrained,
+        "checkpoint": bpy.path.abspath(getattr(prefs, "clip_checkpoint", "")),
+        "cache_dir": bpy.path.abspath(getattr(prefs, "cache_dir", "")),
+        "allow_download": bool(getattr(prefs, "allow_download", False))
+        and bool(getattr(bpy.app, "online_access", True)),
+        "allow_geometry_fallback": bool(getattr(prefs, "allow_geometry_fallback", False)),
     }
     settings_from_dict(settings)  # raises SettingsError with one clear line
     return settings
@@ -119,7 +114,7 @@ def settings_dict(props, prefs=None) -> dict:
 
 def job_params(props) -> dict:
     """Arguments of ``scene.job_folder.write_job`` that are not optimiser settings."""
-    return {"train_views": props.train_views, "heldout_views": props.heldout_views, "size": props.image_size}
+    return props_to_settings(props)[1]
 
 
 def register_properties():

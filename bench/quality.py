@@ -143,9 +143,9 @@ def mesh_path(name: str) -> Path:
 
 # --- stage 1: job folders (bpy) ------------------------------------------------------------------
 
-def _scene_modules():
-    """scene/ and backend.cameras as a package rooted at the repository (relative imports work),
-    without running the extension's register()."""
+def _scene_module(name: str):
+    """A module of scene/ (or backend/) imported as part of a package rooted at the repository, so its
+    relative imports work, without running the extension's register()."""
     import importlib
     import types
 
@@ -154,37 +154,25 @@ def _scene_modules():
         package = types.ModuleType(alias)
         package.__path__ = [str(REPO)]
         sys.modules[alias] = package
-    load = lambda name: importlib.import_module(f"{alias}.{name}")  # noqa: E731
-    return load("scene.job_folder"), load("scene.targets"), load("scene.mesh"), load("scene.evaluation")
+    return importlib.import_module(f"{alias}.{name}")
+
+
+def _scene_modules():
+    return tuple(_scene_module(f"scene.{name}") for name in ("job_folder", "targets", "mesh", "evaluation"))
 
 
 def import_joined(path: Path):
-    """Import one mesh file into an empty scene and join every mesh object into one; return it."""
+    """Import one mesh file into an empty scene as one mesh object, with the CLI's own importer
+    (``scene/assets.py``), so the suite measures what ``--input`` gives users."""
     import bpy
 
+    assets = _scene_module("scene.assets")
     bpy.ops.wm.read_homefile(use_factory_startup=True)
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj, do_unlink=True)
-    suffix = path.suffix.lower()
-    if suffix == ".obj":
-        bpy.ops.wm.obj_import(filepath=str(path))
-    elif suffix == ".ply":
-        bpy.ops.wm.ply_import(filepath=str(path))
-    elif suffix in (".glb", ".gltf"):
-        bpy.ops.import_scene.gltf(filepath=str(path))
-    else:
-        raise SystemExit(f"{path}: no importer for '{suffix}'")
-    meshes = [o for o in bpy.context.scene.objects if o.type == 'MESH']
-    if not meshes:
-        raise SystemExit(f"{path}: the file holds no mesh object")
-    bpy.ops.object.select_all(action='DESELECT')
-    for obj in meshes:
-        obj.hide_set(False)
-        obj.select_set(True)
-    bpy.context.view_layer.objects.active = meshes[0]
-    if len(meshes) > 1:
-        bpy.ops.object.join()
-    return bpy.context.view_layer.objects.active
+    assets.clear_startup_scene(list(bpy.data.objects))
+    try:
+        return assets.import_asset(bpy.context, str(path))
+    except ValueError as error:
+        raise SystemExit(f"{path}: {error}") from None
 
 
 def make_synthetic(name: str):
@@ -263,14 +251,10 @@ def write_eval_as_views(src: Path, dst: Path) -> None:
 
 
 def _save_views(dst: Path, arrays: dict) -> None:
-    """``np.savez`` through the backend's atomic writer: an interrupted suite never leaves half a file."""
-    from backend.job import write_atomic
+    """Through the protocol's atomic writer: an interrupted suite never leaves half a file."""
+    from backend.protocol import write_npz
 
-    def save(tmp):
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    write_atomic(dst, save)
+    write_npz(dst, **arrays)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -306,8 +290,10 @@ def make_config_job(base: Path, folder: Path, config: str, settings: dict) -> No
         write_eval_as_views(base / "eval.npz", folder / "views.npz")
     elif views == "train":
         _link(base / "views.npz", folder / "views.npz")
-    source = json.loads((base / "job.json").read_text()).get("source", {})
-    (folder / "job.json").write_text(json.dumps({"schema": 1, "settings": settings, "source": source}, indent=2))
+    from backend.protocol import JOB_JSON, job_meta, write_json
+
+    source = json.loads((base / JOB_JSON).read_text()).get("source", {})
+    write_json(folder / JOB_JSON, job_meta(settings, source))
 
 
 def _backend(python: str, *args: str, log_path: Path) -> tuple[int, float, list[dict]]:

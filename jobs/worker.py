@@ -18,19 +18,14 @@ import sys
 import threading
 import time
 
-# Exit codes of `python -m backend run` (backend/errors.py; not imported to keep this module tiny).
-EXIT_MESSAGES = {
-    1: "the worker failed with an internal error (a bug)",
-    2: "the job was rejected",
-    3: "CLIP weights are unavailable",
-    4: "the requested device is unavailable",
-    130: "cancelled",
-}
+from ..backend import protocol
+from ..backend.protocol import EXIT_MESSAGES
+
 CANCEL_GRACE_S = 10.0  # the worker finishes its step and writes a partial result within this time
 
 
 class Worker:
-    """One ``python -m backend run JOB_DIR --parent-pid PID`` process and its event stream."""
+    """One ``python -m backend ARGV`` process (argv from :mod:`backend.protocol`) and its event stream."""
 
     def __init__(self):
         self.process: subprocess.Popen | None = None
@@ -41,11 +36,9 @@ class Worker:
         self.last_error: dict | None = None
         self.cancelled = False
 
-    def start(self, python: str, job_dir: str, parent_pid: int, log_path: str, cwd: str,
-              env: dict | None = None, command: list[str] | None = None) -> None:
-        """Launch the worker with cwd = the extension folder, so ``-m backend`` finds the package.
-
-        ``command`` replaces ``run JOB_DIR --parent-pid PID`` (e.g. ``evaluate JOB_DIR --report``)."""
+    def start(self, python: str, argv: list[str], log_path: str, cwd: str, env: dict | None = None) -> None:
+        """Launch ``python -m backend *argv`` with cwd = the extension folder, so ``-m backend`` finds
+        the package. ``argv`` comes from a protocol builder (``run_argv``, ``evaluate_argv``)."""
         env = dict(os.environ if env is None else env)
         env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into another Python
         env["PYTHONUNBUFFERED"] = "1"
@@ -53,7 +46,7 @@ class Worker:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [python, "-m", "backend", *(command or ["run", job_dir, "--parent-pid", str(parent_pid)])],
+                [python, "-m", "backend", *argv],
                 cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
             )
         self._reader = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)
@@ -69,7 +62,7 @@ class Worker:
                 if not isinstance(event, dict) or "type" not in event:
                     raise ValueError(line)
             except ValueError:  # a stray print in the worker: keep it visible, never crash on it
-                event = {"type": "warning", "message": f"unexpected worker output: {line[:200]}"}
+                event = {"type": protocol.WARNING, "message": f"unexpected worker output: {line[:200]}"}
             self._events.put(event)
         stream.close()
 
@@ -81,7 +74,7 @@ class Worker:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
-            if event.get("type") == "error":
+            if event.get("type") == protocol.ERROR:
                 self.last_error = event
             events.append(event)
         if self._kill_at is not None and time.monotonic() > self._kill_at and self.running:
@@ -134,18 +127,18 @@ def message_for_exit(code: int | None, last_error: dict | None = None, log_path:
     """One line for the user saying what happened and what to do; ``""`` for success."""
     detail = (last_error or {}).get("message", "")
     see_log = f" (log: {log_path})" if log_path else ""
-    if code == 0:
+    if code == protocol.EXIT_OK:
         return ""
     if code is None:
         return "the worker is still running"
-    if code == 130:
-        return "cancelled"
-    if code == 3:
-        return f"{detail or EXIT_MESSAGES[3]}; provide the weights, or allow the geometry-only " \
+    if code in protocol.STOPPED_CODES:
+        return EXIT_MESSAGES[code]
+    if code == protocol.EXIT_CLIP_WEIGHTS:
+        return f"{detail or EXIT_MESSAGES[code]}; provide the weights, or allow the geometry-only " \
                "fallback in Preferences > Add-ons > SplatSketch"
-    if code == 4:
-        return f"{detail or EXIT_MESSAGES[4]}; choose another device in Preferences > Add-ons > SplatSketch"
-    if code in (1, 2):
+    if code == protocol.EXIT_DEVICE:
+        return f"{detail or EXIT_MESSAGES[code]}; choose another device in Preferences > Add-ons > SplatSketch"
+    if code in (protocol.EXIT_INTERNAL, protocol.EXIT_BAD_JOB):
         return f"{EXIT_MESSAGES[code]}: {detail or 'no message'}{see_log}"
     if code < 0:
         try:

@@ -165,17 +165,9 @@ class SPLATSKETCH_OT_apply_preset(bpy.types.Operator):
                                           ("final", "Final", "CLIP + geometry, 2000 iterations: for a GPU")])
 
     def execute(self, context):
-        from ..backend.presets import PRESETS
+        from ..settings_map import preset_to_props
 
-        props, preset = context.scene.splatsketch, PRESETS[self.preset]
-        for key in ("curves", "iterations", "views_per_step", "augmentations", "best_of"):
-            if key in preset:
-                setattr(props, key, preset[key])
-        weights = preset.get("losses", {})
-        for name in ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion"):
-            if name in weights:
-                setattr(props, f"w_{name}", weights[name])
-        props.use_clip = any(weights.get(n, 0) > 0 for n in ("clip_geometric", "clip_semantic"))
+        preset_to_props(self.preset, context.scene.splatsketch)
         self.report({"INFO"}, f"SplatSketch: {self.preset.title()} preset")
         return {"FINISHED"}
 

@@ -11,14 +11,13 @@ figures and the suite's are the same measurement.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 
 import numpy as np
 
-from ..backend import cameras
+from ..backend import cameras, protocol
 from . import mesh, targets
 from .sketch_object import world_control_points
 
@@ -42,24 +41,18 @@ def turntable_cameras(frames: int = TURNTABLE_FRAMES, size: int = TURNTABLE_SIZE
     return np.stack([cameras.look_at(eye) for eye in eyes]).astype(np.float32), Ks.astype(np.float32)
 
 
-def _save_npz(path: str, **arrays) -> None:
-    tmp = f"{path}.partial.npz"  # np.savez appends .npz to names without it
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def iter_write_views(path: str, obj, viewmats, Ks, size: int, center, radius: float):
     """Render ``obj`` from the given cameras (one view per step) into ``path`` (views.npz keys)."""
     views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius)
-    _save_npz(path, viewmats=np.asarray(viewmats, np.float32), Ks=np.asarray(Ks, np.float32),
-              rgba=views["rgba"], lines=views["lines"], lines_hidden=views["lines_hidden"])
+    protocol.write_npz(path, viewmats=np.asarray(viewmats, np.float32), Ks=np.asarray(Ks, np.float32),
+                       rgba=views["rgba"], lines=views["lines"], lines_hidden=views["lines_hidden"])
 
 
 def iter_write_eval_views(folder: str, obj, center, radius: float, turntable: bool = True):
     """``eval.npz`` (and ``turntable.npz``) for ``obj``; yields ``(views_done, views)``."""
-    sets = [("eval.npz", *eval_cameras(), EVAL_SIZE)]
+    sets = [(protocol.EVAL_NPZ, *eval_cameras(), EVAL_SIZE)]
     if turntable:
-        sets.append(("turntable.npz", *turntable_cameras(), TURNTABLE_SIZE))
+        sets.append((protocol.TURNTABLE_NPZ, *turntable_cameras(), TURNTABLE_SIZE))
     total, done = sum(len(s[1]) for s in sets), 0
     for name, viewmats, Ks, size in sets:
         for step, _ in iter_write_views(os.path.join(folder, name), obj, viewmats, Ks, size, center, radius):
@@ -85,14 +78,12 @@ def iter_write_evaluation(folder: str, sketch_obj, source_obj, depsgraph, turnta
         center, radius = mesh.bounding_sphere(vertices)
         control_points = (world_control_points(sketch_obj) - center) / radius
         width = float(sketch_obj.data.bevel_depth) / radius
-        _save_npz(os.path.join(folder, "result.npz"), control_points=control_points.astype(np.float32),
-                  widths=np.full(len(control_points), width, np.float32))
-        _save_npz(os.path.join(folder, "mesh.npz"), vertices=((vertices - center) / radius).astype(np.float32),
-                  faces=faces.astype(np.int32))
         source = {"name": source_obj.name, "center": [float(c) for c in center], "radius": float(radius),
                   "sketch": sketch_obj.name}
-        with open(os.path.join(folder, "job.json"), "w", encoding="utf-8") as f:
-            json.dump({"schema": 1, "settings": {}, "source": source}, f, indent=2)
+        protocol.write_job_folder(
+            folder, {}, source, mesh={"vertices": (vertices - center) / radius, "faces": faces},
+            result={"control_points": control_points.astype(np.float32),
+                    "widths": np.full(len(control_points), width, np.float32)})
         yield from iter_write_eval_views(folder, source_obj, center, radius, turntable)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,16 +6,10 @@ Everything goes in normalised space (bounding sphere at the origin, radius 1); `
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
-
-from ..backend import cameras
+from ..backend import cameras, protocol
 from . import mesh, targets
-
-SCHEMA = 1
-JOB_FILES = ("job.json", "views.npz", "mesh.npz")
 
 
 def write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 24, heldout_views: int = 8,
@@ -45,16 +39,14 @@ def iter_write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: in
         viewmats, Ks, is_train = cameras.train_and_heldout_cameras(train_views, heldout_views, size)
         views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius)
 
-        np.savez(os.path.join(job_dir, "views.npz"), viewmats=viewmats.astype(np.float32),
-                 Ks=Ks.astype(np.float32), is_train=is_train.astype(bool), rgba=views["rgba"],
-                 lines=views["lines"], lines_hidden=views["lines_hidden"], depth=views["depth"].astype(np.float32))
-        np.savez(os.path.join(job_dir, "mesh.npz"),
-                 vertices=((vertices - center) / radius).astype(np.float32), faces=faces.astype(np.int32))
         source = {"name": obj.name, "center": [float(c) for c in center], "radius": float(radius)}
-        with open(os.path.join(job_dir, "job.json"), "w", encoding="utf-8") as f:
-            json.dump({"schema": SCHEMA, "settings": dict(settings), "source": source}, f, indent=2)
+        protocol.write_job_folder(
+            job_dir, settings, source,
+            views={"viewmats": viewmats, "Ks": Ks, "is_train": is_train, "rgba": views["rgba"],
+                   "lines": views["lines"], "lines_hidden": views["lines_hidden"], "depth": views["depth"]},
+            mesh={"vertices": (vertices - center) / radius, "faces": faces})
     except BaseException:
-        for name in JOB_FILES:
+        for name in protocol.JOB_INPUTS:
             path = os.path.join(job_dir, name)
             if os.path.exists(path):
                 os.remove(path)

@@ -72,7 +72,8 @@ def test_settings_defaults_and_settings_dict(addon):
         settings = addon.properties.settings_dict(props, prefs)
     finally:
         prefs.device, prefs.allow_geometry_fallback = "auto", False
-    assert set(settings["losses"]) == {"lines", "surface", "repulsion"} and settings["losses"]["lines"] == 2.0
+    # repulsion (weight 0 by default) is no term at all, so it is left out, as --preset leaves it out
+    assert set(settings["losses"]) == {"lines", "surface"} and settings["losses"]["lines"] == 2.0
     assert settings["curves"] == 5 and settings["prompt"] == "a monkey" and settings["device"] == "cpu"
     assert settings["clip"]["allow_geometry_fallback"] is True
     assert addon.properties.job_params(props) == {"train_views": 24, "heldout_views": 8, "size": 224}
@@ -277,7 +278,7 @@ def test_worker_stream_and_crash(addon, tmp_path):
         "sys.stderr.write('traceback here\\n')\n"
         "sys.exit(2)\n")
     worker = addon.jobs.Worker()
-    worker.start(sys.executable, str(tmp_path), os.getpid(), str(tmp_path / "logs" / "w.log"), cwd=str(tmp_path))
+    worker.start(sys.executable, ["run", str(tmp_path)], str(tmp_path / "logs" / "w.log"), cwd=str(tmp_path))
     assert worker.wait(30) == 2
     events = worker.poll()
     assert [e["type"] for e in events] == ["progress", "warning", "error"]

@@ -3,7 +3,7 @@
 The worker always runs with the checkout's .venv Python (torch), also when these tests run under
 the bpy 4.2 wheel. Covers: the CLI writing a .blend whose curves are exactly the worker's control
 points in world space; a batch that skips a bad asset; a worker killed mid-run; Cancel mid-run; the
-Generate operator's blocking path. The modal path is the same ``SketchRun.step`` driven by a timer.
+Generate operator's blocking path. The modal path is the same ``Run.step`` driven by a timer.
 """
 
 import importlib
@@ -93,20 +93,21 @@ def test_cli_batch_reports_and_skips_a_bad_asset(addon, tiny, backend_python, tm
 
 
 def _start(addon, obj, **settings_overrides):
-    run_module = importlib.import_module(ADDON + ".operators.run")
+    run_module = importlib.import_module(ADDON + ".jobs.runner")
     generate = importlib.import_module(ADDON + ".operators.generate")
+    driver = importlib.import_module(ADDON + ".operators.driver")
     bpy.context.scene.splatsketch.iterations = 5000  # long enough to be interrupted
     run = generate.prepare_run(bpy.context, obj, live_preview=True)
     run.settings.update(snapshot_every=1, **settings_overrides)
     run.params.update(train_views=4, heldout_views=2, size=64)
-    run.start(bpy.context)
+    run.start()
     deadline = time.monotonic() + 180
     while not run.preview_name and run.step() == run_module.RUNNING:  # the modal timer's step, in a loop
         assert time.monotonic() < deadline, "no snapshot within 180 s"
         time.sleep(0.1)
     assert run.preview_name in bpy.data.objects, "the live preview must exist while the worker runs"
     state = bpy.context.window_manager.splatsketch
-    generate.sync_state(state, run)
+    driver.sync_state(state, run)
     return run, run_module
 
 
@@ -227,7 +228,7 @@ def test_target_views_render_one_per_step_and_cancel_cleanly(addon, tiny):
     before = scene_state()
     run = generate.prepare_run(bpy.context, obj, live_preview=True)
     run.params.update(train_views=4, heldout_views=2, size=32)
-    run.begin(bpy.context)
+    run.begin()
     statuses = []
     for _ in range(3):
         run.advance()
@@ -268,14 +269,15 @@ def test_cli_evaluate_and_report(addon, tiny, backend_python, tmp_path, capsys):
 def test_evaluate_operator_and_cancel(addon, tiny):
     """The panel's Evaluate (blocking path) stores the figures and the report's paths on the sketch;
     an evaluation cancelled while its views render leaves no folder and changes nothing."""
-    evaluate = importlib.import_module(ADDON + ".operators.evaluate")
+    evaluation = importlib.import_module(ADDON + ".jobs.evaluation")
     bpy.context.scene.splatsketch.iterations = 4
     assert bpy.ops.splatsketch.generate() == {"FINISHED"}
     sketch = bpy.data.objects["Suzanne Sketch"]
     bpy.context.view_layer.objects.active = sketch
     before = scene_state()
-    run = evaluate.EvaluationRun(sketch, addon.preferences.get_preferences().resolved_python())
-    run.begin(bpy.context)
+    run = evaluation.EvaluationRun(sketch, addon.preferences.get_preferences().resolved_python(),
+                                   user_dir=addon.preferences.user_dir())
+    run.begin()
     run.advance()
     run.advance()
     assert run.status == "Rendering view 2/48" and os.path.isdir(run.folder)

@@ -1,0 +1,117 @@
+"""The sketch run: render the object's target views into a job folder, run ``backend run``, and turn
+``result.npz`` into a native Bézier curve object (with a live preview from snapshots meanwhile).
+
+Objects are looked up by name on every step rather than held as Python references, because an undo
+or a file load while the worker runs invalidates ID pointers; a missing preview is simply re-created
+from the next snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import bpy
+import numpy as np
+
+from ..backend import protocol
+from .runner import Run, RunError
+from .worker import format_duration
+
+
+class SketchRun(Run):
+    kind = "job"
+    output = protocol.RESULT_NPZ
+
+    def __init__(self, source, settings: dict, params: dict, python: str, *, user_dir: str, live_preview: bool,
+                 job_dir: str | None = None, keep_job: bool = False, log=None):
+        super().__init__(source.name, python, user_dir=user_dir, folder=job_dir, keep_folder=keep_job, log=log)
+        self.source_name = source.name
+        self.settings, self.params, self.live_preview = settings, params, live_preview
+        self.preview_name = self.result_name = ""
+        self.center = self.radius = None
+        self.metrics: dict = {}
+        self.control_points = None
+
+    @property
+    def job_dir(self) -> str | None:
+        return self.folder
+
+    def source(self):
+        return bpy.data.objects.get(self.source_name)
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        from ..scene.mesh import source_problem
+
+        source = self.source()
+        problem = source_problem(source) if source else f"object '{self.source_name}' no longer exists"
+        if problem:
+            raise RunError(problem)
+
+    def prepare(self, folder: str):
+        from ..scene.job_folder import iter_write_job
+
+        self.status = "Rendering target views"
+        placed = yield from iter_write_job(folder, self.source(), bpy.context.evaluated_depsgraph_get(),
+                                           self.settings, **self.params)
+        self.center, self.radius = np.asarray(placed["center"], dtype=np.float64), float(placed["radius"])
+        return placed
+
+    def argv(self) -> list[str]:
+        return protocol.run_argv(self.folder, parent_pid=os.getpid(), watch_stdin=True)
+
+    def on_event(self, event: dict) -> None:
+        if event.get("type") == protocol.SNAPSHOT and self.live_preview:
+            self._show(np.asarray(event["control_points"], dtype=np.float32))
+
+    def collect(self) -> None:
+        from ..scene.sketch_object import create_sketch
+
+        if self.source() is None:
+            raise RunError(f"object '{self.source_name}' was removed during the run")
+        with np.load(os.path.join(self.folder, protocol.RESULT_NPZ), allow_pickle=False) as data:
+            control_points = np.asarray(data["control_points"], dtype=np.float32)
+        summary_path = os.path.join(self.folder, protocol.RESULT_JSON)
+        self.metrics = {}
+        if os.path.isfile(summary_path):
+            with open(summary_path, encoding="utf-8") as f:
+                self.metrics = json.load(f)
+        seconds = time.monotonic() - self.started
+        properties = {
+            "splatsketch_settings": json.dumps(self.settings, sort_keys=True),
+            "splatsketch_metrics": json.dumps(self.metrics, sort_keys=True),
+            "splatsketch_seed": int(self.metrics.get("seed", self.settings.get("seed", 0))),
+            "splatsketch_seconds": round(seconds, 2),
+        }
+        self.discard_scene()
+        obj = create_sketch(self.source(), control_points, self.center, self.radius,
+                            self.settings.get("stroke_width", 0.012), properties=properties)
+        self.result_name, self.control_points = obj.name, control_points
+        loss = self.metrics.get("heldout_loss")
+        self.summary = (f"{obj.name}: {len(control_points)} curves, {self.metrics.get('iterations', '?')} "
+                        f"iterations, {format_duration(seconds)}"
+                        + (f", held-out loss {loss:.4g}" if isinstance(loss, (int, float)) else ""))
+
+    def discard_scene(self) -> None:
+        from ..scene.sketch_object import remove_sketch
+
+        preview = bpy.data.objects.get(self.preview_name) if self.preview_name else None
+        if preview is not None:
+            remove_sketch(preview)
+        self.preview_name = ""
+
+    # -- live preview -----------------------------------------------------------------------------
+    def _show(self, control_points) -> None:
+        from ..scene.sketch_object import create_sketch, update_sketch
+
+        if not len(control_points) or self.source() is None:
+            return
+        preview = bpy.data.objects.get(self.preview_name) if self.preview_name else None
+        if preview is not None:
+            update_sketch(preview, control_points, self.center, self.radius)
+        else:
+            preview = create_sketch(self.source(), control_points, self.center, self.radius,
+                                    self.settings.get("stroke_width", 0.012))
+            self.preview_name = preview.name
