@@ -23,7 +23,7 @@ import bpy
 
 from .backend.config import SettingsError, settings_from_dict
 from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE
-from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, safe_name
+from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, check_stop, clear_stop, request_stop, safe_name
 from .jobs.sketch import SketchRun
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
 from .settings_map import active_losses, add_flags, apply_flags
@@ -94,20 +94,22 @@ def main(argv) -> int:
 
 @contextlib.contextmanager
 def _signals_unwind():
-    """Ctrl-C and SIGTERM unwind the Python stack (KeyboardInterrupt / Terminated), so the running
+    """Ctrl-C and SIGTERM stop the run at its next safe point (between two views or two polls): the
     backend is cancelled and every temporary folder removed, instead of Blender dying mid-render."""
-    def terminate(_signum, _frame):
-        raise Terminated()
+    def stop(signum, _frame):
+        request_stop(signal.Signals(signum).name)
 
+    clear_stop()
     previous = {}
-    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, terminate)):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            previous[sig] = signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, stop)
         except (ValueError, OSError):  # not the main thread: leave signals alone
             pass
     try:
         yield
     finally:
+        clear_stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
@@ -297,6 +299,7 @@ def _run(args, log_path: str) -> int:
     sources = _sources(args, context)
     good = sum(1 for _, obj, problem in sources if not problem)
     for label, obj, problem in sources:
+        check_stop()
         report = {"name": label, "status": "failed", "message": problem}
         reports.append(report)
         if problem:

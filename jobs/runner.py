@@ -31,7 +31,29 @@ class RunError(Exception):
 
 
 class Terminated(BaseException):
-    """Raised by a SIGTERM handler (the CLI's): unwinds like KeyboardInterrupt, so clean-up runs."""
+    """SIGTERM, raised where a run can stop cleanly: unwinds like KeyboardInterrupt, so clean-up runs."""
+
+
+_stop_request: list[str] = []  # "SIGINT" / "SIGTERM", set by the CLI's signal handlers
+
+
+def request_stop(signal_name: str) -> None:
+    """Ask every blocking run to stop at its next safe point (between two views, between two polls).
+
+    Signal handlers only set this: an exception raised inside a render would be swallowed by
+    Blender's render engine callbacks and leave a half-rendered job going on."""
+    if not _stop_request:
+        _stop_request.append(signal_name)
+
+
+def clear_stop() -> None:
+    _stop_request.clear()
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt (SIGINT) or :class:`Terminated` (SIGTERM) if a stop was requested."""
+    if _stop_request:
+        raise Terminated() if _stop_request[0] == "SIGTERM" else KeyboardInterrupt()
 
 
 def safe_name(name: str, fallback: str = "object") -> str:
@@ -205,6 +227,7 @@ class Run:
         """Everything up to a running backend, blocking; raise RunError with the reason."""
         self.begin()
         while self.preparing:
+            check_stop()
             self.advance()
 
     # -- step -------------------------------------------------------------------------------------
@@ -318,6 +341,7 @@ class Run:
             if self.state == RUNNING and self._prepare is None and self.worker.process is None:
                 self.start()
             while self.step() == RUNNING:
+                check_stop()
                 time.sleep(interval)
         except (KeyboardInterrupt, Terminated):
             self.cancel()
