@@ -277,7 +277,7 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
     from .config import OptimizeConfig
     from .losses import LossContext, build_losses
     from .losses.base import LossInputs
-    from .optimize import Sketch, _total
+    from .optimize import Sketch, total_loss
 
     vps = views_per_step or opts.get("views_per_step") or 4
     t, _ = _synthetic_targets(device, 24, 224)
@@ -298,7 +298,7 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
         ids = train[torch.randperm(len(train), generator=gen)[:vps].to(train.device)]
         samples = sketch.samples(cp)
         images = sketch.render(samples, ids)
-        total, _ = _total(losses, LossInputs(images, ids, cp, samples, 0.5, gen))
+        total, _ = total_loss(losses, LossInputs(images, ids, cp, samples, 0.5, gen))
         opt.zero_grad()
         total.backward()
         opt.step()
@@ -320,7 +320,7 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
 
     from .losses.base import LossInputs
     from .losses.clip import augmentation_grids, warp
-    from .optimize import _total
+    from .optimize import total_loss
 
     step, settings = _step_closure("profile", device, renderer, opts)
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
@@ -361,7 +361,7 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
                           lambda: b.features(b.normalize(both.expand(-1, 3, -1, -1)), shared.layers, True))
         # The real losses on the leaf (their own CLIP pass is what the loop does; timed as a whole too).
         total, _ = timed("loop: CLIP losses as the loop calls them (fwd)",
-                         lambda: _total(losses, LossInputs(leaf, ids, cp, samples, 0.5, gen)))
+                         lambda: total_loss(losses, LossInputs(leaf, ids, cp, samples, 0.5, gen)))
         g = timed("CLIP backward (input gradients)", lambda: torch.autograd.grad(total, leaf)[0])
         timed("renderer backward", lambda: images.backward(g))
         timed("optimiser (Adam)", lambda: (opt.step(), opt.zero_grad()))
@@ -394,14 +394,14 @@ def run_amp_check(device, renderer, why, opts: dict) -> dict:
     import torch
 
     from .losses.base import LossInputs
-    from .losses.clip_model import _autocast_dtype
-    from .optimize import _total
+    from .losses.clip_model import low_precision_dtype
+    from .optimize import total_loss
 
     step, settings = _step_closure("step_final", device, renderer, dict(opts, amp=False))
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
     shared = next(iter(losses.values()))[1].shared
     b = shared.bundle
-    low = _autocast_dtype(device)
+    low = low_precision_dtype(device)
     rows = []
     for trial in range(3):
         g = torch.Generator().manual_seed(100 + trial)
@@ -413,10 +413,10 @@ def run_amp_check(device, renderer, why, opts: dict) -> dict:
         out = {}
         for name, dtype in (("fp32", None), ("bf16", low)):
             b.autocast_dtype = dtype
-            shared._step = None
+            shared.forget_step()
             leaf = images.clone().requires_grad_(True)
             inputs = LossInputs(leaf, ids, points, samples, 0.5, torch.Generator().manual_seed(7 + trial))
-            total, values = _total(losses, inputs)
+            total, values = total_loss(losses, inputs)
             grad = torch.autograd.grad(total, leaf)[0]
             out[name] = ({k: float(v.mean()) for k, v in values.items()}, float(total), grad.flatten().double())
         (v32, t32, g32), (v16, t16, g16) = out["fp32"], out["bf16"]

@@ -70,7 +70,7 @@ class Sketch:
         return float(self.cfg.stroke_width * distance / t.Ks[:, 0, 0].mean())
 
 
-def _total(losses, inputs: LossInputs, per_view: bool = False, hard_views: float = 0.0):
+def total_loss(losses, inputs: LossInputs, per_view: bool = False, hard_views: float = 0.0):
     """Weighted sum of the losses: per view (``[B]``) or one number for the step. With ``hard_views``
     the step's views are weighted by ``(loss / mean loss) ** hard_views`` (weights detached, mean 1)."""
     values, total = {}, 0.0
@@ -107,7 +107,7 @@ def evaluate_views(sketch: Sketch, losses, control_points: torch.Tensor, view_id
         ids = view_ids[start:start + batch]
         images = sketch.render(samples, ids)
         inputs = LossInputs(images, ids, control_points, samples, progress=1.0, augment=False)
-        total, _ = _total(losses, inputs, per_view=True)
+        total, _ = total_loss(losses, inputs, per_view=True)
         out.append(torch.as_tensor(total, device=images.device).expand(len(ids)))
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -168,7 +168,7 @@ def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_i
     return sorted(collapsed)
 
 
-def _prune(sketch: Sketch, losses, points: torch.Tensor, train_ids: torch.Tensor, alive: list[int]):
+def _drop_useless_curves(sketch: Sketch, losses, points: torch.Tensor, train_ids: torch.Tensor, alive: list[int]):
     """Remove :func:`useless_curves`; returns (kept points, their original indices, dropped original indices)."""
     drop = set(useless_curves(sketch, losses, points, train_ids))
     if not drop:
@@ -177,78 +177,111 @@ def _prune(sketch: Sketch, losses, points: torch.Tensor, train_ids: torch.Tensor
     return points[keep], [alive[k] for k in keep], [alive[k] for k in sorted(drop)]
 
 
-def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses, seed: int, emit: Emit,
-              should_stop: Callable[[], bool], run_index: int, runs: int) -> RunResult:
-    device = targets.rgb.device
-    generator = torch.Generator().manual_seed(seed)
-    sketch = Sketch(cfg, targets, renderer)
+@dataclass
+class _RunState:
+    """What one seed's run carries from step to step."""
+
+    points: torch.Tensor  # [K,4,3] the leaf being optimised
+    optimizer: torch.optim.Optimizer
+    alive: list[int]  # original index of each curve in ``points``
+    pruned: list[int] = field(default_factory=list)  # original indices dropped so far
+    history: list[torch.Tensor] = field(default_factory=list)  # total loss per step (on the device)
+    last_total: torch.Tensor | None = None
+    last_values: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0  # optimisation steps completed
+    cancelled: bool = False
+
+
+def _start_run(cfg: OptimizeConfig, targets: Targets, generator: torch.Generator, device) -> _RunState:
+    """The initial curves (the initialisation consumes ``generator`` first) and their optimiser."""
     points = initial_curves(cfg.init, cfg.curves, targets, generator, device).detach().clone()
     points.requires_grad_(True)
-    alive = list(range(cfg.curves))
-    optimizer = torch.optim.Adam([points], lr=cfg.lr)
-    train_ids = torch.nonzero(targets.is_train).flatten().to(device)
-    schedule = _view_schedule(train_ids.cpu(), min(cfg.views_per_step, len(train_ids)), generator)
-    history: list[torch.Tensor] = []
-    pruned: list[int] = []
-    last_values: dict[str, torch.Tensor] = {}
-    start = time.perf_counter()
-    tick, rate = start, None
-    cancelled = False
-    it = 0
-    prune_step = int(cfg.iterations * PRUNE_AT) if cfg.prune else -1
-    for it in range(cfg.iterations):
-        if should_stop():
-            cancelled = True
-            break
-        progress = it / max(cfg.iterations - 1, 1)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
-        ids = torch.tensor(next(schedule), device=device)
-        samples = sketch.samples(points)
-        images = sketch.render(samples, ids)
-        inputs = LossInputs(images, ids, points, samples, progress=progress, generator=generator)
-        total, last_values = _total(losses, inputs, hard_views=cfg.hard_views)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        history.append(total.detach())
+    return _RunState(points, torch.optim.Adam([points], lr=cfg.lr), list(range(cfg.curves)))
 
-        if it == prune_step:
-            kept, alive, dropped = _prune(sketch, losses, points.detach(), train_ids, alive)
-            if dropped:
-                pruned += dropped
-                points = kept.clone().requires_grad_(True)
-                optimizer = torch.optim.Adam([points], lr=cfg.lr)
-                budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
-                          if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
-                emit({"type": "info", "message": f"pruned {len(dropped)} curve(s) that added nothing{budget}; "
-                                                 f"{len(alive)} left"})
 
-        done = it + 1
-        report = cfg.progress_every and (done % cfg.progress_every == 0 or done == cfg.iterations)
-        if report:
-            now = time.perf_counter()
-            spi = (now - tick) / (cfg.progress_every if done % cfg.progress_every == 0 else 1)
-            rate = spi if rate is None else 0.7 * rate + 0.3 * spi
-            tick = now
-            remaining = (cfg.iterations - done) + (runs - run_index - 1) * cfg.iterations
-            emit({"type": "progress", "iteration": done, "iterations": cfg.iterations, "run": run_index + 1,
-                  "runs": runs, "loss": float(total.detach()),
-                  "losses": {k: float(v.detach().mean()) for k, v in last_values.items()},
-                  "sec_per_iter": rate, "eta_s": rate * remaining})
-        if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == cfg.iterations):
-            emit({"type": "snapshot", "iteration": done, "run": run_index + 1,
-                  "control_points": points.detach().cpu().round(decimals=5).tolist()})
+def _learning_rate(cfg: OptimizeConfig, progress: float) -> float:
+    """Cosine decay from ``lr`` to ``LR_FLOOR * lr`` over the run (``progress`` in [0, 1])."""
+    return cfg.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    final = points.detach()
-    iterations = it + 1 if not cancelled else it
-    if not cancelled and cfg.prune and cfg.iterations > 0:
-        final, alive, dropped = _prune(sketch, losses, final, train_ids, alive)
+
+def _step(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, ids: torch.Tensor, progress: float,
+          generator: torch.Generator) -> None:
+    """One Adam step on the views ``ids``; records its total loss and the loss terms."""
+    for group in state.optimizer.param_groups:
+        group["lr"] = _learning_rate(cfg, progress)
+    samples = sketch.samples(state.points)
+    images = sketch.render(samples, ids)
+    inputs = LossInputs(images, ids, state.points, samples, progress=progress, generator=generator)
+    total, state.last_values = total_loss(losses, inputs, hard_views=cfg.hard_views)
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    state.optimizer.step()
+    state.last_total = total.detach()
+    state.history.append(state.last_total)
+    state.steps += 1
+
+
+def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, train_ids: torch.Tensor,
+                   emit: Emit) -> None:
+    """Drop the curves that add nothing; the survivors continue with a fresh optimiser."""
+    kept, state.alive, dropped = _drop_useless_curves(sketch, losses, state.points.detach(), train_ids, state.alive)
+    if not dropped:
+        return
+    state.pruned += dropped
+    state.points = kept.clone().requires_grad_(True)
+    state.optimizer = torch.optim.Adam([state.points], lr=cfg.lr)
+    budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
+              if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
+    emit({"type": "info", "message": f"pruned {len(dropped)} curve(s) that added nothing{budget}; "
+                                     f"{len(state.alive)} left"})
+
+
+class _ProgressClock:
+    """Smoothed seconds per step, measured only when a progress event is due (reading the clock and the
+    loss syncs the device)."""
+
+    def __init__(self, every: int):
+        self.every, self.tick, self.rate = every, time.perf_counter(), None
+
+    def due(self, done: int, iterations: int) -> bool:
+        return bool(self.every) and (done % self.every == 0 or done == iterations)
+
+    def seconds_per_step(self, done: int) -> float:
+        now = time.perf_counter()
+        spi = (now - self.tick) / (self.every if done % self.every == 0 else 1)
+        self.rate = spi if self.rate is None else 0.7 * self.rate + 0.3 * spi
+        self.tick = now
+        return self.rate
+
+
+def _report(cfg: OptimizeConfig, state: _RunState, clock: _ProgressClock, emit: Emit, run_index: int,
+            runs: int) -> None:
+    """The ``progress`` and ``snapshot`` events due after step ``state.steps``."""
+    done = state.steps
+    if clock.due(done, cfg.iterations):
+        rate = clock.seconds_per_step(done)
+        remaining = (cfg.iterations - done) + (runs - run_index - 1) * cfg.iterations
+        emit({"type": "progress", "iteration": done, "iterations": cfg.iterations, "run": run_index + 1,
+              "runs": runs, "loss": float(state.last_total),
+              "losses": {k: float(v.detach().mean()) for k, v in state.last_values.items()},
+              "sec_per_iter": rate, "eta_s": rate * remaining})
+    if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == cfg.iterations):
+        emit({"type": "snapshot", "iteration": done, "run": run_index + 1,
+              "control_points": state.points.detach().cpu().round(decimals=5).tolist()})
+
+
+def _finish_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, train_ids: torch.Tensor,
+                seed: int, started: float) -> RunResult:
+    """Final pruning (a finished run that took steps), per-view losses (not for a cancelled run), the result."""
+    targets = sketch.targets
+    final, alive, pruned = state.points.detach(), state.alive, list(state.pruned)
+    if not state.cancelled and cfg.prune and state.steps > 0:
+        final, alive, dropped = _drop_useless_curves(sketch, losses, final, train_ids, alive)
         pruned += dropped
-    all_ids = torch.arange(targets.views, device=device)
-    if cancelled:
+    if state.cancelled:
         view_losses = torch.full((targets.views,), float("nan"))
     else:
+        all_ids = torch.arange(targets.views, device=targets.rgb.device)
         view_losses = evaluate_views(sketch, losses, final, all_ids, max(cfg.views_per_step, 1)).cpu()
     heldout = ~targets.is_train.cpu()
     pick = heldout if heldout.any() else targets.is_train.cpu()
@@ -256,16 +289,40 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
         control_points=final.cpu().contiguous(),
         widths=torch.full((final.shape[0],), sketch.world_width()),
         view_losses=view_losses,
-        loss_history=[float(h) for h in history],
-        losses={k: float(v.detach().mean()) for k, v in last_values.items()},
-        iterations=iterations,
-        seconds=time.perf_counter() - start,
+        loss_history=[float(h) for h in state.history],
+        losses={k: float(v.detach().mean()) for k, v in state.last_values.items()},
+        iterations=state.steps,
+        seconds=time.perf_counter() - started,
         seed=seed,
-        cancelled=cancelled,
+        cancelled=state.cancelled,
         pruned=sorted(pruned),
         kept=alive,
         heldout_loss=float(view_losses[pick].mean()) if len(view_losses) else float("nan"),
     )
+
+
+def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses, seed: int, emit: Emit,
+              should_stop: Callable[[], bool], run_index: int, runs: int) -> RunResult:
+    """One seed: ``cfg.iterations`` steps (0 returns the initial curves), pruning at ``PRUNE_AT``."""
+    device = targets.rgb.device
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    sketch = Sketch(cfg, targets, renderer)
+    state = _start_run(cfg, targets, generator, device)
+    train_ids = torch.nonzero(targets.is_train).flatten().to(device)
+    schedule = _view_schedule(train_ids.cpu(), min(cfg.views_per_step, len(train_ids)), generator)
+    clock = _ProgressClock(cfg.progress_every)
+    prune_step = int(cfg.iterations * PRUNE_AT) if cfg.prune else -1
+    for it in range(cfg.iterations):
+        if should_stop():
+            state.cancelled = True
+            break
+        progress = it / max(cfg.iterations - 1, 1)
+        _step(cfg, sketch, losses, state, torch.tensor(next(schedule), device=device), progress, generator)
+        if it == prune_step:
+            _prune_mid_run(cfg, sketch, losses, state, train_ids, emit)
+        _report(cfg, state, clock, emit, run_index, runs)
+    return _finish_run(cfg, sketch, losses, state, train_ids, seed, started)
 
 
 def optimize(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, *, emit: Emit = lambda e: None,

@@ -117,6 +117,10 @@ class ClipPairFeatures:
         shared.users.add(user)
         return shared
 
+    def forget_step(self) -> None:
+        """Drop this step's cached CLIP pass, so the next reader computes it again (e.g. in another precision)."""
+        self._step = None
+
     def step(self, inputs: LossInputs, user: str) -> _StepFeatures:
         """This step's features; computed by the first reader, reused by the others, then dropped."""
         s = self._step

@@ -120,7 +120,7 @@ def _fold_batchnorm(visual: torch.nn.Module) -> int:
     return folded
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype:
+def low_precision_dtype(device: torch.device) -> torch.dtype:
     """bf16 (fp16 on CUDA cards without bf16). Only worth it on CPUs with AMX / AVX512-BF16."""
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
@@ -305,5 +305,5 @@ def load_clip(cfg: ClipConfig, device: torch.device, *, random_weights: bool = F
         layer_names=layer_names,
         geometric_layers=geometric,
         tokenizer=tokenizer,
-        autocast_dtype=_autocast_dtype(dev) if amp else None,
+        autocast_dtype=low_precision_dtype(dev) if amp else None,
     )

@@ -122,13 +122,13 @@ def test_interior_curves_are_found_and_pruned(tmp_path):
 
 
 def test_hard_views_weigh_a_step_toward_its_worst_view():
-    from backend.optimize import _total
+    from backend.optimize import total_loss
 
     values = torch.tensor([1.0, 1.0, 2.0], requires_grad=True)
     losses = {"lines": (1.0, lambda inputs: values)}
-    plain, _ = _total(losses, None)
+    plain, _ = total_loss(losses, None)
     assert torch.isclose(plain, values.mean())
-    weighted, _ = _total(losses, None, hard_views=6.0)
+    weighted, _ = total_loss(losses, None, hard_views=6.0)
     weighted.backward()
     grad = values.grad
     assert torch.isclose(grad[2] / grad[0], torch.tensor(2.0 ** 6)) and torch.isclose(grad.sum(), torch.tensor(1.0))
@@ -154,6 +154,17 @@ def test_cancellation_stops_between_steps(tmp_path):
 
     result = optimize(cfg, targets, renderer, should_stop=stop)
     assert result.cancelled and result.iterations == 3 and result.control_points.shape[1:] == (4, 3)
+
+
+def test_zero_iterations_return_the_initial_curves(tmp_path):
+    cfg, targets, renderer = setup(tmp_path, {"iterations": 0, "init": "random", "seed": 5})
+    events = []
+    result = optimize(cfg, targets, renderer, emit=events.append)
+    start = initial_curves("random", cfg.curves, targets, torch.Generator().manual_seed(5), CPU)
+    assert result.iterations == 0 and result.loss_history == [] and not result.cancelled
+    assert torch.equal(result.control_points, start) and result.pruned == []
+    assert not [e for e in events if e["type"] in ("progress", "snapshot")]
+    assert torch.isfinite(result.view_losses).all()
 
 
 def test_pixel_width_mode_runs(tmp_path):
