@@ -45,6 +45,9 @@ LIMITS = {
     "hard_views": (0.0, 16.0),
     "ink_budget": (0, 1024),
 }
+# torch.Generator.manual_seed takes 0 .. 2**64-1 (it also takes negatives, but only as aliases of large
+# seeds: -1 is 2**64-1); a best-of-N run seeds with seed, seed+1, ..., seed+N-1.
+SEED_RANGE = (0, 2**64 - 1)
 
 
 @dataclass
@@ -168,6 +171,13 @@ def settings_from_dict(data: dict) -> OptimizeConfig:
         value = getattr(cfg, name)
         if not low <= value <= high:
             raise SettingsError(f"setting '{name}' must be between {low} and {high}, got {value}")
+    low, high = SEED_RANGE
+    if not low <= cfg.seed <= high:
+        raise SettingsError(f"setting 'seed' must be between {low} and {high} (the range of torch's random "
+                            f"generator), got {cfg.seed}")
+    if cfg.seed + cfg.best_of - 1 > high:
+        raise SettingsError(f"setting 'seed' must be between {low} and {high} - {cfg.best_of - 1} with best_of "
+                            f"{cfg.best_of} (the run also uses seed+1 .. seed+{cfg.best_of - 1}), got {cfg.seed}")
     if not 0 < cfg.stroke_width <= 1.0 and cfg.width_mode == "world":
         raise SettingsError(f"setting 'stroke_width' must be in (0, 1] normalised units, got {cfg.stroke_width}")
     if cfg.width_mode == "pixels" and not 0 < cfg.stroke_width <= 64:

@@ -146,6 +146,22 @@ def test_absurd_iterations(job):
     assert_bad_job(job, "'iterations' must be between")
 
 
+@pytest.mark.parametrize("seed, best_of", [(2**64, 1), (-1, 1), (2**64 - 1, 2)])
+def test_seed_outside_the_generators_range(job, seed, best_of):
+    """torch.Generator.manual_seed takes 0..2**64-1 (negatives only alias large seeds); a best-of-N run
+    also uses seed+1 .. seed+N-1."""
+    set_settings(job, seed=seed, best_of=best_of)
+    message = assert_bad_job(job, "'seed' must be between 0 and 18446744073709551615")
+    assert str(seed) in message
+
+
+def test_seed_at_the_top_of_the_range_is_accepted():
+    from backend.config import settings_from_dict
+
+    assert settings_from_dict({"seed": 2**64 - 1}).seed == 2**64 - 1
+    assert settings_from_dict({"seed": 2**64 - 3, "best_of": 3}).best_of == 3
+
+
 def test_wrong_setting_type_and_unknown_setting(job):
     set_settings(job, curves="many")
     assert_bad_job(job, "'curves' must be an integer")
