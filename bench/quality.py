@@ -40,6 +40,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # ``backend`` for the report stage (the script runs from bench/)
+
+from backend.protocol import (  # noqa: E402 - after the path set-up above
+    EVAL_NPZ,
+    JOB_JSON,
+    MESH_NPZ,
+    METRICS_JSON,
+    RESULT_JSON,
+    RESULT_NPZ,
+    TURNTABLE_NPZ,
+    VIEWS_NPZ,
+    evaluate_argv,
+    run_argv,
+)
+
 MESH_DIR = (REPO.parent / "shared" / "data" / "meshes").resolve()
 if not MESH_DIR.is_dir():  # a worktree beside main: the shared folder is beside the project
     MESH_DIR = Path("/work/shared/data/meshes")
@@ -190,7 +204,7 @@ def make_synthetic(name: str):
 def prepare_mesh(name: str, out: Path) -> Path:
     """``<out>/<name>/job`` with job.json, views.npz, mesh.npz, eval.npz, turntable.npz (built once)."""
     job = out / name / "job"
-    if all((job / f).exists() for f in ("job.json", "views.npz", "mesh.npz", "eval.npz", "turntable.npz")):
+    if all((job / f).exists() for f in (JOB_JSON, VIEWS_NPZ, MESH_NPZ, EVAL_NPZ, TURNTABLE_NPZ)):
         return job
     path = mesh_path(name)
     import bpy
@@ -200,15 +214,15 @@ def prepare_mesh(name: str, out: Path) -> Path:
     obj = make_synthetic(name) if name in SYNTHETIC else import_joined(path)
     obj.name = name
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    if not (job / "views.npz").exists():
+    if not (job / VIEWS_NPZ).exists():
         if job.exists():
             shutil.rmtree(job)
         info = job_folder.write_job(str(job), obj, depsgraph, {}, TRAIN_VIEWS, HELDOUT_VIEWS, JOB_SIZE)
         log(f"{name}: job folder ({info['views']} views, {info['seconds_per_view']:.1f} s/view)")
     vertices, _ = mesh.evaluated_mesh_world(obj, depsgraph)
     center, radius = mesh.bounding_sphere(vertices)
-    for npz, cams, size in (("eval.npz", evaluation.eval_cameras(EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE), EVAL_SIZE),
-                            ("turntable.npz", evaluation.turntable_cameras(), TURNTABLE_SIZE)):
+    for npz, cams, size in ((EVAL_NPZ, evaluation.eval_cameras(EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE), EVAL_SIZE),
+                            (TURNTABLE_NPZ, evaluation.turntable_cameras(), TURNTABLE_SIZE)):
         if not (job / npz).exists():
             targets.drain(evaluation.iter_write_views(str(job / npz), obj, *cams, size, center, radius))
     log(f"{name}: prepared in {time.perf_counter() - start:.0f} s ({path.name})")
@@ -281,16 +295,16 @@ def make_config_job(base: Path, folder: Path, config: str, settings: dict) -> No
     """A job folder for one configuration sharing the cached arrays (hard links)."""
     folder.mkdir(parents=True, exist_ok=True)
     views = CONFIGS[config][1]
-    for name in ("mesh.npz", "eval.npz"):
+    for name in (MESH_NPZ, EVAL_NPZ):
         _link(base / name, folder / name)
-    fresh = not (folder / "views.npz").exists() or (folder / "views.npz").samefile(base / "views.npz")
+    fresh = not (folder / VIEWS_NPZ).exists() or (folder / VIEWS_NPZ).samefile(base / VIEWS_NPZ)
     if views == "single" and fresh:
-        write_single_view(base / "views.npz", folder / "views.npz")
+        write_single_view(base / VIEWS_NPZ, folder / VIEWS_NPZ)
     elif views == "eval" and fresh:
-        write_eval_as_views(base / "eval.npz", folder / "views.npz")
+        write_eval_as_views(base / EVAL_NPZ, folder / VIEWS_NPZ)
     elif views == "train":
-        _link(base / "views.npz", folder / "views.npz")
-    from backend.protocol import JOB_JSON, job_meta, write_json
+        _link(base / VIEWS_NPZ, folder / VIEWS_NPZ)
+    from backend.protocol import job_meta, write_json
 
     source = json.loads((base / JOB_JSON).read_text()).get("source", {})
     write_json(folder / JOB_JSON, job_meta(settings, source))
@@ -320,7 +334,7 @@ def _same_run(out: Path, mesh: str, config: str, settings: dict) -> Path | None:
     mine = effective_settings(config, settings)
     for other in sorted(CONFIGS):
         folder = out / mesh / other
-        if other == config or not (folder / "suite.json").exists() or not (folder / "metrics.json").exists():
+        if other == config or not (folder / "suite.json").exists() or not (folder / METRICS_JSON).exists():
             continue
         record = json.loads((folder / "suite.json").read_text())
         if not record.get("error") and record.get("config") == other and \
@@ -344,16 +358,16 @@ def run_config(python: str, base: Path, out: Path, mesh: str, config: str, setti
                eval_args: tuple = ()) -> dict:
     folder = out / mesh / config
     stamp = folder / "suite.json"
-    if not force and stamp.exists() and (folder / "metrics.json").exists():
+    if not force and stamp.exists() and (folder / METRICS_JSON).exists():
         previous = json.loads(stamp.read_text())
         if previous.get("settings") == settings:
             return previous
     make_config_job(base, folder, config, settings)
-    for stale in ("result.npz", "result.json", "metrics.json", "suite.json", "backend.log"):
+    for stale in (RESULT_NPZ, RESULT_JSON, METRICS_JSON, "suite.json", "backend.log"):
         (folder / stale).unlink(missing_ok=True)
     twin = None if force else _same_run(out, mesh, config, settings)
     if twin is not None:  # identical effective settings: share the run instead of repeating it
-        for name in ("result.npz", "result.json", "metrics.json"):
+        for name in (RESULT_NPZ, RESULT_JSON, METRICS_JSON):
             _link(twin / name, folder / name)
         record = {**json.loads((twin / "suite.json").read_text()), "config": config, "settings": settings,
                   "same_as": twin.name}
@@ -361,7 +375,7 @@ def run_config(python: str, base: Path, out: Path, mesh: str, config: str, setti
         log(f"{mesh}/{config}: same effective settings as {twin.name}, its run is shared")
         return record
     log(f"{mesh}/{config}: running")
-    code, run_s, events = _backend(python, "run", str(folder), log_path=folder / "backend.log")
+    code, run_s, events = _backend(python, *run_argv(folder), log_path=folder / "backend.log")
     record = {"mesh": mesh, "config": config, "settings": settings, "run_exit": code, "runtime_s": run_s,
               "code": _code_version()}
     if code != 0:
@@ -370,11 +384,12 @@ def run_config(python: str, base: Path, out: Path, mesh: str, config: str, setti
         log(f"{mesh}/{config}: FAILED: {record['error']}")
         stamp.write_text(json.dumps(record, indent=2))
         return record
-    result = json.loads((folder / "result.json").read_text())
+    result = json.loads((folder / RESULT_JSON).read_text())
     record["loop_s"] = result.get("seconds")
     record["device"] = result.get("device")
     record["kept"] = len(result.get("kept", [])) or result.get("curves")
-    code, eval_s, events = _backend(python, "evaluate", str(folder), *eval_args, log_path=folder / "backend.log")
+    code, eval_s, events = _backend(python, *evaluate_argv(folder, clip_args=eval_args),
+                                    log_path=folder / "backend.log")
     record["eval_exit"] = code
     if code != 0:
         record["error"] = f"evaluate exit {code} (see {folder / 'backend.log'})"
@@ -412,7 +427,7 @@ def collect(out: Path, meshes: list[str], configs: list[str], clip_weights: str 
                 continue
             record = json.loads(stamp.read_text())
             row.update({k: record.get(k) for k in ("settings", "runtime_s", "loop_s", "device", "kept", "error")})
-            metrics_path = folder / "metrics.json"
+            metrics_path = folder / METRICS_JSON
             if record.get("error") or not metrics_path.exists():
                 row["status"] = "failed"
             else:
@@ -509,7 +524,7 @@ def _load(path: Path) -> dict:
 
 
 def _result(folder: Path):
-    path = folder / "result.npz"
+    path = folder / RESULT_NPZ
     if not path.exists():
         return None
     r = _load(path)
@@ -525,9 +540,9 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
     from backend.report import draw_sheet, ink_image, line_drawing, over_white, sketch_ink
 
     base = out / mesh / "job"
-    if not (base / "eval.npz").exists():
+    if not (base / EVAL_NPZ).exists():
         return None
-    ev = _load(base / "eval.npz")
+    ev = _load(base / EVAL_NPZ)
     size = ev["lines"].shape[1]
     views = [v for v in views if v < len(ev["viewmats"])]
     rows = [("object", [over_white(ev["rgba"][v]) for v in views], None),
@@ -561,8 +576,8 @@ def turntable_gif(out: Path, mesh: str, config: str = "defaults") -> Path | None
     folder = out / mesh / config
     if _result(folder) is None:
         return None
-    if not (folder / "turntable.npz").exists() and (out / mesh / "job" / "turntable.npz").exists():
-        _link(out / mesh / "job" / "turntable.npz", folder / "turntable.npz")
+    if not (folder / TURNTABLE_NPZ).exists() and (out / mesh / "job" / TURNTABLE_NPZ).exists():
+        _link(out / mesh / "job" / TURNTABLE_NPZ, folder / TURNTABLE_NPZ)
     return draw_turntable(folder, out / f"{mesh}_turntable.gif", title=f"{mesh} lines")
 
 
@@ -649,7 +664,7 @@ def main(argv=None) -> int:
     if args.stage in ("all", "run"):
         clip_ok = bool(args.clip_weights) and Path(args.clip_weights).exists()
         for mesh in meshes:
-            if not (out / mesh / "job" / "eval.npz").exists():
+            if not (out / mesh / "job" / EVAL_NPZ).exists():
                 raise SystemExit(f"{out / mesh / 'job'}: no cached job folder; run with --stage prepare first")
         tasks = []  # configuration-major: an interrupted suite still has the first comparisons on every mesh
         for config in configs:
