@@ -1,8 +1,9 @@
 """The contract between the Blender side and the backend, in one place (docs/JOB_FORMAT.md).
 
-Both sides import this module, so it imports neither torch nor bpy (numpy only, for the job-folder
-writer). Everything that crosses the seam is named here: exit codes, the closed set of event types,
-file names, the schema version, result and metric keys, and the argv of every backend sub-command.
+Both sides import this module, so it imports neither torch nor bpy, and numpy only inside the
+job-folder writer (the backend set-up runs it on a bare Python that has no numpy yet). Everything
+that crosses the seam is named here: exit codes, the closed set of event types, file names, the
+schema version, result and metric keys, and the argv of every backend sub-command.
 A producer or consumer that writes one of these as a literal instead is a bug waiting for the day
 the two drift apart.
 """
@@ -14,8 +15,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 SCHEMA_VERSION = 1
 
 # -- exit codes of `python -m backend ...` -------------------------------------------------------
@@ -24,6 +23,7 @@ EXIT_INTERNAL = 1  # a bug: traceback in the log, an `error` event on stdout
 EXIT_BAD_JOB = 2  # the job (or the command line) is wrong: nothing was written
 EXIT_CLIP_WEIGHTS = 3
 EXIT_DEVICE = 4
+EXIT_SETUP = 5  # the backend set-up could not make the environment (no venv, index, disk): nothing switched
 EXIT_CANCELLED = 130  # SIGINT, closed stdin (when watched), parent gone: partial result written
 EXIT_TERMINATED = 143  # SIGTERM (a scheduler or `timeout`): stopped as cleanly as a cancel
 
@@ -32,6 +32,7 @@ EXIT_MESSAGES = {
     EXIT_BAD_JOB: "the job was rejected",
     EXIT_CLIP_WEIGHTS: "CLIP weights are unavailable",
     EXIT_DEVICE: "the requested device is unavailable",
+    EXIT_SETUP: "the backend set-up failed",
     EXIT_CANCELLED: "cancelled",
     EXIT_TERMINATED: "terminated",
 }
@@ -99,6 +100,28 @@ def check_argv() -> list[str]:
     return ["check"]
 
 
+def setup_argv(env_root: str, *, torch: str = "auto", find_links: str = "", index_url: str = "",
+               build_kernels: bool = False, packages: list[str] | tuple = (), parent_pid: int | None = None,
+               watch_stdin: bool = False) -> list[str]:
+    """``setup ENV_ROOT``: make the managed backend environment (run by a base Python, no torch)."""
+    argv = ["setup", str(env_root), "--torch", torch]
+    if find_links:
+        argv += ["--find-links", str(find_links)]
+    if index_url:
+        argv += ["--index-url", index_url]
+    if build_kernels:
+        argv.append("--build-kernels")
+    for spec in packages:
+        argv += ["--package", spec]
+    return argv + _watch_args(parent_pid, watch_stdin)
+
+
+# -- the managed backend environment -----------------------------------------------------------------
+ENVS_DIR = "envs"  # <root>/envs/<name>/: one virtual environment per set-up
+CURRENT_JSON = "current.json"  # <root>/current.json: which one is in use (switched atomically)
+SETUP_LOG = "setup.log"
+
+
 def _watch_args(parent_pid: int | None, watch_stdin: bool) -> list[str]:
     return (["--parent-pid", str(int(parent_pid))] if parent_pid else []) + (["--watch-stdin"] if watch_stdin else [])
 
@@ -122,6 +145,8 @@ def write_atomic(path, write) -> None:
 
 def write_npz(path, **arrays) -> None:
     """An ``.npz`` of plain arrays (readable with ``allow_pickle=False``), written atomically."""
+    import numpy as np
+
     def save(tmp):
         with open(tmp, "wb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -144,6 +169,8 @@ def write_job_folder(folder, settings: dict, source: dict, views: dict | None = 
     """Write a job folder: ``views.npz`` / ``mesh.npz`` / any ``extra_npz`` (``name=arrays``, e.g.
     ``result=...``, ``eval=...``), then ``job.json`` last, each atomically, so a reader that finds
     ``job.json`` finds the arrays too. dtypes are the contract's (docs/JOB_FORMAT.md)."""
+    import numpy as np
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if views is not None:
@@ -157,6 +184,8 @@ def write_job_folder(folder, settings: dict, source: dict, views: dict | None = 
 
 
 def _typed_views(views: dict) -> dict:
+    import numpy as np
+
     dtypes = {"viewmats": np.float32, "Ks": np.float32, "is_train": bool, "rgba": np.uint8, "lines": np.uint8,
               "lines_hidden": np.uint8, "depth": np.float32}
     unknown = set(views) - set(dtypes)
