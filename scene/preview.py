@@ -1,8 +1,9 @@
 """A contact sheet PNG: the object (top row) above its sketch (bottom row) from a few orbit views.
 
-For the CLI's ``--preview`` and for looking at results. Rendered with Workbench in temporary scenes
-holding copies of the object and the sketch, so the user's scene is never touched; the sketch's
-bevel is widened on the copy when it would be thinner than a pixel.
+For the CLI's ``--preview`` and for looking at results. Rendered in temporary scenes holding copies
+of the object and the sketch, so the user's scene is never touched; the sketch's bevel is widened on
+the copy when it would be thinner than a pixel. Workbench renders both rows, or Cycles on the CPU
+where there is no GPU context (:func:`.targets.surface_engine`), as for the target views.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ import os
 import numpy as np
 
 from ..backend import cameras
-from . import mesh, png, targets
+from . import mesh, pixels, targets
 
 SHEET_MARGIN = 4
+CYCLES_SKETCH_SAMPLES = 16
 
 
-def _over_white(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-
-
-def _sketch_scene(sketch_copy, size: int, min_bevel: float):
-    scene = targets.new_scene("SplatSketch Preview", 'BLENDER_WORKBENCH', size)
+def _sketch_scene(sketch_copy, size: int, min_bevel: float, engine: str):
+    """The sketch's copy in black on a transparent film (its own black material in Workbench's flat
+    light; a black emission override in Cycles)."""
+    scene = targets.new_scene("SplatSketch Preview", engine, size)
     scene.collection.objects.link(sketch_copy)
-    scene.display.shading.light = 'FLAT'
-    scene.display.shading.color_type = 'MATERIAL'
+    if engine == 'BLENDER_WORKBENCH':
+        scene.display.shading.light = 'FLAT'
+        scene.display.shading.color_type = 'MATERIAL'
+    else:
+        targets.cycles_settings(scene, CYCLES_SKETCH_SAMPLES)
+        scene.view_layers[0].material_override = targets.shader_material(
+            "SplatSketch Preview Ink", "ShaderNodeEmission", (0.0, 0.0, 0.0))
     scene.render.image_settings.file_format = 'PNG'
     scene.render.image_settings.color_mode = 'RGBA'
     curve = sketch_copy.data
@@ -50,24 +54,20 @@ def render_contact_sheet(source_obj, sketch_obj, path: str, views: int = 4, size
     world_per_px = cameras.orbit_distance() * radius / float(Ks[0, 0, 0])
     rows = [[], []]
     with targets.temporary_data() as folder:
+        engine = targets.surface_engine()
         source_copy = targets.copy_evaluated(source_obj)
         sketch_copy = sketch_obj.copy()
         sketch_copy.data = sketch_obj.data.copy()
-        surface = targets.surface_scene(source_copy, size)
-        lines = _sketch_scene(sketch_copy, size, min_bevel=0.75 * world_per_px)
-        cam = targets.new_camera(surface)
+        surface = targets.surface_scene(source_copy, size, engine)
+        lines = _sketch_scene(sketch_copy, size, min_bevel=0.75 * world_per_px, engine=engine)
+        cam = surface.camera
         lines.collection.objects.link(cam)
         lines.camera = cam
         for v in range(views):
             targets.place_camera(cam, viewmats[v], Ks[v], size, center, radius)
             exr = targets.render_still(surface, os.path.join(folder, f"object_{v}.exr"))
-            rows[0].append(_over_white(targets.surface_rgba(targets.read_exr_channels(exr))))
+            rows[0].append(pixels.over_white(pixels.surface_rgba(pixels.read_exr_channels(exr))))
             sketch = targets.render_still(lines, os.path.join(folder, f"sketch_{v}.png"))
-            rows[1].append(_over_white(targets.read_image_rgba(sketch)))
-    m = SHEET_MARGIN
-    sheet = np.full((2 * size + 3 * m, views * size + (views + 1) * m, 3), 200, np.uint8)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            y, x = m + r * (size + m), m + c * (size + m)
-            sheet[y:y + size, x:x + size] = image
-    return png.write_png(path, sheet, text={"Title": title} if title else None)
+            rows[1].append(pixels.over_white(targets.read_image_rgba(sketch)))
+    sheet = pixels.contact_sheet(rows, SHEET_MARGIN)
+    return pixels.write_png(path, sheet, text={"Title": title} if title else None)

@@ -8,16 +8,25 @@ Two renders per view in a temporary scene that holds a copy of the evaluated mes
   alpha is the lines alone; two line sets in different colours (visible red, hidden blue) give
   ``lines`` and ``lines_hidden`` from one render.
 
+Workbench needs a GPU context. A background Blender without one (a render-farm node with no display
+and no usable libEGL) does not raise: it aborts the whole process at the first Workbench render. So
+before the first one, :func:`gpu_context_problem` finds out safely (see there) and, where there is no
+context, the surface render is done by Cycles on the CPU instead (few samples, the viewport colours as
+diffuse materials, a key light that follows the camera): the same EXR passes, so the same outputs.
+
 Everything created on the way (scenes, objects, cameras, materials, line styles, images, files) is
-removed afterwards, also on error: the user's data, scene and selection are left as they were.
+removed afterwards, also on error: the user's data, scene and selection are left as they were. The
+pixel and file work after each render is numpy alone, in :mod:`.pixels`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
-import struct
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -26,10 +35,12 @@ import mathutils
 import numpy as np
 
 from ..backend import cameras
+from . import pixels
 
 VISIBLE_COLOR = (1.0, 0.0, 0.0)
 HIDDEN_COLOR = (0.0, 0.0, 1.0)
 LINE_THICKNESS_PX = 1.0
+CYCLES_SURFACE_SAMPLES = 16  # the surface render's samples where there is no GPU context (antialiasing)
 
 
 def _all_ids() -> list:
@@ -149,90 +160,207 @@ def read_image_rgba(path: str) -> np.ndarray:
     image = bpy.data.images.load(path, check_existing=False)
     try:
         width, height = image.size
-        pixels = np.empty(width * height * 4, dtype=np.float32)
-        image.pixels.foreach_get(pixels)
+        values = np.empty(width * height * 4, dtype=np.float32)
+        image.pixels.foreach_get(values)
     finally:
         bpy.data.images.remove(image)
-    return np.round(pixels.reshape(height, width, 4)[::-1] * 255.0).astype(np.uint8)
+    return pixels.image_floats_to_rgba(values, width, height)
 
 
-def _exr_header(data: bytes, pos: int) -> tuple[dict, int]:
-    """One EXR header (attribute name -> raw bytes) starting at ``pos``; returns it and the end."""
-    header = {}
-    while data[pos] != 0:
-        name_end = data.index(b"\0", pos)
-        type_end = data.index(b"\0", name_end + 1)
-        (length,) = struct.unpack_from("<i", data, type_end + 1)
-        header[data[pos:name_end].decode()] = data[type_end + 5:type_end + 5 + length]
-        pos = type_end + 5 + length
-    return header, pos + 1
+# --- is there a GPU context for Workbench? -------------------------------------------------------
+
+_PROBE_OK = "SPLATSKETCH-GPU-CONTEXT-OK"
+_PROBE_SCRIPT = f"""\
+import bpy
+scene = bpy.data.scenes.new("probe")
+camera = bpy.data.objects.new("probe", bpy.data.cameras.new("probe"))
+scene.collection.objects.link(camera)
+scene.camera = camera
+scene.render.engine = 'BLENDER_WORKBENCH'
+scene.render.resolution_x = scene.render.resolution_y = 4
+bpy.ops.render.render(scene=scene.name)
+print("{_PROBE_OK}", flush=True)
+"""
+_UNPROBED = object()
+_gpu_problem = _UNPROBED  # the answer of gpu_context_problem(), once known (it cannot change in a process)
+_told = False
 
 
-def read_exr_channels(path: str) -> dict[str, np.ndarray]:
-    """Channels of an uncompressed scanline OpenEXR file as float32 ``[H,W]``, top row first.
+def _gpu_initialised() -> bool:
+    """Whether this process already has its GPU context (a Workbench render ran, or the UI is up).
 
-    Blender's Python API cannot read the passes of a multilayer EXR, so this small reader does.
-    It accepts what Blender writes with codec NONE: single- or multi-part (Blender 5 writes one
-    part per pass), scanline images. Keys are full channel names, e.g. ``ViewLayer.Depth.Z``.
+    Before that, in background mode, the ``gpu`` module refuses every call with a SystemError (it
+    does not start the GPU), in the bpy wheels 4.2 and 5.0 as in Blender 4.3: a "no" proves nothing.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    magic, version = struct.unpack_from("<ii", data, 0)
-    if magic != 20000630 or version & 0xA00:  # tiled or deep
-        raise ValueError(f"{path}: not a scanline EXR")
-    multipart = bool(version & 0x1000)
-    headers, pos = [], 8
-    while True:
-        header, pos = _exr_header(data, pos)
-        headers.append(header)
-        if not multipart or data[pos] == 0:
-            pos += 1 if multipart else 0
-            break
-    result = {}
-    for header in headers:
-        if header["compression"][0] != 0:
-            raise ValueError(f"{path}: compressed EXR (write it with exr_codec 'NONE')")
-        xmin, ymin, xmax, ymax = struct.unpack("<iiii", header["dataWindow"])
-        width, height = xmax - xmin + 1, ymax - ymin + 1
-        channels, p, chlist = [], 0, header["channels"]
-        while chlist[p] != 0:
-            end = chlist.index(b"\0", p)
-            (pixel_type,) = struct.unpack_from("<i", chlist, end + 1)
-            channels.append((chlist[p:end].decode(), {0: "<u4", 1: "<f2", 2: "<f4"}[pixel_type]))
-            p = end + 17
-        fields = [("part", "<i4")] if multipart else []
-        fields += [("y", "<i4"), ("size", "<i4")] + [(f"c{i}", t, (width,)) for i, (_, t) in enumerate(channels)]
-        offsets = np.frombuffer(data, dtype="<u8", count=height, offset=pos)
-        pos += 8 * height
-        rows = np.concatenate([np.frombuffer(data, dtype=np.dtype(fields), count=1, offset=int(o)) for o in offsets])
-        rows = rows[np.argsort(rows["y"])]
-        prefix = header["name"].rstrip(b"\0").decode() + "." if "name" in header else ""
-        for i, (name, _) in enumerate(channels):
-            full = name if name.startswith(prefix) else prefix + name
-            result[full] = rows[f"c{i}"].astype(np.float32)
-    return result
+    try:
+        import gpu
+
+        gpu.platform.backend_type_get()
+    except Exception:  # noqa: BLE001 - SystemError "not available in background mode", or no gpu module
+        return False
+    return True
 
 
-def _linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1.0 / 2.4) - 0.055)
+def _egl_problem() -> str | None:
+    """Why libEGL cannot be loaded, on a Linux with no display server to ask instead; else None.
+
+    A background Blender on Linux gets its OpenGL context from the display server when it can reach
+    one (GLX: Workbench works with no libEGL at all), else from EGL; libepoxy dlopen()s
+    ``libEGL.so.1`` then and abort()s the process when that fails ("Couldn't open libEGL.so.1").
+    Loading the same library here with ctypes only raises OSError.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    try:
+        ctypes.CDLL("libEGL.so.1")
+    except OSError as error:
+        return f"libEGL.so.1 cannot be loaded: {error}"
+    return None
 
 
-def surface_scene(obj_copy, size: int):
-    """Workbench scene: studio light, the object's viewport colours, Z pass, multilayer EXR out."""
-    scene = new_scene("SplatSketch Surface", 'BLENDER_WORKBENCH', size)
-    scene.collection.objects.link(obj_copy)
-    shading = scene.display.shading
-    shading.light = 'STUDIO'
-    shading.color_type = 'MATERIAL'
-    shading.show_cavity = False
-    scene.view_layers[0].use_pass_z = True
+def _child_render_problem(timeout: float = 180.0) -> str | None:
+    """Render 4x4 px with Workbench in a child Blender (the bpy module: a child Python importing it).
+
+    The one faithful test: a libEGL that loads can still have no driver behind it (libglvnd with
+    no vendor library, no render node), and Blender then aborts too (libepoxy: "Couldn't find
+    current GLX or EGL context"), which nothing short of making the context finds out. If the
+    child dies, only the child does. About 1-3 s, once per process.
+    """
+    if bpy.app.binary_path:
+        argv = [bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1",
+                "--python-expr", _PROBE_SCRIPT]
+    else:  # bpy imported as a module: this interpreter can import it again
+        argv = [sys.executable, "-c", _PROBE_SCRIPT]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"a Workbench test render in a child Blender did not finish: {error}"
+    if done.returncode == 0 and _PROBE_OK in done.stdout:
+        return None
+    lines = [line.strip() for line in (done.stderr + "\n" + done.stdout).splitlines() if line.strip()]
+    telling = [line for line in lines if any(word in line for word in ("EGL", "GLX", "GPU", "OpenGL", "context"))]
+    detail = (telling or lines or ["no output"])[-1][:200]
+    how = f"died of signal {-done.returncode}" if done.returncode < 0 else f"exited with {done.returncode}"
+    return f"a Workbench test render in a child Blender {how}: {detail}"
+
+
+def gpu_context_problem() -> str | None:
+    """None where Workbench can render in this process, else why not (one short phrase).
+
+    Cheapest first, and nothing here can take the process down: the UI always has a context; so has
+    a process that already rendered with Workbench; a Linux without a display and without a
+    loadable libEGL has none (:func:`_egl_problem`); otherwise a child process tries a tiny Workbench
+    render (:func:`_child_render_problem`). Asked once per process.
+    """
+    global _gpu_problem
+    if _gpu_problem is _UNPROBED:
+        if not bpy.app.background or _gpu_initialised():
+            _gpu_problem = None
+        else:
+            _gpu_problem = _egl_problem() or _child_render_problem()
+    return _gpu_problem
+
+
+def surface_engine() -> str:
+    """``'BLENDER_WORKBENCH'``, or ``'CYCLES'`` where there is no GPU context (said once, on stdout)."""
+    global _told
+    problem = gpu_context_problem()
+    if problem is None:
+        return 'BLENDER_WORKBENCH'
+    if not _told:
+        print(f"splatsketch: no GPU context ({problem}): rendering targets with Cycles", flush=True)
+        _told = True
+    return 'CYCLES'
+
+
+# --- scenes --------------------------------------------------------------------------------------
+
+
+def _exr_output(scene) -> None:
     settings = scene.render.image_settings
     if hasattr(settings, "media_type"):  # Blender 5.0 lists multilayer EXR under its own media type
         settings.media_type = 'MULTI_LAYER_IMAGE'
     settings.file_format = 'OPEN_EXR_MULTILAYER'
     settings.color_depth = '32'
     settings.exr_codec = 'NONE'
+
+
+def shader_material(name: str, shader: str, color) -> object:
+    """A material whose surface is one shader node (``ShaderNodeHoldout``, ``...BsdfDiffuse``...)."""
+    material = bpy.data.materials.new(name)
+    material.diffuse_color = (*color[:3], 1.0)
+    if material.node_tree is None:  # Blender < 5.0; 5.0 gives every material a node tree
+        material.use_nodes = True
+    nodes = material.node_tree.nodes
+    nodes.clear()
+    output = nodes.new("ShaderNodeOutputMaterial")
+    node = nodes.new(shader)
+    if "Color" in node.inputs:
+        node.inputs["Color"].default_value = (*color[:3], 1.0)
+    material.node_tree.links.new(node.outputs[0], output.inputs["Surface"])
+    return material
+
+
+def _world_color(world, value: float) -> None:
+    """A uniform grey world (Cycles lights with it; Workbench ignores it)."""
+    world.color = (value, value, value)
+    if world.node_tree is None:  # Blender < 5.0 leaves a new world without nodes: world.color is used
+        return
+    for node in world.node_tree.nodes:
+        if node.type == 'BACKGROUND':
+            node.inputs["Color"].default_value = (value, value, value, 1.0)
+            node.inputs["Strength"].default_value = 1.0
+
+
+def cycles_settings(scene, samples: int) -> None:
+    """CPU Cycles, ``samples`` per pixel, no denoising, few bounces: clean, quick target renders."""
+    scene.cycles.device = 'CPU'
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = False
+    scene.cycles.use_adaptive_sampling = False
+    scene.cycles.max_bounces = 2
+    scene.cycles.diffuse_bounces = 1
+    scene.cycles.glossy_bounces = scene.cycles.transmission_bounces = scene.cycles.volume_bounces = 0
+    scene.render.use_persistent_data = True
+
+
+def surface_scene(obj_copy, size: int, engine: str | None = None):
+    """The scene of the surface render (multilayer EXR, Z pass), with its camera (``scene.camera``).
+
+    Workbench: studio light, the object's viewport colours. Cycles (``engine``, by default where
+    there is no GPU context, see :func:`surface_engine`): each viewport colour as a diffuse material
+    on ``obj_copy`` (which must be a copy of ours), a grey world and a sun that follows the camera
+    from its upper left, like the studio light. Either writes the same passes.
+    """
+    engine = engine or surface_engine()
+    scene = new_scene("SplatSketch Surface", engine, size)
+    scene.collection.objects.link(obj_copy)
+    scene.view_layers[0].use_pass_z = True
+    _exr_output(scene)
+    cam = new_camera(scene)
+    if engine == 'BLENDER_WORKBENCH':
+        shading = scene.display.shading
+        shading.light = 'STUDIO'
+        shading.color_type = 'MATERIAL'
+        shading.show_cavity = False
+        return scene
+    cycles_settings(scene, CYCLES_SURFACE_SAMPLES)
+    _world_color(scene.world, 0.06)
+    materials = obj_copy.data.materials
+    colors = [tuple(m.diffuse_color) if m is not None else (0.8, 0.8, 0.8) for m in materials] or [(0.8, 0.8, 0.8)]
+    viewport = [shader_material("SplatSketch Viewport Colour", "ShaderNodeBsdfDiffuse", c) for c in colors]
+    if len(materials):
+        for i, material in enumerate(viewport):
+            materials[i] = material
+    else:
+        materials.append(viewport[0])
+    sun = bpy.data.objects.new("SplatSketch Key Light", bpy.data.lights.new("SplatSketch Key Light", 'SUN'))
+    sun.data.energy = 1.6
+    sun.data.angle = 0.2
+    scene.collection.objects.link(sun)
+    sun.parent = cam  # the light travels forward, right and down in the camera's frame: lit from its upper left
+    sun.matrix_basis = mathutils.Vector((0.4, -0.5, -1.0)).to_track_quat('-Z', 'Y').to_matrix().to_4x4()
     return scene
 
 
@@ -240,11 +368,7 @@ def _lines_scene(obj_copy, size: int):
     """Cycles + Freestyle scene whose PNG alpha holds the lines only (Holdout override)."""
     scene = new_scene("SplatSketch Lines", 'CYCLES', size)
     scene.collection.objects.link(obj_copy)
-    scene.cycles.samples = 1
-    scene.cycles.device = 'CPU'
-    scene.cycles.use_denoising = False
-    scene.cycles.use_adaptive_sampling = False
-    scene.render.use_persistent_data = True
+    cycles_settings(scene, 1)
     scene.render.use_freestyle = True
     scene.render.line_thickness_mode = 'ABSOLUTE'
     scene.render.line_thickness = 1.0
@@ -253,15 +377,8 @@ def _lines_scene(obj_copy, size: int):
     settings.color_mode = 'RGBA'
     settings.color_depth = '8'
 
-    holdout = bpy.data.materials.new("SplatSketch Holdout")
-    if holdout.node_tree is None:  # Blender < 5.0; 5.0 gives every material a node tree
-        holdout.use_nodes = True
-    nodes = holdout.node_tree.nodes
-    nodes.clear()
-    output = nodes.new("ShaderNodeOutputMaterial")
-    holdout.node_tree.links.new(nodes.new("ShaderNodeHoldout").outputs[0], output.inputs["Surface"])
     layer = scene.view_layers[0]
-    layer.material_override = holdout
+    layer.material_override = shader_material("SplatSketch Holdout", "ShaderNodeHoldout", (0.0, 0.0, 0.0))
     layer.use_freestyle = True
     freestyle = layer.freestyle_settings
     freestyle.mode = 'EDITOR'
@@ -327,7 +444,7 @@ def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float):
 
     Returns ``rgba`` uint8 [V,H,W,4] (straight alpha), ``lines`` and ``lines_hidden`` uint8 [V,H,W]
     (255 = line), ``depth`` float32 [V,H,W] (camera z, planar, in normalised units; 0 on the
-    background; it comes free with the Workbench render) and ``seconds_per_view`` (wall time).
+    background; it comes free with the surface render) and ``seconds_per_view`` (wall time).
     """
     viewmats = np.asarray(viewmats, dtype=np.float64).reshape(-1, 4, 4)
     Ks = np.asarray(Ks, dtype=np.float64).reshape(-1, 3, 3)
@@ -347,48 +464,20 @@ def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float):
             copy = copy_evaluated(obj)
             surface = surface_scene(copy, size)
             lines = _lines_scene(copy, size)
-            cam = new_camera(surface)
+            cam = surface.camera
             lines.collection.objects.link(cam)
             lines.camera = cam
         for v in range(views):
             with _watch(created):
                 place_camera(cam, viewmats[v], Ks[v], size, center, radius)
-                layers = read_exr_channels(render_still(surface, os.path.join(folder, f"surface_{v}.exr")))
-                out["rgba"][v] = surface_rgba(layers)
-                z = _channel(layers, "Depth.Z")
-                background = ~(z < cam.data.clip_end)  # Workbench writes ~1e10 (or inf) where there is nothing
-                out["depth"][v] = np.where(background, 0.0, z / radius)
-                pixels = read_image_rgba(render_still(lines, os.path.join(folder, f"lines_{v}.png")))
-                out["lines"][v], out["lines_hidden"][v] = split_lines(pixels)
+                layers = pixels.read_exr_channels(render_still(surface, os.path.join(folder, f"surface_{v}.exr")))
+                out["rgba"][v] = pixels.surface_rgba(layers)
+                out["depth"][v] = pixels.surface_depth(layers, cam.data.clip_end, radius)
+                drawn = read_image_rgba(render_still(lines, os.path.join(folder, f"lines_{v}.png")))
+                out["lines"][v], out["lines_hidden"][v] = pixels.split_lines(drawn)
             yield v + 1, views
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         _remove_created(created)
     out["seconds_per_view"] = (time.perf_counter() - start) / max(views, 1)
     return out
-
-
-def _channel(layers: dict, suffix: str) -> np.ndarray:
-    for name, values in layers.items():
-        if name.endswith(suffix):
-            return values
-    raise KeyError(f"render has no {suffix} channel (has {sorted(layers)})")
-
-
-def surface_rgba(layers: dict) -> np.ndarray:
-    """Linear premultiplied EXR colour -> straight-alpha sRGB uint8, as a PNG of the view would be."""
-    alpha = _channel(layers, "Combined.A")
-    rgb = np.stack([_channel(layers, f"Combined.{c}") for c in "RGB"], axis=-1)
-    straight = np.where(alpha[..., None] > 1e-6, rgb / np.maximum(alpha[..., None], 1e-6), 0.0)
-    rgba = np.concatenate([_linear_to_srgb(straight), np.clip(alpha, 0.0, 1.0)[..., None]], axis=-1)
-    return np.round(rgba * 255.0).astype(np.uint8)
-
-
-def split_lines(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Visible (red) and hidden (blue) line strengths from a Freestyle PNG with straight alpha."""
-    rgba = pixels.astype(np.float32) / 255.0
-    total = rgba[..., 0] + rgba[..., 2] + 1e-6
-    visible = rgba[..., 3] * rgba[..., 0] / total
-    hidden = rgba[..., 3] * rgba[..., 2] / total
-    to_u8 = lambda x: np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)  # noqa: E731
-    return to_u8(visible), to_u8(hidden)

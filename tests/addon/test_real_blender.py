@@ -4,8 +4,9 @@ The zip comes from Blender's own ``blender_ext.py build``; ``blender --command e
 installs and enables it in a throwaway user folder (BLENDER_USER_RESOURCES), so nothing leaks into
 the machine's Blender config. The binary: $SPLATSKETCH_BLENDER, else ../shared/tools/real-blender (a
 Blender 4.3 in a chroot; `make real-blender` sets it up), else `blender` on PATH. Skipped, with the
-reason, when none is available. Inside the chroot Blender runs with an Xvfb display: its background
-Workbench renders need an OpenGL context, and the chroot has GLX (Mesa) but no libEGL.
+reason, when none is available. Inside the chroot Blender runs with an Xvfb display (the UI check needs
+one); its background Workbench renders get their OpenGL context from GLX there, or from libEGL
+(Mesa) without a display. A render-farm node has neither: the last test hides libEGL to be one.
 """
 
 import os
@@ -122,3 +123,36 @@ def test_modal_generate_then_one_undo_in_the_ui(installed):
     assert "'Suzanne Sketch'" in lines["AFTER RUN"] and "'C:SplatSketch'" in lines["AFTER RUN"]
     assert lines["AFTER UNDO"] == lines["BEFORE"], "one undo step must remove the sketch and its collection"
     assert lines["AFTER REDO"] == lines["AFTER RUN"]
+
+
+def test_no_gpu_context_renders_targets_with_cycles(installed):
+    """A node with no GPU context (no display, libEGL unloadable) renders its targets with Cycles.
+
+    Workbench there used to abort the whole Blender (libepoxy: "Couldn't open libEGL.so.1", exit 134)
+    at the first target view. Here libEGL is hidden behind /dev/null in the chroot's private mount
+    namespace and no X display is given, then the CLI runs a short sketch, with a contact sheet
+    (Workbench too, in a GPU Blender), and must finish with one log line saying why it used Cycles.
+    """
+    command, env, work = installed
+    if command[-1] != "run":
+        pytest.skip("hiding libEGL needs the real-blender wrapper (a private mount namespace)")
+    if not os.path.isfile(BACKEND_PYTHON):
+        pytest.skip(f"no backend Python at {BACKEND_PYTHON}: run `make backend`")
+    out, sheet = os.path.join(work, "no_gpu.blend"), os.path.join(work, "no_gpu.png")
+    args = ["-b", "-c", "splatsketch", "--demo", "--preset", "preview", "--curves", "3", "--iterations", "5",
+            "--views", "4", "--image-size", "64", "--views-per-step", "2", "--python", BACKEND_PYTHON,
+            "--output", out, "--preview", sheet]
+    script = ('set -e; for f in /usr/lib/x86_64-linux-gnu/libEGL.so*; do mount --bind /dev/null "$f"; done; set +e; '
+              f"unset DISPLAY WAYLAND_DISPLAY; blender {shlex.join(args)}")
+    done = subprocess.run([command[0], "sh", script], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=600)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    notes = [line for line in log.splitlines() if "no GPU context" in line]
+    assert len(notes) == 1 and re.fullmatch(r"splatsketch: no GPU context \(.*libEGL.*\): rendering targets "
+                                            r"with Cycles", notes[0]), log[-3000:]
+    assert "done: Suzanne Sketch" in done.stdout and os.path.isfile(out) and os.path.isfile(sheet)
+    check = run_blender(command, ["-b", out, "--python-expr",
+                                  "import bpy; o = bpy.data.objects['Suzanne Sketch']; "
+                                  "print('SPLINES', len(o.data.splines))"], env)
+    assert "SPLINES 3" in check.stdout, check.stdout + check.stderr
