@@ -1,4 +1,5 @@
-"""Command line of the backend: ``python -m backend run JOB_DIR`` and ``python -m backend check``."""
+"""Command line of the backend: ``python -m backend run|evaluate JOB_DIR`` and ``python -m backend check``
+(argv builders for callers: ``backend.protocol.run_argv`` / ``evaluate_argv`` / ``check_argv``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="optimise the curves of a job folder (docs/JOB_FORMAT.md)")
     run.add_argument("job_dir")
-    run.add_argument("--parent-pid", type=int, default=None, help="exit (cancelled) when this process is gone")
+    _add_watch_options(run)
     sub.add_parser("check", help="print this Python's torch / CUDA / gsplat / open_clip versions as JSON")
     ev = sub.add_parser("evaluate", help="score a finished job on views it was not optimised on")
     ev.add_argument("job_dir")
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     ev.add_argument("--clip-checkpoint", default="", help="its weights file (instead of the tag)")
     ev.add_argument("--clip-cache", default="", help="open_clip / Hugging Face cache folder holding the weights")
     ev.add_argument("--clip-config", default="", help="a JSON model config for --clip-model (tests)")
+    _add_watch_options(ev)
     args = parser.parse_args(argv)
     from . import worker
 
@@ -38,8 +40,17 @@ def main(argv=None) -> int:
             clip = ClipConfig(model=args.clip_model, pretrained="" if args.clip_config else args.clip_pretrained,
                               checkpoint=args.clip_checkpoint, cache_dir=args.clip_cache,
                               model_config=args.clip_config)
-        return worker.evaluate_job(args.job_dir, args.views, args.report, args.title, clip)
-    return worker.run_job(args.job_dir, args.parent_pid)
+        return worker.evaluate_job(args.job_dir, args.views, args.report, args.title, clip,
+                                   parent_pid=args.parent_pid, watch_stdin=args.watch_stdin)
+    return worker.run_job(args.job_dir, args.parent_pid, watch_stdin=args.watch_stdin)
+
+
+def _add_watch_options(parser) -> None:
+    """How a caller tells the worker to stop, besides SIGINT (exit 130) and SIGTERM (exit 143)."""
+    parser.add_argument("--parent-pid", type=int, default=None, help="stop (exit 130) when this process is gone")
+    parser.add_argument("--watch-stdin", action="store_true",
+                        help="stop (exit 130) when stdin reaches its end (the caller closed the pipe); without "
+                             "it stdin is never read, so a shell loop feeding job names keeps its input")
 
 
 if __name__ == "__main__":

@@ -27,3 +27,14 @@ class ClipWeightsUnavailable(SketchError):
 
 class DeviceUnavailable(SketchError):
     exit_code = EXIT_DEVICE
+
+
+class Stopped(Exception):
+    """Work that writes nothing until it is complete (an evaluation) saw the stop flag: the caller
+    writes nothing and exits with the stop's code (130 cancelled, 143 terminated)."""
+
+
+def check_stop(should_stop) -> None:
+    """Raise :class:`Stopped` when ``should_stop`` (a callable or None) says so."""
+    if should_stop is not None and should_stop():
+        raise Stopped("stopped")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .curves import sample_curves
+from .errors import check_stop
 from .imageops import distance_transform
 from .mesh import sample_surface
 from .render import pixel_scales
@@ -67,8 +68,9 @@ def render_sketch(control_points, width: float | None, views: EvalViews, samples
     return 1.0 - TorchRenderer()(means, scales, 1.0, viewmats, Ks, W, H)
 
 
-def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERANCE_PX) -> dict:
-    """Per-view line metrics of sketch ink against the object's line drawings."""
+def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERANCE_PX, should_stop=None) -> dict:
+    """Per-view line metrics of sketch ink against the object's line drawings (``should_stop``, a
+    callable, is asked between views: True raises :class:`~backend.errors.Stopped`)."""
     sketch = ink > INK_THRESHOLD
     visible = torch.as_tensor(views.lines)
     every = visible | torch.as_tensor(views.lines_hidden) if views.lines_hidden is not None else visible
@@ -78,6 +80,7 @@ def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERA
     outside = distance_transform(silhouette) > tolerance
     per_view = []
     for v in range(ink.shape[0]):
+        check_stop(should_stop)
         s, vis = sketch[v], visible[v]
         n_ink, n_vis = int(s.sum()), int(vis.sum())
         precision = float((d_to_every[v][s] <= tolerance).float().mean()) if n_ink else 0.0
@@ -149,15 +152,21 @@ def clip_metrics(bundle, control_points, width: float, views: EvalViews) -> dict
 
 
 def evaluate(control_points, width: float, views: EvalViews, vertices=None, faces=None,
-             tolerance: float = TOLERANCE_PX, clip_bundle=None) -> dict:
-    """All figures for one sketch; ``views`` must not include the views it was optimised on."""
-    metrics = image_metrics(render_sketch(control_points, None, views), views, tolerance)
+             tolerance: float = TOLERANCE_PX, clip_bundle=None, should_stop=None) -> dict:
+    """All figures for one sketch; ``views`` must not include the views it was optimised on.
+    ``should_stop`` (a callable) is asked between views and stages: True raises
+    :class:`~backend.errors.Stopped`."""
+    ink = render_sketch(control_points, None, views)
+    metrics = image_metrics(ink, views, tolerance, should_stop)
     metrics["sketch_drawn_as"] = f"centre lines, {LINE_SIGMA_PX} px sigma (stroke width {width:.4f} not scored)"
     metrics["tolerance_px"] = tolerance
     metrics["image_size"] = list(views.lines.shape[1:])
     metrics["curves"] = int(np.asarray(control_points).shape[0])
     if vertices is not None:
+        check_stop(should_stop)
         metrics.update(surface_metrics(control_points, vertices, faces))
     if clip_bundle is not None and views.rgb is not None and len(control_points):
+        check_stop(should_stop)
         metrics.update(clip_metrics(clip_bundle, control_points, width, views))
+    check_stop(should_stop)
     return metrics

@@ -73,6 +73,18 @@ def load_eval_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def load_turntable_npz(path: Path) -> dict[str, np.ndarray]:
+    """Turntable frames for the report's GIF (``turntable.npz``: viewmats, Ks, lines), validated."""
+    arrays = load_npz(path, required=True)
+    _check(arrays, path, "viewmats", "f", (None, 4, 4))
+    frames = arrays["viewmats"].shape[0]
+    if frames == 0:
+        raise BadJob(f"{path}: zero frames")
+    _check(arrays, path, "Ks", "f", (frames, 3, 3))
+    _check(arrays, path, "lines", "u", (frames, None, None))
+    return arrays
+
+
 def load_result(path: Path) -> dict[str, np.ndarray]:
     """A result.npz (control_points [K,4,3], widths [K]), validated."""
     arrays = load_npz(path, required=True)

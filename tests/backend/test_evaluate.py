@@ -1,6 +1,7 @@
 """Quality metrics on cases with known answers."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,110 @@ def test_evaluate_command_adds_clip_similarity_with_another_model(tmp_path, tiny
     missing = tmp_path / "nope.pt"
     proc, events = _evaluate(folder, "--clip-model", "ViT-B-32", "--clip-checkpoint", missing)
     assert proc.returncode == 3 and str(missing) in events[-1]["message"] and "Traceback" not in proc.stderr
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _assert_rejected(proc, events, folder, before, *fragments):
+    """Exit 2, one ``error`` event line naming the problem, no traceback, the folder untouched."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stdout.splitlines()) == 1 and events[0]["type"] == "error" and events[0]["code"] == 2
+    for fragment in fragments:
+        assert fragment in events[0]["message"], events[0]["message"]
+    assert "Traceback" not in proc.stderr
+    assert _listing(folder) == before, "a rejected evaluation must not write anything"
+
+
+def test_report_without_eval_npz_is_rejected_before_anything_is_written(tmp_path):
+    """A job folder with held-out views in views.npz but no eval.npz: the report has nothing to draw from."""
+    job = write_job(tmp_path / "job", size=32)
+    np.savez(job / "result.npz", control_points=np.asarray(known_curves(), np.float32),
+             widths=np.full(4, 0.012, np.float32))
+    before = _listing(job)
+    proc, events = _evaluate(job, "--report")
+    _assert_rejected(proc, events, job, before, "eval.npz", "report")
+
+
+def test_missing_views_file_is_rejected_not_replaced(tmp_path):
+    job = write_job(tmp_path / "job", size=32)
+    np.savez(job / "result.npz", control_points=np.asarray(known_curves(), np.float32),
+             widths=np.full(4, 0.012, np.float32))
+    before = _listing(job)
+    missing = tmp_path / "missing.npz"
+    proc, events = _evaluate(job, "--views", missing)
+    _assert_rejected(proc, events, job, before, str(missing))
+
+
+def test_report_from_other_views_is_rejected_before_anything_is_written(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
+    other = tmp_path / "other.npz"
+    (other).write_bytes((folder / "eval.npz").read_bytes())
+    before = _listing(folder)
+    proc, events = _evaluate(folder, "--views", other, "--report")
+    _assert_rejected(proc, events, folder, before, "eval.npz")
+
+
+def test_a_bug_in_evaluate_is_an_internal_error_with_its_traceback(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
+    code = ("import sys, runpy\n"
+            "import backend.evaluate as e\n"
+            "def broken(*a, **k):\n"
+            "    raise RuntimeError('planted bug')\n"
+            "e.evaluate = broken\n"
+            f"sys.argv = ['backend', 'evaluate', {str(folder)!r}]\n"
+            "runpy.run_module('backend', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    event = json.loads(proc.stdout.splitlines()[-1])
+    assert event["type"] == "error" and event["code"] == 1 and "planted bug" in event["message"]
+    assert "Traceback" in proc.stderr and not (folder / "metrics.json").exists()
+
+
+def test_evaluate_stops_when_its_watched_stdin_closes_and_writes_nothing(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2))
+    before = _listing(folder)
+    proc = subprocess.run([sys.executable, "-m", "backend", "evaluate", str(folder), "--report", "--watch-stdin"],
+                          cwd=ROOT, capture_output=True, text=True, input="", timeout=300)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    done = json.loads(proc.stdout.splitlines()[-1])
+    assert done["type"] == "done" and done["cancelled"] is True and done["result"] is None
+    assert "Traceback" not in proc.stderr and _listing(folder) == before
+
+
+def test_evaluate_stops_when_its_parent_is_gone(tmp_path):
+    folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
+    before = _listing(folder)
+    parent = subprocess.Popen([sys.executable, "-c", "pass"])
+    parent.wait()
+    proc, events = _evaluate(folder, "--parent-pid", parent.pid)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert events[-1]["cancelled"] is True and "parent process" in events[-1]["cancel_reason"]
+    assert _listing(folder) == before
+
+
+def test_sigterm_stops_an_evaluation_between_views(tmp_path):
+    """Enough views that the evaluation is still scoring (about a second here) when SIGTERM arrives
+    right after its first event: exit 143, ``done`` says cancelled, nothing written."""
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    viewmats, Ks, _ = train_and_heldout_cameras(32, 0, 128)
+    lines = np.zeros((32, 128, 128), np.uint8)
+    lines[:, 64, :] = 255
+    rgba = np.zeros(lines.shape + (4,), np.uint8)
+    rgba[..., 3] = lines
+    np.savez(folder / "eval.npz", viewmats=viewmats, Ks=Ks, rgba=rgba, lines=lines)
+    np.savez(folder / "result.npz", control_points=np.asarray(known_curves(4, seed=3), np.float32),
+             widths=np.full(4, 0.012, np.float32))
+    before = _listing(folder)
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "evaluate", str(folder)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    first = json.loads(proc.stdout.readline())  # the evaluation announces itself, then scores
+    assert first["type"] == "info" and "32 views" in first["message"]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out + err
+    done = json.loads(out.splitlines()[-1])
+    assert done["type"] == "done" and done["cancelled"] is True and done["cancel_reason"] == "signal SIGTERM"
+    assert "Traceback" not in err and "nothing written" in err and _listing(folder) == before

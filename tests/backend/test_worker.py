@@ -78,14 +78,60 @@ def test_sigint_finishes_the_step_writes_partial_result_and_exits_130(tmp_path):
     assert "signal SIGINT" in json.loads((job / "result.json").read_text())["cancel_reason"]
 
 
-def test_closing_stdin_cancels(tmp_path):
+def test_closing_a_watched_stdin_cancels(tmp_path):
+    """--watch-stdin (what the add-on passes): closing the pipe is how Blender says "stop"."""
     job = write_job(tmp_path / "job", settings={"iterations": 100000})
-    proc = start(job, stdin=subprocess.PIPE)
+    proc = start(job, "--watch-stdin", stdin=subprocess.PIPE)
     wait_for_progress(proc)
     proc.stdin.close()
     proc.stdin = None
-    proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert json.loads((job / "result.json").read_text())["cancel_reason"] == "stdin closed"
+
+
+def test_run_leaves_its_callers_stdin_alone(tmp_path):
+    """Without --watch-stdin the worker never reads stdin: in ``while read job; do python -m backend run
+    "$job"; done < list`` the first worker used to read the rest of the list and cancel at iteration 0."""
+    job = write_job(tmp_path / "job", settings={"iterations": 3})
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"job-2\njob-3\n")
+    os.close(write_end)  # a pipe holding data, then EOF
+    try:
+        proc = start(job, stdin=read_end)
+        out, err = proc.communicate(timeout=300)
+        left = os.read(read_end, 1024)
+    finally:
+        os.close(read_end)
+    assert proc.returncode == 0, err
+    assert left == b"job-2\njob-3\n", "the worker read its caller's stdin"
+    assert json.loads((job / "result.json").read_text())["iterations"] == 3
+    assert events_of(out)[-1]["cancelled"] is False
+
+
+def test_a_shell_loop_over_jobs_runs_every_job(tmp_path):
+    jobs = [write_job(tmp_path / name, settings={"iterations": 2}) for name in ("a", "b")]
+    script = 'while read -r job; do "$0" -m backend run "$job" > /dev/null 2>&1; echo "$job $?"; done'
+    proc = subprocess.run(["bash", "-c", script, sys.executable], input="".join(f"{j}\n" for j in jobs),
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.stdout.splitlines() == [f"{j} 0" for j in jobs], proc.stdout + proc.stderr
+
+
+def test_sigterm_stops_like_a_cancel_and_exits_143(tmp_path):
+    """``timeout`` or a scheduler: the partial result is written, ``done`` says cancelled, exit 143."""
+    job = write_job(tmp_path / "job", settings={"iterations": 100000, "progress_every": 1})
+    proc = start(job)
+    wait_for_progress(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    done = events_of(out)[-1]
+    assert done["type"] == "done" and done["cancelled"] is True
+    assert "Traceback" not in err and "SIGTERM" in err  # one line in the log says why it stopped
+    with np.load(job / "result.npz") as r:
+        assert r["control_points"].shape[1:] == (4, 3)
+    summary = json.loads((job / "result.json").read_text())
+    assert summary["cancelled"] is True and summary["cancel_reason"] == "signal SIGTERM"
 
 
 def test_worker_exits_when_its_parent_dies(tmp_path):
@@ -106,10 +152,10 @@ def test_stray_prints_never_reach_the_event_stream(tmp_path):
     code = (
         "import sys, os, runpy\n"
         "import backend.optimize as o\n"
-        "orig = o._total\n"
+        "orig = o.total_loss\n"
         "def noisy(*a, **k):\n"
         "    print('stray print'); os.write(1, b'raw write\\n'); return orig(*a, **k)\n"
-        "o._total = noisy\n"
+        "o.total_loss = noisy\n"
         f"sys.argv = ['backend', 'run', {str(tmp_path / 'job')!r}]\n"
         "runpy.run_module('backend', run_name='__main__')\n"
     )
@@ -156,3 +202,46 @@ def test_a_reader_that_goes_away_cancels_cleanly(tmp_path):
     proc.stdout = None
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
+
+
+def test_zero_iterations_run_the_initialisation_only_and_report_zero(tmp_path):
+    job = write_job(tmp_path / "job", settings={"iterations": 0})
+    proc = start(job)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    events = events_of(out)
+    assert events[-1]["type"] == "done" and events[-1]["iterations"] == 0 and events[-1]["loss"] is None
+    assert not [e for e in events if e["type"] == "progress"]
+    assert json.loads((job / "result.json").read_text())["iterations"] == 0
+    with np.load(job / "result.npz") as r:
+        assert r["loss_history"].shape == (0,) and r["control_points"].shape == (4, 4, 3)
+
+
+def stream_of(code: str):
+    """Run ``code`` with ``events = EventStream()`` in a fresh interpreter; its stdout, stderr, exit code."""
+    prelude = "from backend.worker import EventStream\nevents = EventStream()\n"
+    proc = subprocess.run([sys.executable, "-c", prelude + code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    return proc.stdout, proc.stderr, proc.returncode
+
+
+def test_event_stream_refuses_unknown_types_and_anything_after_a_final_event():
+    code = (
+        "def refused(event):\n"
+        "    try:\n"
+        "        events.emit(event)\n"
+        "    except ValueError as exc:\n"
+        "        print('refused:', exc, flush=True)\n"
+        "    else:\n"
+        "        raise SystemExit('accepted ' + repr(event))\n"
+        "refused({'type': 'progres'})\n"
+        "refused({'message': 'no type'})\n"
+        "events.emit({'type': 'info', 'message': 'a'})\n"
+        "events.emit({'type': 'done', 'result': 'result.npz'})\n"
+        "refused({'type': 'info', 'message': 'late'})\n"
+        "refused({'type': 'error', 'message': 'late', 'code': 1})\n"
+    )
+    out, err, code = stream_of(code)
+    assert code == 0, err
+    assert [json.loads(line)["type"] for line in out.splitlines()] == ["info", "done"]
+    assert err.count("refused:") == 4 and "progres" in err and "after" in err
