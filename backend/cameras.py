@@ -89,13 +89,24 @@ def train_and_heldout_cameras(train: int, heldout: int, size: int, fov_deg: floa
     return np.concatenate([vt, vh]), np.concatenate([kt, kh]), is_train
 
 
-def project_points(points, viewmat, K) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates ``[N,2]`` and depths ``[N]`` of world points (for tests and lifting)."""
+def project(points, viewmats, Ks) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates ``[V,N,2]`` and camera depths ``[V,N]`` of world points ``[N,3]`` in views
+    ``viewmats [V,4,4]``, ``Ks [V,3,3]`` (float64). The numpy twin of ``backend.render.pinhole.project``
+    (the renderer's projection), written the same way: ``fx * x * (1/z) + cx``."""
     points = np.asarray(points, dtype=np.float64)
-    cam = points @ np.asarray(viewmat)[:3, :3].T + np.asarray(viewmat)[:3, 3]
-    z = cam[:, 2]
-    uv = cam[:, :2] / z[:, None] * np.diag(K)[:2] + np.asarray(K)[:2, 2]
-    return uv, z
+    viewmats, Ks = np.asarray(viewmats, dtype=np.float64), np.asarray(Ks, dtype=np.float64)
+    cam = np.einsum("vij,nj->vni", viewmats[:, :3, :3], points) + viewmats[:, None, :3, 3]  # [V,N,3]
+    z = cam[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a point on the camera plane: inf, as before
+        inv_z = 1.0 / z
+    f, c = Ks[:, None, [0, 1], [0, 1]], Ks[:, None, :2, 2]  # [V,1,2]
+    return f * cam[..., :2] * inv_z[..., None] + c, z
+
+
+def project_points(points, viewmat, K) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`project` for one view: pixel coordinates ``[N,2]`` and depths ``[N]`` (tests, lifting)."""
+    uv, z = project(points, np.asarray(viewmat)[None], np.asarray(K)[None])
+    return uv[0], z[0]
 
 
 def unproject_pixels(uv, depth, viewmat, K) -> np.ndarray:

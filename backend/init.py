@@ -10,6 +10,7 @@ import torch
 
 from .losses.base import Targets
 from .mesh import farthest_points
+from .render import pinhole
 
 INIT_LENGTH = 0.35  # normalised units: short strokes that can grow, as CLIPasso starts small
 
@@ -71,17 +72,16 @@ def lifted_contour_points(targets: Targets, max_points_per_view: int = 400,
             lifted.append(torch.as_tensor(world, dtype=pts.dtype, device=pts.device))
             continue
         # Point z-buffer of the surface samples in this view.
-        R, t, K = targets.viewmats[v, :3, :3], targets.viewmats[v, :3, 3], targets.Ks[v]
-        cam = pts @ R.T + t
-        uv = cam[:, :2] / cam[:, 2:3] * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2]
+        uv, z = pinhole.project(pts, targets.viewmats[v:v + 1], targets.Ks[v:v + 1])
+        uv, z = uv[0], z[0]  # [N,2], [N]
         H, W = targets.height, targets.width
         px = uv.floor().long()
-        inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H) & (cam[:, 2] > 0)
+        inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H) & (z > 0)
         flat = px[:, 1].clamp(0, H - 1) * W + px[:, 0].clamp(0, W - 1)
         zbuf = torch.full((H * W,), float("inf"), device=pts.device)
-        zbuf.scatter_reduce_(0, flat[inside], cam[inside, 2], reduce="amin")
+        zbuf.scatter_reduce_(0, flat[inside], z[inside], reduce="amin")
         # A sample is visible if it is within a small depth band of the nearest surface in its pixel.
-        visible = inside & (cam[:, 2] <= zbuf[flat] + 0.03)
+        visible = inside & (z <= zbuf[flat] + 0.03)
         cand_uv, cand = uv[visible], pts[visible]
         line_uv = torch.stack([xs, ys], dim=1).to(uv.dtype) + 0.5
         nearest = torch.cdist(line_uv, cand_uv).argmin(dim=1)

@@ -17,7 +17,7 @@ from .config import OptimizeConfig
 from .curves import curve_lengths, sample_curves
 from .init import initial_curves
 from .losses import LossContext, LossInputs, Targets, build_losses
-from .render import Renderer, pixel_scales
+from .render import Renderer, pinhole, pixel_scales
 
 Emit = Callable[[dict], None]
 PRUNE_AT = 0.7  # fraction of the run after which curves that add nothing are removed
@@ -124,11 +124,9 @@ def interior_shares(sketch: Sketch, lines_loss, control_points: torch.Tensor, vi
     t = sketch.targets
     samples = sketch.samples(control_points)
     K, S = samples.shape[:2]
-    viewmats, Ks = t.viewmats[view_ids], t.Ks[view_ids]
-    cam = torch.einsum("vij,nj->vni", viewmats[:, :3, :3], samples.reshape(-1, 3)) + viewmats[:, None, :3, 3]
-    z = cam[..., 2].clamp_min(1e-6)
-    x = (cam[..., 0] / z * Ks[:, None, 0, 0] + Ks[:, None, 0, 2]).long().clamp(0, t.width - 1)
-    y = (cam[..., 1] / z * Ks[:, None, 1, 1] + Ks[:, None, 1, 2]).long().clamp(0, t.height - 1)
+    uv, _ = pinhole.project(samples.reshape(-1, 3), t.viewmats[view_ids], t.Ks[view_ids], min_depth=1e-6)  # [V,KS,2]
+    x = uv[..., 0].long().clamp(0, t.width - 1)
+    y = uv[..., 1].long().clamp(0, t.height - 1)
     v = torch.arange(len(view_ids), device=x.device)[:, None].expand_as(x)
     far = lines_loss.distance_cost[view_ids][v, y, x] > INTERIOR_PX
     inside = t.alpha[view_ids][v, y, x] > 0.5

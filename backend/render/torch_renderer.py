@@ -33,6 +33,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .pinhole import to_camera, to_pixels
+
 EPS2D = 0.3
 NEAR_PLANE = 0.01
 FAR_PLANE = 1e10
@@ -68,6 +70,18 @@ def _as_view_scales(scales: torch.Tensor, views: int, count: int) -> torch.Tenso
     return scales
 
 
+def _check_inputs(means, opacity, viewmats, Ks, width, height) -> None:
+    """The renderer's entry contract (gsplat-style shapes); a mismatch is the caller's bug."""
+    assert means.dim() == 2 and means.shape[1] == 3, f"means must be [N,3], got {list(means.shape)}"
+    assert viewmats.dim() == 3 and viewmats.shape[1:] == (4, 4), f"viewmats must be [V,4,4], got {list(viewmats.shape)}"
+    V, N = viewmats.shape[0], means.shape[0]
+    assert Ks.shape == (V, 3, 3), f"Ks must be [V,3,3] = [{V},3,3] (one per viewmat), got {list(Ks.shape)}"
+    if torch.is_tensor(opacity):
+        assert opacity.dim() == 0 or opacity.shape == (N,), \
+            f"opacity must be a number or [N] = [{N}], got {list(opacity.shape)}"
+    assert int(width) > 0 and int(height) > 0, f"image size must be positive, got {width}x{height}"
+
+
 def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.Tensor,
             Ks: torch.Tensor, width: int, height: int, *, use_opacity_bound: bool = True,
             near_plane: float = NEAR_PLANE, far_plane: float = FAR_PLANE) -> Projection:
@@ -77,18 +91,19 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     (``_fully_fused_projection``); True gives the opacity-aware radius its CUDA kernel uses.
     Differentiable w.r.t. means, scales and opacity (radii and validity are not).
     """
+    _check_inputs(means, opacity, viewmats, Ks, width, height)
     V, N = viewmats.shape[0], means.shape[0]
     dtype, device = means.dtype, means.device
-    viewmats = viewmats.to(dtype)
-    Ks = Ks.to(dtype)
-    s2 = _as_view_scales(torch.as_tensor(scales, dtype=dtype, device=device), V, N) ** 2
+    viewmats = viewmats.to(dtype)  # [V,4,4]
+    Ks = Ks.to(dtype)  # [V,3,3]
+    s2 = _as_view_scales(torch.as_tensor(scales, dtype=dtype, device=device), V, N) ** 2  # [V,N]
     opac = torch.as_tensor(opacity, dtype=dtype, device=device)
     opac = opac.expand(N) if opac.dim() == 0 else opac
-    opac = opac[None].expand(V, N)
+    opac = opac[None].expand(V, N)  # [V,N]
 
-    R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
-    cam = torch.einsum("vij,nj->vni", R, means) + t[:, None, :]  # [V,N,3]
-    x, y, z = cam.unbind(-1)
+    R = viewmats[:, :3, :3]  # [V,3,3]
+    cam = to_camera(means, viewmats)  # [V,N,3]
+    x, y, z = cam.unbind(-1)  # [V,N] each
     with torch.no_grad():
         in_depth = (z >= near_plane) & (z <= far_plane)
     z = torch.where(in_depth, z, torch.ones_like(z))  # keeps culled entries finite (no NaN grads)
@@ -117,7 +132,7 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     det = a * c - b * b
     det_safe = torch.where(det > 0, det, torch.ones_like(det))
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
-    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], -1)
+    means2d = to_pixels(x, y, rz, Ks)  # [V,N,2]
 
     with torch.no_grad():
         if use_opacity_bound:

@@ -317,3 +317,40 @@ def test_pixel_scales_give_requested_pixel_sigma(width_px):
         expected = torch.full((3,), width_px**2 + 0.3, dtype=torch.float64)
         torch.testing.assert_close(cov_xx[v, on_axis], expected)
         torch.testing.assert_close(cov_yy[v, on_axis], expected)
+
+
+def test_renderer_entry_rejects_mismatched_shapes_in_one_clear_line():
+    viewmats, Ks = (torch.as_tensor(a) for a in orbit_cameras(2, 16))
+    means = torch.zeros(5, 3)
+    render = TorchRenderer()
+    cases = [
+        (dict(means=torch.zeros(5, 4)), "means must be [N,3], got [5, 4]"),
+        (dict(viewmats=viewmats[:, :3]), "viewmats must be [V,4,4], got [2, 3, 4]"),
+        (dict(Ks=Ks[:1]), "Ks must be [V,3,3] = [2,3,3] (one per viewmat), got [1, 3, 3]"),
+        (dict(opacity=torch.ones(4)), "opacity must be a number or [N] = [5], got [4]"),
+    ]
+    for change, message in cases:
+        args = dict(means=means, scales=torch.full((5,), 0.02), opacity=1.0, viewmats=viewmats, Ks=Ks)
+        args.update(change)
+        with pytest.raises(AssertionError) as info:
+            render(args["means"], args["scales"], args["opacity"], args["viewmats"], args["Ks"], 16, 16)
+        assert str(info.value) == message
+    assert render(means, torch.full((5,), 0.02), torch.ones(5), viewmats, Ks, 16, 16).shape == (2, 16, 16)
+
+
+def test_one_pinhole_projection_in_torch_and_numpy():
+    """The renderer's splat centres, backend.render.pinhole.project and backend.cameras.project agree."""
+    from backend import cameras
+    from backend.render import pinhole
+
+    viewmats, Ks = (torch.as_tensor(a, dtype=torch.float64) for a in orbit_cameras(3, 32))
+    points = torch.rand(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.5
+    uv, z = pinhole.project(points, viewmats, Ks)
+    assert uv.shape == (3, 40, 2) and z.shape == (3, 40)
+    proj = project(points, torch.full((40,), 1e-3, dtype=torch.float64), 1.0, viewmats, Ks, 32, 32)
+    assert torch.equal(proj.means2d, uv) and torch.equal(proj.depths, z)  # the very same arithmetic
+    uv_np, z_np = cameras.project(points.numpy(), viewmats.numpy(), Ks.numpy())
+    torch.testing.assert_close(torch.as_tensor(uv_np), uv, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.as_tensor(z_np), z, rtol=0, atol=1e-12)
+    uv0, z0 = cameras.project_points(points.numpy(), viewmats[0].numpy(), Ks[0].numpy())
+    assert (uv0 == uv_np[0]).all() and (z0 == z_np[0]).all()
