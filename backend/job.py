@@ -164,12 +164,12 @@ def load_job(folder) -> Job:
     needs = {"lines": "lines" in arrays, "surface": bool(mesh)}
     for name, present in needs.items():
         if config.losses.get(name, 0) > 0 and not present:
-            what = "line images ('lines' in views.npz)" if name == "lines" else "the mesh (mesh.npz)"
+            what = f"line images ('lines' in {VIEWS_NPZ})" if name == "lines" else f"the mesh ({MESH_NPZ})"
             raise BadJob(f"{job_json}: loss '{name}' needs {what}, which the job does not have")
     if config.init in ("surface", "contour") and not mesh:
-        raise BadJob(f"{job_json}: init '{config.init}' needs the mesh (mesh.npz)")
+        raise BadJob(f"{job_json}: init '{config.init}' needs the mesh ({MESH_NPZ})")
     if config.init == "contour" and "lines" not in arrays:
-        raise BadJob(f"{job_json}: init 'contour' needs line images ('lines' in views.npz)")
+        raise BadJob(f"{job_json}: init 'contour' needs line images ('lines' in {VIEWS_NPZ})")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     return Job(folder, config, arrays, source)
 

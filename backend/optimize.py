@@ -17,6 +17,7 @@ from .config import OptimizeConfig
 from .curves import curve_lengths, sample_curves
 from .init import initial_curves
 from .losses import LossContext, LossInputs, Targets, build_losses
+from .protocol import INFO, PROGRESS, SNAPSHOT
 from .render import Renderer, pinhole, pixel_scales
 
 Emit = Callable[[dict], None]
@@ -230,7 +231,7 @@ def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState
     state.optimizer = torch.optim.Adam([state.points], lr=cfg.lr)
     budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
               if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
-    emit({"type": "info", "message": f"pruned {len(dropped)} curve(s) that added nothing{budget}; "
+    emit({"type": INFO, "message": f"pruned {len(dropped)} curve(s) that added nothing{budget}; "
                                      f"{len(state.alive)} left"})
 
 
@@ -259,12 +260,12 @@ def _report(cfg: OptimizeConfig, state: _RunState, clock: _ProgressClock, emit: 
     if clock.due(done, cfg.iterations):
         rate = clock.seconds_per_step(done)
         remaining = (cfg.iterations - done) + (runs - run_index - 1) * cfg.iterations
-        emit({"type": "progress", "iteration": done, "iterations": cfg.iterations, "run": run_index + 1,
+        emit({"type": PROGRESS, "iteration": done, "iterations": cfg.iterations, "run": run_index + 1,
               "runs": runs, "loss": float(state.last_total),
               "losses": {k: float(v.detach().mean()) for k, v in state.last_values.items()},
               "sec_per_iter": rate, "eta_s": rate * remaining})
     if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == cfg.iterations):
-        emit({"type": "snapshot", "iteration": done, "run": run_index + 1,
+        emit({"type": SNAPSHOT, "iteration": done, "run": run_index + 1,
               "control_points": state.points.detach().cpu().round(decimals=5).tolist()})
 
 
@@ -342,6 +343,6 @@ def optimize(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, *, emit:
             break
     best.runs = summaries
     if cfg.best_of > 1:
-        emit({"type": "info", "message": f"best of {len(summaries)} seeds: seed {best.seed} "
+        emit({"type": INFO, "message": f"best of {len(summaries)} seeds: seed {best.seed} "
                                          f"(held-out loss {best.heldout_loss:.4f})"})
     return best

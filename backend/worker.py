@@ -38,6 +38,7 @@ from .protocol import (
     METRICS_JSON,
     RESULT_NPZ,
     TURNTABLE_NPZ,
+    VIEWS_NPZ,
     WARNING,
     write_json,
 )
@@ -282,7 +283,7 @@ def _evaluation_views(folder: Path, views_path: str | None):
     job = load_job(folder)
     if "lines" not in job.arrays or job.arrays["is_train"].all():
         raise BadJob(f"{folder}: no {EVAL_NPZ} and no held-out views with line images to evaluate on")
-    return EvalViews.from_arrays(job.arrays, ~job.arrays["is_train"]), "held-out views of views.npz", None
+    return EvalViews.from_arrays(job.arrays, ~job.arrays["is_train"]), f"held-out views of {VIEWS_NPZ}", None
 
 
 def _evaluate(folder: Path, views_path: str | None, report: bool, title: str, clip, events: EventStream,

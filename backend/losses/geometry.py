@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..imageops import distance_transform, distance_transform_3d, gaussian_blur
+from ..protocol import MESH_NPZ, VIEWS_NPZ
 from .base import LossContext, LossInputs
 
 PRECISION_CAP_PX = 12.0  # distances beyond this no longer grow the penalty (gradient fades smoothly)
@@ -41,7 +42,7 @@ class LinesLoss:
     def __init__(self, ctx: LossContext, recall_weight: float = 1.0, precision_weight: float = PRECISION_WEIGHT):
         t = ctx.targets
         if t.lines is None:
-            raise ValueError("the 'lines' loss needs line images ('lines' in views.npz)")
+            raise ValueError(f"the 'lines' loss needs line images ('lines' in {VIEWS_NPZ})")
         self.visible = t.lines
         all_lines = t.lines if t.lines_hidden is None else torch.maximum(t.lines, t.lines_hidden)
         dist = distance_transform(all_lines > 0.5).to(t.lines.device)
@@ -85,7 +86,7 @@ class SurfaceLoss:
 
     def __init__(self, ctx: LossContext):
         if ctx.targets.surface_samples is None:
-            raise ValueError("the 'surface' loss needs the mesh (mesh.npz)")
+            raise ValueError(f"the 'surface' loss needs the mesh ({MESH_NPZ})")
         self.grid = distance_grid(ctx.targets.surface_samples, self.GRID, self.EXTENT)
         self.scale = ctx.config.stroke_width if ctx.config.width_mode == "world" else 0.01
 
