@@ -15,7 +15,17 @@ import numpy as np
 
 from .config import CLIP_LOSSES, GEOMETRY_ONLY_WEIGHTS, OptimizeConfig, SettingsError, settings_from_dict
 from .errors import BadJob
-from .protocol import JOB_JSON, MESH_NPZ, RESULT_JSON, RESULT_NPZ, SCHEMA_VERSION, VIEWS_NPZ, write_atomic
+from .protocol import (  # noqa: F401 - write_atomic stays importable from here for older callers
+    JOB_JSON,
+    MESH_NPZ,
+    RESULT_JSON,
+    RESULT_NPZ,
+    SCHEMA_VERSION,
+    VIEWS_NPZ,
+    write_atomic,
+    write_json,
+    write_npz,
+)
 
 MAX_VIEWS = 4096
 MAX_IMAGE_SIZE = 4096
@@ -184,15 +194,9 @@ def geometry_only(config: OptimizeConfig, arrays: dict) -> dict[str, float]:
 
 
 def write_result(folder: Path, result, summary: dict) -> None:
-    def save_npz(tmp):
-        with open(tmp, "wb") as fh:
-            np.savez(fh, control_points=result.control_points.numpy().astype(np.float32),
-                     widths=result.widths.numpy().astype(np.float32),
-                     view_losses=result.view_losses.numpy().astype(np.float32),
-                     loss_history=np.asarray(result.loss_history, dtype=np.float32))
-
-    def save_json(tmp):
-        Path(tmp).write_text(json.dumps(summary, indent=2, allow_nan=False, default=str), encoding="utf-8")
-
-    write_atomic(folder / RESULT_NPZ, save_npz)
-    write_atomic(folder / RESULT_JSON, save_json)
+    """``result.npz`` (the contract's float32 arrays) then ``result.json``, each written atomically."""
+    write_npz(folder / RESULT_NPZ, control_points=result.control_points.numpy().astype(np.float32),
+              widths=result.widths.numpy().astype(np.float32),
+              view_losses=result.view_losses.numpy().astype(np.float32),
+              loss_history=np.asarray(result.loss_history, dtype=np.float32))
+    write_json(folder / RESULT_JSON, summary)
