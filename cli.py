@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use the geometry-only objective if CLIP weights are missing")
     st.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     st.add_argument("--python", metavar="PATH", help="backend Python with torch (default: the preferences')")
+    be = p.add_argument_group("backend (instead of sketching)")
+    be.add_argument("--setup-backend", action="store_true",
+                    help="make the managed backend environment (torch, open_clip, gsplat) in the extension's user "
+                         "folder; afterwards runs need no --python. --python names the base Python here")
+    be.add_argument("--check-backend", action="store_true",
+                    help="exit 0 when the backend is ready, else print why (one line) and exit 1")
+    be.add_argument("--torch", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                    help="with --setup-backend: the torch build (auto: CUDA with an NVIDIA GPU, MPS on Apple "
+                         "silicon, else CPU)")
+    be.add_argument("--find-links", metavar="DIR", help="with --setup-backend: install offline from this wheel folder")
+    be.add_argument("--build-kernels", action="store_true",
+                    help="with --setup-backend on CUDA: compile gsplat's kernels once (minutes)")
     out = p.add_argument_group("outputs")
     out.add_argument("--output", metavar="OUT.blend", help="save the result here (a folder: <file>_sketch.blend)")
     out.add_argument("--preview", metavar="OUT.png", help="contact sheet of the sketch beside the object")
@@ -80,6 +92,10 @@ def main(argv) -> int:
         return stop.code if isinstance(stop.code, int) else CLI_USAGE
     with _signals_unwind(), _blender_chatter_to_log() as log_path:
         try:
+            if args.setup_backend:
+                return _setup_backend(args)
+            if args.check_backend:
+                return _check_backend(args)
             return _run(args, log_path)
         except UsageError as error:
             _error(str(error))
@@ -165,6 +181,44 @@ def _flush_c_stdio() -> None:
         ctypes.CDLL(None).fflush(None)
     except (OSError, AttributeError, TypeError):
         pass
+
+
+def _setup_backend(args) -> int:
+    from .jobs.environment import find_base_python, managed_root
+    from .jobs.setup import SetupRun
+    from .preferences import user_dir
+
+    base, problem = find_base_python(args.python or "")
+    if problem:
+        raise UsageError(problem)
+    find_links = os.path.abspath(os.path.expanduser(args.find_links)) if args.find_links else ""
+    if find_links and not os.path.isdir(find_links):
+        raise UsageError(f"--find-links '{find_links}' is not a folder")
+    run = SetupRun(base, user_dir=user_dir(), torch=args.torch, find_links=find_links,
+                   build_kernels=args.build_kernels, log=_say)
+    _say(f"setting up the backend in {managed_root(user_dir())} with {base} (torch build: {args.torch})")
+    try:
+        run.run_blocking()
+    except RunError as error:
+        raise UsageError(str(error)) from None
+    if run.state == SUCCEEDED:
+        _say(run.summary)
+        return CLI_OK
+    _error(f"backend set-up: {run.message} (log: {run.log_path}); the previous backend is unchanged")
+    return CLI_INTERRUPTED if run.state == CANCELLED else CLI_ASSET_FAILED
+
+
+def _check_backend(args) -> int:
+    from .jobs import describe_backend, probe_backend
+    from .preferences import backend_python
+
+    python = os.path.abspath(os.path.expanduser(args.python)) if args.python else backend_python(bpy.context)
+    info = probe_backend(python, full=True)
+    if isinstance(info, str):
+        _error(info)
+        return CLI_ASSET_FAILED
+    _say(f"backend ready: {describe_backend(info)} ({python})")
+    return CLI_OK
 
 
 def _error(line: str) -> None:

@@ -1,4 +1,4 @@
-"""Add-on preferences: where the backend Python lives and how it loads CLIP.
+"""Add-on preferences: the backend (set up, check, repair, remove), the device, and CLIP.
 
 These are per-machine choices (a studio's GPU box differs from a laptop), so they live in the
 preferences rather than in the .blend; per-sketch choices live in ``properties.py``.
@@ -11,7 +11,7 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from .jobs import resolve_backend_python
+from .jobs.environment import describe_env, managed_env, resolve_backend_python
 
 EXTENSION_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,8 +21,25 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
 
     backend_python: StringProperty(
         name="Backend Python", subtype="FILE_PATH", default="",
-        description="Python with torch that runs the optimisation. Empty: the extension folder's "
-                    ".venv (development checkout), else python3 on PATH")
+        description="A Python with torch of your own that runs the optimisation. Empty: the environment "
+                    "Set Up Backend makes (else a development checkout's .venv)")
+    base_python: StringProperty(
+        name="Base Python", subtype="FILE_PATH", default="",
+        description="The Python that Set Up Backend makes the environment with. Empty: Blender's own where "
+                    "it can, else Python 3.10+ on PATH")
+    torch_build: EnumProperty(
+        name="Torch Build", default="auto",
+        items=[("auto", "Auto", "CUDA where an NVIDIA GPU is present, MPS on Apple silicon, else CPU"),
+               ("cpu", "CPU", "The small CPU build (no GPU)"),
+               ("cuda", "CUDA", "NVIDIA GPU build (gigabytes)"),
+               ("mps", "MPS", "Apple silicon")])
+    wheel_folder: StringProperty(
+        name="Wheel Folder", subtype="DIR_PATH", default="",
+        description="Install offline from this folder of wheels (no package index)")
+    build_kernels: BoolProperty(
+        name="Build GPU Kernels", default=False,
+        description="On CUDA, compile gsplat's renderer once during set-up (minutes); without it the "
+                    "torch renderer runs")
     device: EnumProperty(
         name="Device", default="auto",
         items=[("auto", "Auto", "CUDA if available, else Apple MPS, else CPU"),
@@ -48,16 +65,8 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
+        self._draw_backend(context, layout.box())
         col = layout.column()
-        col.prop(self, "backend_python")
-        if not self.backend_python:
-            col.label(text=f"Auto: {self.resolved_python()}", icon="INFO")
-        row = col.row()
-        row.operator("splatsketch.check_backend", icon="CHECKMARK")
-        state = context.window_manager.splatsketch
-        if state.backend_report:
-            for line in state.backend_report.split("\n"):
-                col.label(text=line, icon="ERROR" if state.backend_error else "CHECKMARK")
         col.prop(self, "device")
         col = layout.column(heading="CLIP")
         col.prop(self, "clip_model")
@@ -67,8 +76,45 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         col.prop(self, "allow_download")
         col.prop(self, "allow_geometry_fallback")
 
+    def _draw_backend(self, context, box) -> None:
+        """The Backend box: its state in words, and Set Up / Check / Repair / Remove."""
+        state = context.window_manager.splatsketch
+        setting_up = state.running and state.run_kind == "setup"
+        managed = managed_env(user_dir())
+        box.label(text="Backend", icon="CONSOLE")
+        if setting_up:
+            box.label(text="Installing: " + (state.status or "starting"), icon="IMPORT")
+            if hasattr(box, "progress"):
+                box.progress(factor=state.progress, type="BAR", text=state.status or "Setting up")
+            row = box.row()
+            row.operator("splatsketch.cancel", text="Cancel", icon="CANCEL")
+        elif self.backend_python:
+            box.label(text=f"Your own Python: {self.backend_python}", icon="INFO")
+        elif managed:
+            box.label(text=describe_env(managed).capitalize(), icon="CHECKMARK")
+        else:
+            python = self.resolved_python()
+            box.label(text="Not set up" + (f" (using {python})" if os.path.isfile(python) else ""), icon="ERROR")
+        row = box.row(align=True)
+        row.enabled = not state.running
+        row.operator("splatsketch.setup_backend", text="Set Up Backend" if not managed else "Repair",
+                     icon="IMPORT" if not managed else "FILE_REFRESH").repair = bool(managed)
+        row.operator("splatsketch.check_backend", text="Check", icon="CHECKMARK")
+        row.operator("splatsketch.remove_backend", text="Remove", icon="TRASH")
+        if state.setup_log:
+            box.operator("splatsketch.open_setup_log", text="Open Set-Up Log", icon="TEXT")
+        if state.backend_report:
+            for line in state.backend_report.split("\n"):
+                box.label(text=line, icon="ERROR" if state.backend_error else "INFO")
+        col = box.column()
+        col.prop(self, "torch_build")
+        col.prop(self, "wheel_folder")
+        col.prop(self, "build_kernels")
+        col.prop(self, "base_python")
+        col.prop(self, "backend_python")
+
     def resolved_python(self) -> str:
-        return resolve_backend_python(self.backend_python, EXTENSION_DIR)
+        return resolve_backend_python(self.backend_python, EXTENSION_DIR, user_dir())
 
 
 def user_dir() -> str:
@@ -95,7 +141,7 @@ def backend_python(context=None) -> str:
     """The Python that runs the backend: the preferences' choice, or the default resolution (the
     checkout's .venv, else python3) when the extension is not enabled as an add-on."""
     prefs = get_preferences(context)
-    return prefs.resolved_python() if prefs else resolve_backend_python("", EXTENSION_DIR)
+    return prefs.resolved_python() if prefs else resolve_backend_python("", EXTENSION_DIR, user_dir())
 
 
 CLASSES = (SplatSketchPreferences,)

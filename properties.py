@@ -90,6 +90,8 @@ class SplatSketchState(bpy.types.PropertyGroup):
     summary: StringProperty(default="")
     last_result: StringProperty(default="", description="Name of the last sketch object")
     last_error: StringProperty(default="")
+    run_kind: StringProperty(default="", description="What runs: 'job', 'evaluation' or 'setup'")
+    setup_log: StringProperty(default="", description="The last backend set-up's log file")
     backend_report: StringProperty(default="")
     backend_error: BoolProperty(default=False)
 

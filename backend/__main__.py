@@ -1,5 +1,7 @@
-"""Command line of the backend: ``python -m backend run|evaluate JOB_DIR`` and ``python -m backend check``
-(argv builders for callers: ``backend.protocol.run_argv`` / ``evaluate_argv`` / ``check_argv``)."""
+"""Command line of the backend: ``python -m backend run|evaluate JOB_DIR``, ``python -m backend check``
+and ``python -m backend setup ROOT`` (argv builders for callers: ``backend.protocol.run_argv`` /
+``evaluate_argv`` / ``check_argv`` / ``setup_argv``). ``setup`` runs on a bare base Python, so
+nothing here imports more than the standard library before the sub-command is known."""
 
 from __future__ import annotations
 
@@ -13,7 +15,20 @@ def main(argv=None) -> int:
     run = sub.add_parser("run", help="optimise the curves of a job folder (docs/JOB_FORMAT.md)")
     run.add_argument("job_dir")
     _add_watch_options(run)
-    sub.add_parser("check", help="print this Python's torch / CUDA / gsplat / open_clip versions as JSON")
+    check = sub.add_parser("check", help="print this Python's torch / CUDA / gsplat / open_clip versions as JSON")
+    check.add_argument("--quick", action="store_true", help="only look for the packages (milliseconds), do not "
+                       "import them (torch takes seconds)")
+    st = sub.add_parser("setup", help="make the managed backend environment ROOT/envs/<name> and switch "
+                        "ROOT/current.json to it once it works (run by a base Python; backend/setup_env.py)")
+    st.add_argument("root")
+    st.add_argument("--torch", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                    help="torch build (auto: CUDA with an NVIDIA driver, MPS on Apple silicon, else CPU)")
+    st.add_argument("--find-links", default="", help="install offline from this wheel folder (no index)")
+    st.add_argument("--index-url", default="", help="use this package index instead of the default one(s)")
+    st.add_argument("--build-kernels", action="store_true", help="on CUDA, compile gsplat's kernels once")
+    st.add_argument("--package", action="append", default=[],
+                    help="install this requirement instead of the runtime set (repeatable; pinned studio sets)")
+    _add_watch_options(st)
     ev = sub.add_parser("evaluate", help="score a finished job on views it was not optimised on")
     ev.add_argument("job_dir")
     ev.add_argument("--views", help="an .npz of evaluation views (default: JOB_DIR/eval.npz, else the held-out views)")
@@ -28,10 +43,14 @@ def main(argv=None) -> int:
     ev.add_argument("--clip-config", default="", help="a JSON model config for --clip-model (tests)")
     _add_watch_options(ev)
     args = parser.parse_args(argv)
+    if args.command == "setup":
+        from . import setup_env
+
+        return setup_env.main(args)
     from . import worker
 
     if args.command == "check":
-        return worker.check_backend()
+        return worker.check_backend(quick=args.quick)
     if args.command == "evaluate":
         clip = None
         if args.clip_model:

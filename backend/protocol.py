@@ -96,8 +96,9 @@ def evaluate_argv(job_dir: str, *, views: str | None = None, report: bool = Fals
     return argv + list(clip_args) + _watch_args(parent_pid, watch_stdin)
 
 
-def check_argv() -> list[str]:
-    return ["check"]
+def check_argv(quick: bool = False) -> list[str]:
+    """``check``: one JSON line about this Python's packages; ``quick`` does not import them."""
+    return ["check"] + (["--quick"] if quick else [])
 
 
 def setup_argv(env_root: str, *, torch: str = "auto", find_links: str = "", index_url: str = "",

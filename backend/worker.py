@@ -344,21 +344,32 @@ def _evaluate(folder: Path, views_path: str | None, report: bool, title: str, cl
     return EXIT_OK
 
 
-def check_backend() -> int:
-    """One JSON line describing this Python's backend packages (the add-on's "Check backend")."""
+def check_backend(quick: bool = False) -> int:
+    """One JSON line describing this Python's backend packages (the add-on's probe and "Check").
+
+    ``quick`` only looks for the packages (milliseconds; done before every run); otherwise they are
+    imported (torch takes seconds) and the GPU is named. Keys: ``python``, ``executable``, one per
+    package (its version, True when only found, None when missing, with ``<name>_error``), ``cuda``
+    (the GPU's name, "" without), ``mps``."""
+    import importlib.util
+
     info: dict = {"python": sys.version.split()[0], "executable": sys.executable}
     for name in ("torch", "open_clip", "gsplat", "numpy"):
+        if quick:
+            info[name] = True if importlib.util.find_spec(name) is not None else None
+            continue
         try:
             module = __import__(name)
             info[name] = getattr(module, "__version__", "unknown")
         except Exception as exc:  # noqa: BLE001 - report whatever stops the import
             info[name] = None
             info[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
-    if info.get("torch"):
+    if info.get("torch") and not quick:
         import torch
 
-        info["cuda"] = torch.cuda.is_available()
-        info["device_name"] = torch.cuda.get_device_name(0) if info["cuda"] else "CPU"
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+        info["device_name"] = info["cuda"] or "CPU"
+        info["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
         info["threads"] = torch.get_num_threads()
     print(json.dumps(info))
     return EXIT_OK if info.get("torch") else EXIT_INTERNAL  # no torch: the JSON line says why

@@ -1,5 +1,8 @@
-"""Running the backend worker from Blender without importing bpy (testable on its own)."""
+"""Running background processes from Blender: the runner and the worker process need no bpy
+(``runner.py``, ``worker.py``, ``environment.py``, ``setup.py``); ``sketch.py`` and
+``evaluation.py`` are the two run kinds that read and write the scene."""
 
+from .environment import resolve_backend_python  # noqa: F401
 from .worker import (  # noqa: F401
     Worker,
     describe_backend,
@@ -7,5 +10,4 @@ from .worker import (  # noqa: F401
     message_for_exit,
     probe_backend,
     progress_of,
-    resolve_backend_python,
 )

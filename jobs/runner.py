@@ -18,10 +18,9 @@ import tempfile
 import time
 
 from ..backend import protocol
-from .worker import Worker, format_duration, message_for_exit, probe_backend
+from .worker import EXTENSION_DIR, Worker, format_duration, message_for_exit, probe_backend
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
-EXTENSION_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEEP_FOLDERS, KEEP_LOGS = 8, 20
 _ACTIVE: set = set()  # runs with a live worker, so unregister() can stop them
 
@@ -145,6 +144,18 @@ class Run:
     def validate(self) -> None:
         """Raise RunError when the run cannot start (object gone, not a mesh...)."""
 
+    def probe(self) -> None:
+        """Raise RunError when the backend Python cannot run this (no torch...)."""
+        info = probe_backend(self.python)
+        if isinstance(info, str):
+            raise RunError(info)
+
+    def describe_progress(self, event: dict) -> tuple[float, str]:
+        """``(factor 0..1, status line)`` of a progress event."""
+        from .worker import progress_of
+
+        return progress_of(event)
+
     def prepare(self, folder: str):
         """A generator writing the job folder, yielding ``(done, total)`` per rendered view; on any
         failure or ``close()`` it must leave nothing half-written. Its return value is kept in
@@ -168,9 +179,7 @@ class Run:
     def begin(self) -> None:
         """Validate, probe the backend and make the folder; the views then render one per :meth:`advance`."""
         self.validate()
-        info = probe_backend(self.python)
-        if isinstance(info, str):
-            raise RunError(info)
+        self.probe()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = safe_name(self.name, self.kind)
         if self.folder is None:
@@ -243,11 +252,9 @@ class Run:
         return self.state
 
     def _handle(self, event: dict) -> None:
-        from .worker import progress_of
-
         kind, self.changed = event.get("type"), True
         if kind == protocol.PROGRESS:
-            self.progress, self.status = progress_of(event)
+            self.progress, self.status = self.describe_progress(event)
             now = time.monotonic()
             if now - self._logged >= self.log_every_s or event.get("iteration") == event.get("iterations"):
                 self._logged = now

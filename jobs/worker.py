@@ -21,7 +21,10 @@ import time
 from ..backend import protocol
 from ..backend.protocol import EXIT_MESSAGES
 
+EXTENSION_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m backend` is found
 CANCEL_GRACE_S = 10.0  # the worker finishes its step and writes a partial result within this time
+SET_UP_HINT = ("press Set Up Backend in Preferences > Add-ons > SplatSketch (headless: "
+               "`blender -b -c splatsketch --setup-backend`), or name a Python with torch there")
 
 
 class Worker:
@@ -150,46 +153,9 @@ def message_for_exit(code: int | None, last_error: dict | None = None, log_path:
     return f"the worker exited unexpectedly with code {code}{see_log}"
 
 
-def resolve_backend_python(setting: str, extension_dir: str) -> str:
-    """The Python that runs the worker: the preference, else the checkout's .venv, else python3."""
-    if setting:
-        return os.path.abspath(os.path.expanduser(setting))
-    for rel in (".venv/bin/python", ".venv/Scripts/python.exe"):
-        candidate = os.path.join(extension_dir, rel)
-        if os.path.isfile(candidate):
-            return candidate
-    import shutil
-
-    return shutil.which("python3") or shutil.which("python") or "python3"
-
-
-# Runs inside the backend Python. `full` imports torch (seconds) to report CUDA; the quick check
-# only looks for the packages, which takes milliseconds and is done before every run.
-_PROBE = r"""
-import importlib.util, json, sys
-full = sys.argv[1] == "full"
-out = {"python": sys.version.split()[0], "executable": sys.executable}
-for name in ("torch", "numpy", "gsplat", "open_clip"):
-    out[name] = importlib.util.find_spec(name) is not None
-if full:
-    for name in ("torch", "numpy", "gsplat", "open_clip"):
-        if out[name]:
-            try:
-                out[name] = getattr(__import__(name), "__version__", "installed")
-            except Exception as error:
-                out[name] = False
-                out[name + "_error"] = f"{type(error).__name__}: {error}"
-    if out["torch"]:
-        import torch
-        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-        out["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-print(json.dumps(out))
-"""
-
-
 def probe_backend(python: str, full: bool = False, timeout: float = 120.0) -> dict | str:
     """What the backend Python has (a dict), or one line saying what is missing and how to fix it."""
-    fix_hint = "set it in Preferences > Add-ons > SplatSketch or run `make backend`"
+    fix_hint = SET_UP_HINT
     if not os.path.isfile(python):
         import shutil
 
@@ -197,9 +163,10 @@ def probe_backend(python: str, full: bool = False, timeout: float = 120.0) -> di
             return f"the backend Python {python} does not exist: {fix_hint}"
     env = dict(os.environ)
     env.pop("PYTHONHOME", None)
+    argv = protocol.check_argv(quick=not full)
     try:
-        done = subprocess.run([python, "-c", _PROBE, "full" if full else "quick"], capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        done = subprocess.run([python, "-m", "backend", *argv], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=EXTENSION_DIR)
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"the backend Python {python} could not run ({error}): {fix_hint}"
     try:
@@ -208,8 +175,7 @@ def probe_backend(python: str, full: bool = False, timeout: float = 120.0) -> di
         return f"the backend Python {python} failed: {done.stderr.strip()[-300:]}"
     if not info.get("torch") or not info.get("numpy"):
         missing = "torch" if not info.get("torch") else "numpy"
-        return (f"the backend Python {python} has no {missing}: run `{python} -m pip install torch numpy "
-                f"open_clip_torch` (or `make backend`), or choose another Python in Preferences")
+        return f"the backend Python {python} has no {missing}: {SET_UP_HINT}"
     return info
 
 

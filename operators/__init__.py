@@ -1,5 +1,5 @@
 """Thin operators: validate, gather settings, call ``scene/`` and the worker runner, report."""
 
-from . import evaluate, generate, tools
+from . import backend, evaluate, generate, tools
 
-CLASSES = generate.CLASSES + evaluate.CLASSES + tools.CLASSES
+CLASSES = generate.CLASSES + evaluate.CLASSES + tools.CLASSES + backend.CLASSES

@@ -24,7 +24,9 @@ def redraw(context) -> None:
 def sync_state(state, run) -> None:
     """Mirror a run into the WindowManager state the panel draws (the modal step's visible half)."""
     state.progress, state.status = run.progress, run.status
-    if run.state == SUCCEEDED:
+    if run.state == SUCCEEDED and not run.result_name:  # a run that makes no object (backend set-up)
+        state.last_error = ""
+    elif run.state == SUCCEEDED:
         state.summary, state.last_result, state.last_error = run.summary, run.result_name, ""
     elif run.state != RUNNING:
         state.last_error = "" if run.state == CANCELLED else run.message
@@ -64,6 +66,7 @@ class ModalRun:
         run = self._begin(context, live_preview=False, log=print)
         if run is None:
             return {"CANCELLED"}
+        context.window_manager.splatsketch.run_kind = run.kind
         try:
             run.run_blocking()
         except RunError as error:
@@ -78,6 +81,7 @@ class ModalRun:
         run = self._begin(context, live_preview=True)
         if run is None:
             return {"CANCELLED"}
+        context.window_manager.splatsketch.run_kind = run.kind
         self._run, self._started = run, False
         self._timer = context.window_manager.event_timer_add(0.1, window=context.window)
         context.window_manager.modal_handler_add(self)

@@ -250,7 +250,7 @@ def test_probe_backend_messages(addon, tmp_path):
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     no_torch = jobs.probe_backend(str(venv / "bin" / "python"))
-    assert isinstance(no_torch, str) and "has no torch" in no_torch and "pip install torch" in no_torch
+    assert isinstance(no_torch, str) and "has no torch" in no_torch and "Set Up Backend" in no_torch
 
 
 def test_message_for_exit(addon):

@@ -112,7 +112,7 @@ def test_backend_python_without_torch(addon, capsys, tmp_path):
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     code, out, err, before = run_cli(addon, capsys, "--object", "Cube", "--python", str(venv / "bin" / "python"))
-    assert code == 2 and "has no torch: run" in only_line(err) and scene_state() == before
+    assert code == 2 and "has no torch: press Set Up Backend" in only_line(err) and scene_state() == before
 
 
 @pytest.mark.parametrize("option", ["--output", "--preview", "--json", "--report"])

@@ -1,0 +1,440 @@
+"""``python -m backend setup ROOT``: make the managed backend environment, as a child process.
+
+Run by a *base* Python that has only the standard library (Blender's own, or one on PATH), so this
+module imports nothing else: no numpy, no torch. It creates ``ROOT/envs/<name>`` (a virtual
+environment), installs the backend's runtime set into it (pyproject's ``[project].dependencies``,
+torch built for this machine), checks it with ``python -m backend check``, optionally builds
+gsplat's CUDA kernels, and only then switches ``ROOT/current.json`` to it. A failure, a cancel or a
+vanished parent removes the new environment and leaves the previous one in use: the switch is the
+last, atomic step.
+
+stdout carries the protocol's JSON events (progress with ``stage`` and ``package``; ``done`` with
+the environment's description); the installer's own output goes to stderr, the set-up log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import protocol
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the extension folder (cwd of `-m backend`)
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # torch without CUDA: a tenth of the download
+PYPI_INDEX = "https://pypi.org/simple"
+TORCH_DISTS = ("torch", "torchvision")
+MIN_PYTHON = (3, 10)
+LOCK = "setup.lock"
+
+
+class SetupFailed(Exception):
+    """One line for the user; nothing was switched."""
+
+
+class Cancelled(BaseException):
+    pass
+
+
+# -- what to install --------------------------------------------------------------------------------
+
+
+def runtime_requirements(pyproject: Path = PYPROJECT) -> list[str]:
+    """The backend's runtime set: ``[project].dependencies`` of the repository's pyproject.toml."""
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SetupFailed(f"cannot read the package list {pyproject}: {error.strerror or error}") from None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the one array we need, read plainly
+        block = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.S | re.M)
+        return re.findall(r'"([^"]+)"', block.group(1)) if block else []
+    return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
+
+
+def dist_name(spec: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def detect_torch_build() -> str:
+    """``cuda`` where an NVIDIA driver is present, ``mps`` on Apple silicon, else ``cpu``."""
+    if sys.platform == "darwin":
+        return "mps" if os.uname().machine == "arm64" else "cpu"
+    if os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"):
+        return "cuda"
+    return "cpu"
+
+
+# -- events, stop flag, lock ----------------------------------------------------------------------------
+
+
+class Events:
+    """Typed JSON lines on the real stdout; fd 1 then points at stderr so stray prints go to the log."""
+
+    def __init__(self):
+        sys.stdout.flush()
+        self._out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        self._lock = threading.Lock()
+        self._final = False
+
+    def emit(self, kind: str, **fields) -> None:
+        if kind not in protocol.EVENT_TYPES:
+            raise ValueError(f"unknown event type {kind!r}")
+        with self._lock:
+            if self._final:
+                raise RuntimeError(f"event {kind!r} after the final event")
+            self._final = kind in protocol.FINAL_EVENTS
+            try:
+                self._out.write(json.dumps({"type": kind, **fields}) + "\n")
+                self._out.flush()
+            except OSError:
+                pass
+
+    def progress(self, fraction: float, stage: str, package: str = "") -> None:
+        self.emit(protocol.PROGRESS, iteration=int(round(100 * min(max(fraction, 0.0), 1.0))), iterations=100,
+                  stage=stage, package=package)
+
+
+class Stop:
+    """SIGINT/SIGTERM, a closed stdin (when watched) or a vanished parent: stop and kill the installer."""
+
+    def __init__(self, parent_pid: int | None, watch_stdin: bool):
+        self.reason = ""
+        self.child: subprocess.Popen | None = None
+        self._event = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: self.set(signal.Signals(signum).name))
+        if watch_stdin and stat.S_ISFIFO(os.fstat(0).st_mode):
+            threading.Thread(target=self._watch_stdin, daemon=True).start()
+        if parent_pid:
+            threading.Thread(target=self._watch_parent, args=(parent_pid,), daemon=True).start()
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+            kill_tree(self.child)
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled(self.reason)
+
+    def _watch_stdin(self) -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        self.set("stdin closed")
+
+    def _watch_parent(self, pid: int) -> None:
+        while not self._event.wait(0.5):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                self.set(f"parent process {pid} is gone")
+            except PermissionError:
+                pass
+
+
+def kill_tree(child: subprocess.Popen | None) -> None:
+    """End an installer and everything it started (pip's build steps): no orphan keeps writing."""
+    if child is None or child.poll() is not None:
+        return
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(5)
+    except (OSError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def acquire_lock(root: Path) -> Path:
+    """``ROOT/setup.lock`` with this PID; a second set-up is refused while the first one lives."""
+    path = root / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _pid_alive(pid):
+                raise SetupFailed(f"another backend set-up is running (process {pid}); wait for it or cancel it") \
+                    from None
+            path.unlink(missing_ok=True)  # left by a set-up that died
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    raise SetupFailed(f"cannot take the set-up lock {path}")
+
+
+# -- the steps --------------------------------------------------------------------------------------------
+
+
+def env_python(env: Path) -> Path:
+    return env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run_child(argv: list[str], stop: Stop, on_line=None, cwd: str | None = None, env: dict | None = None) -> int:
+    """Run a step in its own process group; every output line goes to the log (and ``on_line``)."""
+    stop.check()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             cwd=cwd, env=env, start_new_session=True, text=True, errors="replace", bufsize=1)
+    stop.child = child
+    tail: list[str] = []
+    for line in child.stdout:
+        sys.stderr.write(line)
+        tail = (tail + [line.rstrip()])[-40:]
+        if on_line:
+            on_line(line.rstrip())
+    code = child.wait()
+    stop.child = None
+    stop.check()
+    run_child.tail = tail
+    return code
+
+
+run_child.tail = []
+
+
+def create_env(env: Path, stop: Stop) -> None:
+    if sys.version_info < MIN_PYTHON:
+        raise SetupFailed(f"Python {sys.version.split()[0]} ({sys.executable}) is too old: the backend needs "
+                          f"{'.'.join(map(str, MIN_PYTHON))} or newer; choose another Python in Preferences")
+    code = run_child([sys.executable, "-m", "venv", str(env)], stop)
+    if code != 0:
+        tail = " ".join(run_child.tail)
+        if "No space left on device" in tail or "Errno 28" in tail or _disk_full(env.parent):
+            raise SetupFailed(_classify(["No space left on device"], env.parent.parent, ""))
+        raise SetupFailed(
+            f"Python {sys.version.split()[0]} ({sys.executable}) cannot create virtual environments "
+            f"({'ensurepip is missing' if 'ensurepip' in tail else 'venv failed'}): install its venv module "
+            "(Debian/Ubuntu: `apt install python3-venv`) or choose another Python in Preferences > Add-ons > "
+            "SplatSketch > Base Python")
+
+
+def _disk_full(folder: Path, need: int = 64 << 20) -> bool:
+    """Less than ``need`` bytes free where the environment goes (venv's ensurepip hides ENOSPC)."""
+    try:
+        return shutil.disk_usage(folder).free < need
+    except OSError:
+        return False
+
+
+def _reachable(url: str) -> bool:
+    """Whether the package index answers at all (any HTTP status): pip without retries says only
+    "no matching distribution" when it is offline, the same words as for a missing package."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=10).close()
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return True
+
+
+def _classify(tail: list[str], root: Path, spec_hint: str, index: str = "") -> str:
+    """One line for what went wrong in an install, from the installer's last lines."""
+    text = "\n".join(tail)
+    if "No space left on device" in text or "Errno 28" in text or _disk_full(root):
+        free = shutil.disk_usage(root).free // (1 << 20) if root.exists() else 0
+        return f"the disk holding {root} is full ({free} MiB free): free some space and press Set Up again"
+    missing = re.search(r"(?:No matching distribution found for|satisfies the requirement) ([^\s(]+)", text)
+    offline = re.search(r"(Failed to establish a new connection|Network is unreachable|Temporary failure in name "
+                        r"resolution|Connection refused|ConnectionError|timed out|Name or service not known)", text)
+    if offline or (missing and index and not _reachable(index)):
+        return ("could not reach the package index (offline?): connect to the network, or install from a wheel "
+                "folder (Preferences: Wheel Folder; headless: --find-links DIR)")
+    if missing:
+        return f"the package index has no {missing.group(1)} for this Python and machine ({spec_hint})"
+    last = next((line for line in reversed(tail) if line.strip()), "no output")
+    return f"the installer failed: {last.strip()[:200]}"
+
+
+def install(env: Path, root: Path, specs: list[str], build: str, find_links: str, index_url: str, stop: Stop,
+            events: Events) -> None:
+    """pip into the new environment; torch and torchvision first, from the index of this build."""
+    python = str(env_python(env))
+    base = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
+    if find_links:
+        source = ["--no-index", "--find-links", str(find_links)]
+    elif index_url:
+        source = ["--index-url", index_url]
+    else:
+        source = []
+    torch_specs = [s for s in specs if dist_name(s) in TORCH_DISTS]
+    rest = [s for s in specs if dist_name(s) not in TORCH_DISTS]
+    rounds = []
+    if torch_specs:
+        torch_source = source or (["--index-url", CPU_INDEX] if build == "cpu" else [])
+        rounds.append((torch_specs, torch_source))
+    if rest:
+        rounds.append((rest, source))
+    seen: list[str] = []
+    expected = max(8, 3 * len(specs))
+
+    def on_line(line: str) -> None:
+        found = re.match(r"(?:Collecting|Processing|Downloading|Obtaining)\s+(\S+)", line.strip())
+        if found:
+            package = re.split(r"[<>=!~\[-]", os.path.basename(found.group(1)).split(".whl")[0], maxsplit=1)[0]
+            if package and package not in seen:
+                seen.append(package)
+                events.progress(0.1 + 0.6 * min(1.0, len(seen) / expected), "Downloading", package)
+        elif line.startswith("Installing collected packages"):
+            events.progress(0.75, "Installing", line.split(":", 1)[-1].strip()[:80])
+
+    for chunk, chunk_source in rounds:
+        code = run_child(base + chunk_source + chunk, stop, on_line, env=_installer_env())
+        if code != 0:
+            index = "" if find_links else (chunk_source[1] if chunk_source[:1] == ["--index-url"] else PYPI_INDEX)
+            raise SetupFailed(_classify(run_child.tail, root, ", ".join(chunk), index))
+
+
+def _installer_env() -> dict:
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)  # Blender's Python home must not leak into the environment's Python
+    env.pop("PYTHONPATH", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def check_env(env: Path, specs: list[str], stop: Stop) -> dict:
+    """``python -m backend check`` in the new environment; torch (when asked for) must import."""
+    lines: list[str] = []
+    code = run_child([str(env_python(env)), "-m", "backend", *protocol.check_argv()], stop, lines.append,
+                     cwd=str(REPO_ROOT), env=_installer_env())
+    info = {}
+    for line in reversed(lines):
+        try:
+            info = json.loads(line)
+            break
+        except ValueError:
+            continue
+    wanted = {dist_name(s) for s in specs}
+    if "torch" in wanted and not info.get("torch"):
+        detail = info.get("torch_error") or (lines[-1] if lines else f"exit code {code}")
+        raise SetupFailed(f"the new environment cannot import torch: {detail}")
+    return info
+
+
+def build_kernels(env: Path, stop: Stop, events: Events) -> bool:
+    """Compile gsplat's CUDA extension once (minutes); a failure only means the torch renderer."""
+    events.progress(0.92, "Building GPU kernels", "gsplat")
+    code = run_child([str(env_python(env)), "-c", "from gsplat.cuda._backend import _C; assert _C is not None"],
+                     stop, env=_installer_env())
+    if code != 0:
+        last = next((line for line in reversed(run_child.tail) if line.strip()), "")
+        events.emit(protocol.WARNING, message=f"gsplat's GPU kernels could not be built ({last[:160]}): "
+                                             "Generate uses the torch renderer")
+    return code == 0
+
+
+def switch(root: Path, env: Path, description: dict) -> None:
+    """Point ``current.json`` at the new environment (atomic), then remove the others."""
+    protocol.write_json(root / protocol.CURRENT_JSON, description)
+    for other in (root / protocol.ENVS_DIR).iterdir():
+        if other != env:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def current(root: Path) -> dict | None:
+    """The environment in use, or None (not set up, or its python is gone)."""
+    try:
+        data = json.loads((Path(root) / protocol.CURRENT_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("python") else None
+
+
+def main(args) -> int:
+    events = Events()
+    stop = Stop(args.parent_pid, args.watch_stdin)
+    root = Path(args.root).resolve()
+    env = None
+    lock = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(root)
+        build = detect_torch_build() if args.torch == "auto" else args.torch
+        specs = list(args.package) or runtime_requirements()
+        if not specs:
+            raise SetupFailed(f"no packages to install ({PYPROJECT} lists no dependencies)")
+        env = root / protocol.ENVS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        env.parent.mkdir(parents=True, exist_ok=True)
+        events.emit(protocol.INFO, message=f"setting up the backend in {env} with Python {sys.version.split()[0]} "
+                                           f"({sys.executable}); torch build: {build}")
+        events.progress(0.02, "Creating the environment")
+        create_env(env, stop)
+        events.progress(0.1, "Downloading")
+        install(env, root, specs, build, args.find_links, args.index_url, stop, events)
+        events.progress(0.88, "Checking")
+        info = check_env(env, specs, stop)
+        kernels = build_kernels(env, stop, events) if args.build_kernels and build == "cuda" else False
+        description = {
+            "python": str(env_python(env)), "env": env.name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "base_python": sys.executable, "torch_build": build, "packages": specs,
+            "find_links": args.find_links or "", "gsplat_kernels": kernels, "check": info,
+        }
+        stop.check()
+        switch(root, env, description)
+        events.progress(1.0, "Ready")
+        events.emit(protocol.DONE, result=protocol.CURRENT_JSON, python=description["python"], torch_build=build,
+                    torch=info.get("torch"), cuda=info.get("cuda", False))
+        return protocol.EXIT_OK
+    except Cancelled as stopped:
+        _discard(env)
+        code = protocol.EXIT_TERMINATED if str(stopped) == "SIGTERM" else protocol.EXIT_CANCELLED
+        events.emit(protocol.ERROR, message=f"set-up cancelled ({stopped}): the previous backend is unchanged",
+                    code=code)
+        return code
+    except SetupFailed as error:
+        _discard(env)
+        events.emit(protocol.ERROR, message=str(error), code=protocol.EXIT_SETUP)
+        return protocol.EXIT_SETUP
+    except OSError as error:  # the disk filled up under us, a folder we cannot write
+        _discard(env)
+        if error.errno == 28:
+            message = _classify(["No space left on device"], root, "")
+        else:
+            message = f"cannot write {error.filename or root}: {error.strerror or error}"
+        events.emit(protocol.ERROR, message=message, code=protocol.EXIT_SETUP)
+        return protocol.EXIT_SETUP
+    finally:
+        kill_tree(stop.child)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+
+
+def _discard(env: Path | None) -> None:
+    if env is not None and env.exists():
+        shutil.rmtree(env, ignore_errors=True)

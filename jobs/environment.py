@@ -1,0 +1,104 @@
+"""Which Python runs the backend, and the managed environment the extension makes for it (no bpy).
+
+Resolution order (one function, :func:`resolve_backend_python`): the Preferences' Backend Python,
+then the managed environment (``<extension user folder>/backend``, made by Set Up Backend or
+``--setup-backend``), then a development checkout's ``.venv``, then ``python3`` on PATH (which the
+probe then explains). The managed environment lives in the extension's *user* folder, never in the
+installed extension folder, so updating or reinstalling the zip keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from ..backend import protocol
+
+MANAGED_DIR = "backend"
+MIN_BASE = (3, 10)
+
+
+def managed_root(user_dir: str) -> str:
+    return os.path.join(user_dir, MANAGED_DIR)
+
+
+def managed_env(user_dir: str) -> dict | None:
+    """``current.json`` of the managed environment when its Python exists, else None."""
+    try:
+        with open(os.path.join(managed_root(user_dir), protocol.CURRENT_JSON), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not os.path.isfile(str(data.get("python", ""))):
+        return None
+    return data
+
+
+def resolve_backend_python(setting: str, extension_dir: str, user_dir: str | None = None) -> str:
+    """The Python that runs the backend (see the module's docstring for the order)."""
+    if setting:
+        return os.path.abspath(os.path.expanduser(setting))
+    managed = managed_env(user_dir) if user_dir else None
+    if managed:
+        return managed["python"]
+    for rel in (".venv/bin/python", ".venv/Scripts/python.exe"):
+        candidate = os.path.join(extension_dir, rel)
+        if os.path.isfile(candidate):
+            return candidate
+    return shutil.which("python3") or shutil.which("python") or "python3"
+
+
+_CAN_MAKE_ENVS = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
+
+
+def base_python_problem(python: str) -> str:
+    """'' when ``python`` can make the backend's environment, else why not (one line)."""
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    try:
+        done = subprocess.run([python, "-c", _CAN_MAKE_ENVS], capture_output=True, text=True, timeout=60, env=env)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{python} could not run ({error})"
+    if done.returncode != 0:
+        if "ensurepip" in done.stderr or "venv" in done.stderr:
+            return f"{python} cannot create virtual environments (no venv/ensurepip module)"
+        return f"{python} failed: {done.stderr.strip()[-200:]}"
+    version = tuple(int(p) for p in done.stdout.strip().split("."))
+    if version < MIN_BASE:
+        return f"{python} is Python {done.stdout.strip()}, the backend needs {'.'.join(map(str, MIN_BASE))}+"
+    return ""
+
+
+def find_base_python(preference: str = "") -> tuple[str, str]:
+    """``(python, "")`` for the interpreter that will make the environment, or ``("", why not)``.
+
+    The user's choice if given; else Blender's own Python where it can create environments; else a
+    Python >= 3.10 on PATH."""
+    if preference:
+        python = os.path.abspath(os.path.expanduser(preference))
+        problem = base_python_problem(python) if os.path.isfile(python) else f"{python} does not exist"
+        return ("", problem) if problem else (python, "")
+    tried = []
+    candidates = [sys.executable] + [shutil.which(n) for n in ("python3", "python3.13", "python3.12", "python3.11",
+                                                               "python3.10", "python")]
+    for python in dict.fromkeys(c for c in candidates if c):
+        problem = base_python_problem(python)
+        if not problem:
+            return python, ""
+        tried.append(problem)
+    return "", ("no Python here can create the backend's environment (" + "; ".join(tried) + "): install "
+                "Python 3.10+ with its venv module (Debian/Ubuntu: `apt install python3-venv`), or name one "
+                "in Preferences > Add-ons > SplatSketch > Base Python")
+
+
+def describe_env(info: dict | None) -> str:
+    """One line for the Preferences box and ``--check-backend``."""
+    if not info:
+        return "not set up"
+    check = info.get("check") or {}
+    device = f"CUDA ({check['device_name']})" if check.get("cuda") else info.get("torch_build", "?").upper()
+    renderer = "gsplat kernels built" if info.get("gsplat_kernels") else "torch renderer"
+    return f"ready: torch {check.get('torch', '?')}, {device}, {renderer} (made {info.get('created', '?')})"

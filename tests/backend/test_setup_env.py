@@ -1,0 +1,274 @@
+"""``python -m backend setup``: the managed environment, made by a real base Python with real venv and
+real pip, from real (small) wheels on this machine, never from the network.
+
+Each fault leaves the previous environment in use and nothing half-made: a missing package, a
+package index that answers 404, no network, a full disk, a cancel, a parent that dies, a second
+set-up while one runs, a base Python without venv. The full runtime set (torch, open_clip, gsplat)
+is installed by tests/addon/test_setup_backend_e2e.py from a local wheel folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = shutil.which("python3") or sys.executable  # a plain Python with venv, as users have
+
+
+def make_wheel(folder: Path, name: str, version: str = "1.0", requires: tuple = ()) -> Path:
+    """A real, minimal pure-Python wheel with one module ``name``."""
+    dist = name.replace("-", "_")
+    path = folder / f"{dist}-{version}-py3-none-any.whl"
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                            + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    with zipfile.ZipFile(path, "w") as zf:
+        for arc, text in files.items():
+            data = text.encode()
+            zf.writestr(arc, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{arc},sha256={digest},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+@pytest.fixture
+def wheels(tmp_path):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    make_wheel(folder, "ssk-probe-a")
+    make_wheel(folder, "ssk-probe-b", requires=("ssk-probe-a",))
+    return folder
+
+
+def setup_env(root: Path, *args: str, python: str = BASE, env: dict | None = None, wait: bool = True):
+    # This machine's pip settings (a wheel folder, extra local indexes) stay out: each test names its source.
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PIP_")},
+           "PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0", "PIP_TIMEOUT": "5", **(env or {})}
+    proc = subprocess.Popen([python, "-m", "backend", "setup", str(root), *args], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+def current(root: Path) -> dict | None:
+    path = root / "current.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def envs(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "envs").iterdir()) if (root / "envs").is_dir() else []
+
+
+def imports(python: str, module: str) -> bool:
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def test_set_up_from_a_wheel_folder(tmp_path, wheels):
+    root = tmp_path / "backend"
+    code, events, err = setup_env(root, "--find-links", str(wheels), "--package", "ssk-probe-b")
+    assert code == 0, err
+    assert [e["type"] for e in events][-1] == "done" and "error" not in [e["type"] for e in events]
+    stages = {e["stage"] for e in events if e["type"] == "progress"}
+    assert {"Creating the environment", "Downloading", "Checking", "Ready"} <= stages
+    assert any(e.get("package") == "ssk_probe_a" or e.get("package") == "ssk-probe-a" for e in events), events
+    info = current(root)
+    assert info and Path(info["python"]).is_file() and envs(root) == [info["env"]]
+    assert imports(info["python"], "ssk_probe_a") and imports(info["python"], "ssk_probe_b")
+    assert not (root / "setup.lock").exists()
+
+
+def test_the_runtime_set_is_pyprojects_dependencies():
+    sys.path.insert(0, str(REPO))
+    import tomllib
+
+    from backend.setup_env import runtime_requirements
+
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert runtime_requirements() == listed
+    assert {"torch", "torchvision", "open-clip-torch", "gsplat", "numpy"} <= {
+        s.split(">")[0].split("=")[0].split("<")[0].strip().lower().replace("_", "-") for s in listed}
+
+
+def _set_up_once(tmp_path, wheels) -> tuple[Path, dict]:
+    root = tmp_path / "backend"
+    code, _, err = setup_env(root, "--find-links", str(wheels), "--package", "ssk-probe-a")
+    assert code == 0, err
+    return root, current(root)
+
+
+def _unchanged(root: Path, before: dict) -> None:
+    assert current(root) == before, "the previous environment must stay in use"
+    assert envs(root) == [before["env"]], "the new environment must be removed"
+    assert imports(before["python"], "ssk_probe_a")
+    assert not (root / "setup.lock").exists()
+
+
+def test_a_package_missing_from_the_wheel_folder_keeps_the_previous_environment(tmp_path, wheels):
+    root, before = _set_up_once(tmp_path, wheels)
+    code, events, _ = setup_env(root, "--find-links", str(wheels), "--package", "ssk-missing")
+    assert code == 5 and events[-1]["type"] == "error"
+    assert "has no ssk-missing" in events[-1]["message"] and "Traceback" not in events[-1]["message"]
+    _unchanged(root, before)
+
+
+class _Index(http.server.SimpleHTTPRequestHandler):
+    stall = threading.Event()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.server.stall_seconds:
+            time.sleep(self.server.stall_seconds)
+        super().do_GET()
+
+
+@pytest.fixture
+def index(tmp_path, wheels):
+    """A PEP 503 package index on loopback holding the probe wheels (every other name answers 404)."""
+    site = tmp_path / "site"
+    for wheel in wheels.iterdir():
+        name = wheel.name.split("-")[0].replace("_", "-")
+        folder = site / "simple" / name
+        folder.mkdir(parents=True)
+        shutil.copy(wheel, folder / wheel.name)
+        (folder / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>')
+    handler = lambda *a, **k: _Index(*a, directory=str(site), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.stall_seconds = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/simple"
+    server.shutdown()
+
+
+def test_the_index_answers_404_for_a_package(tmp_path, wheels, index):
+    root, before = _set_up_once(tmp_path, wheels)
+    _, url = index
+    code, events, _ = setup_env(root, "--index-url", url, "--package", "ssk-probe-a", "--package", "ssk-nowhere")
+    assert code == 5 and "has no ssk-nowhere" in events[-1]["message"]
+    _unchanged(root, before)
+
+
+def test_no_network_and_no_wheel_folder(tmp_path, wheels):
+    root, before = _set_up_once(tmp_path, wheels)
+    code, events, _ = setup_env(root, "--index-url", "http://127.0.0.1:9/simple", "--package", "ssk-probe-a")
+    message = events[-1]["message"]
+    assert code == 5 and "could not reach the package index" in message and "wheel folder" in message
+    _unchanged(root, before)
+
+
+def test_a_full_disk_keeps_the_previous_environment(tmp_path, wheels):
+    """The user folder on a 12 MiB tmpfs: the venv (with pip, ~20 MiB) cannot be written."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        root = small / "backend"
+        root.mkdir()
+        (root / "current.json").write_text(json.dumps({"python": "/previous/python", "env": "previous"}))
+        code, events, _ = setup_env(root, "--find-links", str(wheels), "--package", "ssk-probe-a")
+        assert code == 5, events
+        assert "disk" in events[-1]["message"] and "full" in events[-1]["message"], events[-1]
+        assert json.loads((root / "current.json").read_text())["env"] == "previous"
+        assert envs(root) == [] and not (root / "setup.lock").exists()
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def _installers_of(root: Path) -> list[str]:
+    """Processes still running from the set-up's environment (there must be none after it ends)."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(root / "envs") in line]
+
+
+def _start_stalled(tmp_path, index, *extra: str):
+    """A set-up whose package index takes a minute to answer: it is surely mid-install meanwhile."""
+    server, url = index
+    server.stall_seconds = 60
+    root = tmp_path / "backend"
+    proc = setup_env(root, "--index-url", url, "--package", "ssk-probe-a", *extra, wait=False)
+    deadline = time.monotonic() + 120
+    while not _installers_of(root):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return root, proc
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cancel_mid_install_leaves_nothing(tmp_path, wheels, index, sig, code):
+    root, before = _set_up_once(tmp_path, wheels)
+    root, proc = _start_stalled(tmp_path, index)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    last = json.loads(out.splitlines()[-1])
+    assert proc.returncode == code and "cancelled" in last["message"] and "unchanged" in last["message"]
+    _unchanged(root, before)
+    assert not _installers_of(root), "no orphan installer"
+
+
+def test_blender_closed_mid_install(tmp_path, wheels, index):
+    """--parent-pid: when the parent (Blender) disappears, the set-up stops and cleans up."""
+    root, before = _set_up_once(tmp_path, wheels)
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    root, proc = _start_stalled(tmp_path, index, "--parent-pid", str(parent.pid))
+    parent.kill()
+    parent.wait()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "parent process" in json.loads(out.splitlines()[-1])["message"]
+    _unchanged(root, before)
+    assert not _installers_of(root)
+
+
+def test_a_second_set_up_while_one_runs_is_refused(tmp_path, wheels, index):
+    root, proc = _start_stalled(tmp_path, index)
+    try:
+        code, events, _ = setup_env(root, "--find-links", str(wheels), "--package", "ssk-probe-a")
+        assert code == 5 and "another backend set-up is running" in events[-1]["message"]
+        assert proc.poll() is None, "the first set-up goes on"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert envs(root) == [] and current(root) is None
+
+
+REAL_BLENDER = REPO.parent / "shared" / "tools" / "real-blender"
+
+
+@pytest.mark.skipif(not REAL_BLENDER.is_file(), reason="needs ../shared/tools/real-blender (Debian 13's python3.13)")
+def test_a_base_python_without_venv_is_named_with_the_fix(tmp_path, wheels):
+    """Debian's own python3 without python3-venv (the real one: Blender 4.3's Python in Debian 13 has
+    no ensurepip): one line naming the package to install, nothing made."""
+    root = tmp_path / "backend"
+    script = (f"cd {REPO} && env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null /usr/bin/python3.13 -m backend setup "
+              f"{root} --find-links {wheels} --package ssk-probe-a; echo rc=$?")
+    done = subprocess.run([str(REAL_BLENDER), "sh", script], capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert lines and lines[-1] == "rc=5", done.stdout + done.stderr
+    message = json.loads(lines[-2])["message"]
+    assert "cannot create virtual environments" in message and "python3-venv" in message, message
+    assert current(root) is None and envs(root) == []
