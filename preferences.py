@@ -58,9 +58,9 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         name="Allow Downloading Weights", default=False,
         description="Let the backend fetch missing CLIP weights (also needs Blender's Allow Online Access)")
     allow_geometry_fallback: BoolProperty(
-        name="Geometry-Only Fallback", default=False,
-        description="When CLIP weights are missing, run the geometry-only objective with a warning "
-                    "instead of stopping")
+        name="Geometry-Only Fallback", default=True,
+        description="When CLIP weights are missing, run the geometry-only objective (lines + surface) with "
+                    "a warning instead of stopping")
 
     def draw(self, context):
         layout = self.layout
@@ -69,6 +69,7 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         col = layout.column()
         col.prop(self, "device")
         col = layout.column(heading="CLIP")
+        self._draw_clip(context, col)
         col.prop(self, "clip_model")
         col.prop(self, "clip_pretrained")
         col.prop(self, "clip_checkpoint")
@@ -113,6 +114,20 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         col.prop(self, "base_python")
         col.prop(self, "backend_python")
 
+    def _draw_clip(self, context, col) -> None:
+        from .backend.clip_weights import approx_size_mb
+
+        state = context.window_manager.splatsketch
+        if state.clip_report:
+            col.label(text=state.clip_report, icon="CHECKMARK" if state.clip_status == "present" else "INFO")
+        size = approx_size_mb(self.clip_model)
+        row = col.row(align=True)
+        row.operator("splatsketch.get_clip_weights",
+                     text=f"Get CLIP Weights ({self.clip_model}" + (f", ~{size} MB)" if size else ")"), icon="URL")
+        row.operator("splatsketch.use_clip_file", text="Use Local File", icon="FILE_FOLDER")
+        if not getattr(bpy.app, "online_access", True):
+            col.label(text="Online access is off (Preferences > System): no download", icon="INFO")
+
     def resolved_python(self) -> str:
         return resolve_backend_python(self.backend_python, EXTENSION_DIR, user_dir())
 
@@ -128,6 +143,17 @@ def user_dir() -> str:
         path = os.path.join(tempfile.gettempdir(), "splatsketch")
         os.makedirs(path, exist_ok=True)
         return path
+
+
+def clip_settings(prefs) -> dict:
+    """The CLIP part of a job's settings as the preferences ``prefs`` give it (None: the defaults)."""
+    from .backend.config import ClipConfig
+
+    default = ClipConfig()
+    return {"model": getattr(prefs, "clip_model", "") or default.model,
+            "pretrained": getattr(prefs, "clip_pretrained", "") or default.pretrained,
+            "checkpoint": bpy.path.abspath(getattr(prefs, "clip_checkpoint", "")),
+            "cache_dir": bpy.path.abspath(getattr(prefs, "cache_dir", ""))}
 
 
 def get_preferences(context=None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .backend.config import DEFAULT_LOSS_WEIGHTS, ClipConfig, OptimizeConfig, settings_from_dict
+from .backend.config import DEFAULT_LOSS_WEIGHTS, OptimizeConfig, settings_from_dict
 from .settings_map import props_to_settings
 
 _D = OptimizeConfig()
@@ -92,20 +92,20 @@ class SplatSketchState(bpy.types.PropertyGroup):
     last_error: StringProperty(default="")
     run_kind: StringProperty(default="", description="What runs: 'job', 'evaluation' or 'setup'")
     setup_log: StringProperty(default="", description="The last backend set-up's log file")
+    clip_status: StringProperty(default="", description="'present', 'missing', or '' before a check")
+    clip_report: StringProperty(default="")
     backend_report: StringProperty(default="")
     backend_error: BoolProperty(default=False)
 
 
 def settings_dict(props, prefs=None) -> dict:
     """The job's ``settings`` (``OptimizeConfig`` field names), validated by the backend's own checker."""
+    from .preferences import clip_settings
+
     settings, _ = props_to_settings(props)
-    clip = ClipConfig()
     settings["device"] = getattr(prefs, "device", "auto")
     settings["clip"] = {
-        "model": getattr(prefs, "clip_model", "") or clip.model,
-        "pretrained": getattr(prefs, "clip_pretrained", "") or clip.pretrained,
-        "checkpoint": bpy.path.abspath(getattr(prefs, "clip_checkpoint", "")),
-        "cache_dir": bpy.path.abspath(getattr(prefs, "cache_dir", "")),
+        **clip_settings(prefs),
         "allow_download": bool(getattr(prefs, "allow_download", False))
         and bool(getattr(bpy.app, "online_access", True)),
         "allow_geometry_fallback": bool(getattr(prefs, "allow_geometry_fallback", False)),

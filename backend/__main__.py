@@ -29,6 +29,14 @@ def main(argv=None) -> int:
     st.add_argument("--package", action="append", default=[],
                     help="install this requirement instead of the runtime set (repeatable; pinned studio sets)")
     _add_watch_options(st)
+    cw = sub.add_parser("clip-weights", help="are the CLIP weights on this machine (one done event); with --fetch "
+                        "download them into the cache (the add-on's Get CLIP Weights)")
+    cw.add_argument("--model", default="RN101-quickgelu")
+    cw.add_argument("--pretrained", default="openai")
+    cw.add_argument("--checkpoint", default="", help="a local weights file instead of the tag")
+    cw.add_argument("--cache-dir", default="", help="where the weights are cached (default: open_clip's)")
+    cw.add_argument("--fetch", action="store_true", help="download them (the network is used only then)")
+    _add_watch_options(cw)
     ev = sub.add_parser("evaluate", help="score a finished job on views it was not optimised on")
     ev.add_argument("job_dir")
     ev.add_argument("--views", help="an .npz of evaluation views (default: JOB_DIR/eval.npz, else the held-out views)")
@@ -47,6 +55,10 @@ def main(argv=None) -> int:
         from . import setup_env
 
         return setup_env.main(args)
+    if args.command == "clip-weights":
+        from . import clip_weights
+
+        return clip_weights.main(args)
     from . import worker
 
     if args.command == "check":

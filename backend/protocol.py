@@ -117,6 +117,17 @@ def setup_argv(env_root: str, *, torch: str = "auto", find_links: str = "", inde
     return argv + _watch_args(parent_pid, watch_stdin)
 
 
+def clip_weights_argv(model: str, pretrained: str, *, checkpoint: str = "", cache_dir: str = "", fetch: bool = False,
+                      parent_pid: int | None = None, watch_stdin: bool = False) -> list[str]:
+    """``clip-weights``: whether the weights are here (``done`` carries ``present``); ``fetch`` gets them."""
+    argv = ["clip-weights", "--model", model, "--pretrained", pretrained]
+    if checkpoint:
+        argv += ["--checkpoint", checkpoint]
+    if cache_dir:
+        argv += ["--cache-dir", cache_dir]
+    return argv + (["--fetch"] if fetch else []) + _watch_args(parent_pid, watch_stdin)
+
+
 # -- the managed backend environment -----------------------------------------------------------------
 ENVS_DIR = "envs"  # <root>/envs/<name>/: one virtual environment per set-up
 CURRENT_JSON = "current.json"  # <root>/current.json: which one is in use (switched atomically)

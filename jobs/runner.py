@@ -169,6 +169,10 @@ class Run:
     def on_event(self, event: dict) -> None:
         """A worker event besides the ones the runner handles (progress, warning, info, done)."""
 
+    def output_ready(self) -> bool:
+        """Whether the backend left what this run needs (by default: the ``output`` file)."""
+        return os.path.isfile(os.path.join(self.folder, self.output))
+
     def collect(self) -> None:
         """Read the backend's output into the scene; raise to fail (the scene must stay unchanged)."""
 
@@ -273,7 +277,7 @@ class Run:
         code = self.worker.exit_code
         if self.worker.cancelled or code in protocol.STOPPED_CODES:
             self._fail(CANCELLED, protocol.EXIT_MESSAGES.get(code, "cancelled"))
-        elif code != protocol.EXIT_OK or not os.path.isfile(os.path.join(self.folder, self.output)):
+        elif code != protocol.EXIT_OK or not self.output_ready():
             self._fail(FAILED, message_for_exit(code, self.worker.last_error, self.worker.log_path)
                        or f"the backend finished without writing {self.output}")
         else:

@@ -18,12 +18,13 @@ class SetupRun(Run):
     cancel_grace_s = 10.0
 
     def __init__(self, base_python: str, *, user_dir: str, torch: str = "auto", find_links: str = "",
-                 build_kernels: bool = False, packages: tuple = (), log=None):
+                 build_kernels: bool = False, packages: tuple = (), clip: dict | None = None, log=None):
         super().__init__("backend", base_python, user_dir=user_dir, folder=managed_root(user_dir),
                          keep_folder=True, log=log)
         self.torch, self.find_links, self.build_kernels, self.packages = torch, find_links, build_kernels, packages
         self.result_name = ""
         self.info: dict = {}
+        self.clip, self.clip_info = clip, None
 
     def validate(self) -> None:
         if in_use(self.folder):
@@ -54,6 +55,10 @@ class SetupRun(Run):
         with open(os.path.join(self.folder, protocol.CURRENT_JSON), encoding="utf-8") as f:
             self.info = json.load(f)
         self.summary = f"Backend {describe_env(self.info)}"
+        if self.clip is not None:  # tell the panel now whether CLIP can run (seconds: imports open_clip)
+            from .clip import clip_weights_status
+
+            self.clip_info = clip_weights_status(self.info["python"], self.clip)
 
 
 def remove_managed(user_dir: str) -> str:

@@ -43,9 +43,12 @@ class SPLATSKETCH_OT_setup_backend(ModalRun, bpy.types.Operator):
             return None
         state.running, state.cancel_requested = True, False
         state.progress, state.status, state.backend_report, state.backend_error = 0.0, "Starting", "", False
+        from ..preferences import clip_settings
+
         return SetupRun(base, user_dir=user_dir(), torch=getattr(prefs, "torch_build", "auto"),
                         find_links=bpy.path.abspath(getattr(prefs, "wheel_folder", "")),
-                        build_kernels=bool(getattr(prefs, "build_kernels", False)), log=log)
+                        build_kernels=bool(getattr(prefs, "build_kernels", False)), clip=clip_settings(prefs),
+                        log=log)
 
     def _end(self, context, run) -> set[str]:
         state = context.window_manager.splatsketch
@@ -55,6 +58,11 @@ class SPLATSKETCH_OT_setup_backend(ModalRun, bpy.types.Operator):
             state.backend_report, state.backend_error = f"Set-up failed: {run.message}", True
         elif run.summary:
             state.backend_report, state.backend_error = run.summary, False
+            if run.clip_info is not None:
+                from ..jobs.clip import describe_clip
+
+                state.clip_status = {True: "present", False: "missing"}.get(run.clip_info.get("present"), "")
+                state.clip_report = describe_clip(run.clip_info)
         return self._conclude(run, "Set Up Backend", "Backend set-up cancelled: the previous backend is unchanged")
 
 
@@ -100,5 +108,68 @@ class SPLATSKETCH_OT_open_setup_log(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (SPLATSKETCH_OT_setup_backend, SPLATSKETCH_OT_remove_backend, SPLATSKETCH_OT_open_setup_log)
+class SPLATSKETCH_OT_get_clip_weights(ModalRun, bpy.types.Operator):
+    """Download the CLIP weights the CLIP objective needs into the cache folder (needs online access)"""
+
+    bl_idname = "splatsketch.get_clip_weights"
+    bl_label = "Get CLIP Weights"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        if not getattr(bpy.app, "online_access", True):
+            cls.poll_message_set("Online access is off: Preferences > System > Network > Allow Online Access")
+            return False
+        return not context.window_manager.splatsketch.running
+
+    def _begin(self, context, live_preview: bool, log=None):
+        from ..jobs.clip import ClipWeightsRun
+        from ..preferences import backend_python, clip_settings, get_preferences, user_dir
+
+        if not getattr(bpy.app, "online_access", True):  # scripts bypass poll: never download then
+            self.report({"ERROR"}, "online access is off: nothing was downloaded")
+            return None
+        state = context.window_manager.splatsketch
+        state.running, state.cancel_requested, state.progress, state.status = True, False, 0.0, "Starting"
+        return ClipWeightsRun(backend_python(context), clip_settings(get_preferences(context)), user_dir=user_dir(),
+                              log=log)
+
+    def _end(self, context, run) -> set[str]:
+        state = context.window_manager.splatsketch
+        state.running, state.progress, state.status = False, run.progress, run.status
+        if run.state == FAILED:
+            state.clip_report, state.clip_status = f"Download failed: {run.message}", "missing"
+        elif run.summary:
+            state.clip_report, state.clip_status = run.summary, "present"
+        return self._conclude(run, "Get CLIP Weights", "Download cancelled")
+
+
+class SPLATSKETCH_OT_use_clip_file(bpy.types.Operator):
+    """Use a CLIP weights file you already have (for example RN101.pt from another machine)"""
+
+    bl_idname = "splatsketch.use_clip_file"
+    bl_label = "Use Local File"
+    bl_options = {"INTERNAL"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.pt;*.pth;*.bin;*.safetensors", options={"HIDDEN"})
+
+    def invoke(self, context, _event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        from ..preferences import get_preferences
+
+        if not os.path.isfile(self.filepath):
+            self.report({"ERROR"}, f"no such file: {self.filepath}")
+            return {"CANCELLED"}
+        get_preferences(context).clip_checkpoint = self.filepath
+        state = context.window_manager.splatsketch
+        state.clip_status, state.clip_report = "present", f"CLIP weights: {self.filepath}"
+        return {"FINISHED"}
+
+
+CLASSES = (SPLATSKETCH_OT_setup_backend, SPLATSKETCH_OT_remove_backend, SPLATSKETCH_OT_open_setup_log,
+           SPLATSKETCH_OT_get_clip_weights, SPLATSKETCH_OT_use_clip_file)
 

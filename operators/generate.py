@@ -73,6 +73,8 @@ class SPLATSKETCH_OT_generate(ModalRun, bpy.types.Operator):
         sync_state(state, run)
         for warning in run.warnings:
             self.report({"WARNING"}, warning)
+            if warning.startswith("CLIP WEIGHTS MISSING"):
+                state.clip_status = "missing"
         return self._conclude(run, "Generate Sketch", "Sketch cancelled")
 
 

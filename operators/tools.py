@@ -123,24 +123,41 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
     def _python(self, context) -> str:
         return backend_python(context)
 
-    def _report(self, context, info) -> set[str]:
+    def _report(self, context, found) -> set[str]:
+        from ..jobs.clip import describe_clip
+
+        info, clip = found
         state = context.window_manager.splatsketch
         state.backend_error = isinstance(info, str)
         state.backend_report = info if state.backend_error else describe_backend(info)
+        if clip is not None:
+            state.clip_status = {True: "present", False: "missing"}.get(clip.get("present"), "")
+            state.clip_report = describe_clip(clip)
         self.report({"ERROR"} if state.backend_error else {"INFO"}, state.backend_report)
         for area in context.screen.areas if context.screen else ():
             area.tag_redraw()
         return {"CANCELLED"} if state.backend_error else {"FINISHED"}
 
+    @staticmethod
+    def _check(python: str, clip: dict):
+        """The backend's packages, then (when it has them) whether the CLIP weights are here."""
+        from ..jobs.clip import clip_weights_status
+
+        info = probe_backend(python, full=True)
+        return info, (None if isinstance(info, str) or not info.get("open_clip") else clip_weights_status(python, clip))
+
     def execute(self, context):
-        return self._report(context, probe_backend(self._python(context), full=True))
+        from ..preferences import clip_settings, get_preferences
+
+        return self._report(context, self._check(self._python(context), clip_settings(get_preferences(context))))
 
     def invoke(self, context, _event):
         """Importing torch takes seconds: probe in a thread so the preferences stay responsive."""
+        from ..preferences import clip_settings, get_preferences
+
         self._result = []
-        python = self._python(context)
-        self._thread = threading.Thread(target=lambda: self._result.append(probe_backend(python, full=True)),
-                                        daemon=True)
+        python, clip = self._python(context), clip_settings(get_preferences(context))
+        self._thread = threading.Thread(target=lambda: self._result.append(self._check(python, clip)), daemon=True)
         self._thread.start()
         context.window_manager.splatsketch.backend_report = f"Checking {python} ..."
         self._timer = context.window_manager.event_timer_add(0.2, window=context.window)

@@ -61,6 +61,16 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
             layout.label(text=rest or "Esc cancels", icon="TIME" if rest else "INFO")
             return
         row.operator("splatsketch.generate", text="Generate", icon="OUTLINER_OB_CURVE")
+        if props.use_clip and state.clip_status == "missing":
+            from ..preferences import get_preferences
+
+            box = layout.box()
+            fallback = getattr(get_preferences(context), "allow_geometry_fallback", True)
+            lines = (["No CLIP weights here: Generate runs the", "geometry-only objective (lines + surface)."]
+                     if fallback else ["No CLIP weights here: Generate will stop", "(Geometry-Only Fallback is off)."])
+            lines += ["For CLIP: Preferences > Add-ons >", "SplatSketch > Get CLIP Weights"]
+            for i, line in enumerate(lines):
+                box.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         if state.last_error:
             box = layout.box()
             for i, line in enumerate(_wrap(state.last_error, 48)):

@@ -1,0 +1,108 @@
+"""The artist's path, headless and for real: from an empty user folder, install the built zip into a
+real Blender, ``--setup-backend`` from a local wheel folder (made from the project's own .venv by
+bench/wheel_folder.py, so nothing is downloaded), then ``--demo`` with no ``--python``: the sketch
+comes from the managed environment. Then the environment is broken (torch deleted): Check says so,
+Repair (a second set-up) fixes it, and the previous environment stayed usable until the switch.
+
+Slow (installing torch takes a minute or two); needs ../shared/tools/real-blender (or
+$SPLATSKETCH_BLENDER) and a backend .venv. $SPLATSKETCH_WHEELS names a ready wheel folder.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from conftest import BACKEND_PYTHON, REPO
+from test_manifest import build_zip
+from test_real_blender import blender_command, run_blender
+
+
+@pytest.fixture(scope="module")
+def wheels():
+    given = os.environ.get("SPLATSKETCH_WHEELS")
+    if given:
+        return given
+    if not os.path.isfile(BACKEND_PYTHON):
+        pytest.skip(f"no backend .venv at {BACKEND_PYTHON} to make the wheel folder from: run `make backend`")
+    folder = tempfile.mkdtemp(prefix="splatsketch-wheels-", dir="/tmp")
+    done = subprocess.run([BACKEND_PYTHON, os.path.join(REPO, "bench", "wheel_folder.py"), folder],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.skip(f"no local wheel folder could be made: {done.stderr.strip()[-300:]}")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fresh_blender():
+    command = blender_command()
+    work = tempfile.mkdtemp(prefix="splatsketch-setup-", dir="/tmp")  # /tmp is visible inside the chroot
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
+    # an empty user folder; pip reads no machine configuration, so only the wheel folder is used
+    env.update(BLENDER_USER_RESOURCES=os.path.join(work, "user"), HOME=os.path.join(work, "home"),
+               PIP_CONFIG_FILE=os.devnull)
+    os.makedirs(env["HOME"])
+    zip_path = build_zip(os.path.join(work, "dist"))
+    done = run_blender(command, ["--command", "extension", "install-file", "-r", "user_default", "-e", zip_path],
+                       env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    yield command, env, work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _managed(work: str) -> dict:
+    found = [os.path.join(root, "current.json") for root, _, files in os.walk(os.path.join(work, "user"))
+             if "current.json" in files]
+    assert len(found) == 1, found
+    with open(found[0]) as f:
+        return json.load(f)
+
+
+def test_zip_then_set_up_then_demo_without_python(fresh_blender, wheels):
+    command, env, work = fresh_blender
+    before = run_blender(command, ["-b", "-c", "splatsketch", "--check-backend"], env)
+    assert before.returncode == 1 and "Set Up Backend" in before.stderr, before.stdout + before.stderr
+
+    setup = run_blender(command, ["-b", "-c", "splatsketch", "--setup-backend", "--torch", "cpu",
+                                  "--find-links", wheels], env, timeout=1800)
+    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+    assert "Backend ready: torch" in setup.stdout and "Installing" in setup.stdout
+    info = _managed(work)
+    assert info["python"].startswith(os.path.join(work, "user")) and info["check"]["torch"]
+
+    check = run_blender(command, ["-b", "-c", "splatsketch", "--check-backend"], env)
+    assert check.returncode == 0 and "backend ready" in check.stdout and info["python"] in check.stdout
+
+    out = os.path.join(work, "out.blend")
+    demo = run_blender(command, ["-b", "-c", "splatsketch", "--demo", "--preset", "preview", "--output", out], env)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "done: Suzanne Sketch" in demo.stdout and os.path.isfile(out)
+    look = run_blender(command, ["-b", out, "--python-expr", "import bpy; o = bpy.data.objects['Suzanne Sketch']; "
+                                 "print('SPLINES', len(o.data.splines)); "
+                                 "print('OBJECTS', sorted(bpy.data.objects.keys()))"], env)
+    assert "SPLINES 16" in look.stdout, look.stdout + look.stderr
+    assert "OBJECTS ['Suzanne', 'Suzanne Sketch']" in look.stdout, "no startup Cube/Camera/Light in the demo"
+
+
+def test_a_broken_environment_is_named_by_check_and_fixed_by_repair(fresh_blender, wheels):
+    command, env, work = fresh_blender
+    info = _managed(work)
+    site = subprocess.run([info["python"], "-c", "import torch, os; print(os.path.dirname(torch.__file__))"],
+                          capture_output=True, text=True).stdout.strip()
+    assert site, "the first test set the backend up"
+    shutil.rmtree(site)  # a corrupted environment: torch is gone
+    broken = run_blender(command, ["-b", "-c", "splatsketch", "--check-backend"], env)
+    assert broken.returncode == 1 and "has no torch" in broken.stderr and "Set Up Backend" in broken.stderr
+
+    repair = run_blender(command, ["-b", "-c", "splatsketch", "--setup-backend", "--torch", "cpu",
+                                   "--find-links", wheels], env, timeout=1800)
+    assert repair.returncode == 0, repair.stdout[-3000:] + repair.stderr[-3000:]
+    fixed = _managed(work)
+    assert fixed["env"] != info["env"] and not os.path.exists(os.path.dirname(os.path.dirname(info["python"])))
+    check = run_blender(command, ["-b", "-c", "splatsketch", "--check-backend"], env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert sys.executable  # the test ran on the project's own Python; the backend is the managed one
