@@ -204,7 +204,7 @@ def _setup_backend(args) -> int:
     if run.state == SUCCEEDED:
         _say(run.summary)
         return CLI_OK
-    _error(f"backend set-up: {run.message} (log: {run.log_path}); the previous backend is unchanged")
+    _error(f"backend set-up: {run.message}; the previous backend is unchanged")
     return CLI_INTERRUPTED if run.state == CANCELLED else CLI_ASSET_FAILED
 
 

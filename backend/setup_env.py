@@ -19,14 +19,13 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from . import protocol
+from .worker import EventStream, StopFlag
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the extension folder (cwd of `-m backend`)
 PYPROJECT = REPO_ROOT / "pyproject.toml"
@@ -78,75 +77,24 @@ def detect_torch_build() -> str:
 # -- events, stop flag, lock ----------------------------------------------------------------------------
 
 
-class Events:
-    """Typed JSON lines on the real stdout; fd 1 then points at stderr so stray prints go to the log."""
-
-    def __init__(self):
-        sys.stdout.flush()
-        self._out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
-        self._lock = threading.Lock()
-        self._final = False
-
-    def emit(self, kind: str, **fields) -> None:
-        if kind not in protocol.EVENT_TYPES:
-            raise ValueError(f"unknown event type {kind!r}")
-        with self._lock:
-            if self._final:
-                raise RuntimeError(f"event {kind!r} after the final event")
-            self._final = kind in protocol.FINAL_EVENTS
-            try:
-                self._out.write(json.dumps({"type": kind, **fields}) + "\n")
-                self._out.flush()
-            except OSError:
-                pass
-
-    def progress(self, fraction: float, stage: str, package: str = "") -> None:
-        self.emit(protocol.PROGRESS, iteration=int(round(100 * min(max(fraction, 0.0), 1.0))), iterations=100,
-                  stage=stage, package=package)
+def progress(events: EventStream, fraction: float, stage: str, package: str = "") -> None:
+    events.emit({"type": protocol.PROGRESS, "iteration": int(round(100 * min(max(fraction, 0.0), 1.0))),
+                 "iterations": 100, "stage": stage, "package": package})
 
 
-class Stop:
-    """SIGINT/SIGTERM, a closed stdin (when watched) or a vanished parent: stop and kill the installer."""
+class Stop(StopFlag):
+    """The worker's stop flag (signals, watched stdin, vanished parent) that also ends the installer
+    running at that moment, so a cancel takes effect at once and leaves no orphan."""
 
-    def __init__(self, parent_pid: int | None, watch_stdin: bool):
-        self.reason = ""
-        self.child: subprocess.Popen | None = None
-        self._event = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, _frame: self.set(signal.Signals(signum).name))
-        if watch_stdin and stat.S_ISFIFO(os.fstat(0).st_mode):
-            threading.Thread(target=self._watch_stdin, daemon=True).start()
-        if parent_pid:
-            threading.Thread(target=self._watch_parent, args=(parent_pid,), daemon=True).start()
+    child: subprocess.Popen | None = None
 
-    def set(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
-            self._event.set()
-            kill_tree(self.child)
+    def set(self, reason: str, code: int = protocol.EXIT_CANCELLED) -> None:
+        super().set(reason, code)
+        kill_tree(self.child)
 
     def check(self) -> None:
-        if self._event.is_set():
+        if self():
             raise Cancelled(self.reason)
-
-    def _watch_stdin(self) -> None:
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        self.set("stdin closed")
-
-    def _watch_parent(self, pid: int) -> None:
-        while not self._event.wait(0.5):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                self.set(f"parent process {pid} is gone")
-            except PermissionError:
-                pass
 
 
 def kill_tree(child: subprocess.Popen | None) -> None:
@@ -282,7 +230,7 @@ def _classify(tail: list[str], root: Path, spec_hint: str, index: str = "") -> s
 
 
 def install(env: Path, root: Path, specs: list[str], build: str, find_links: str, index_url: str, stop: Stop,
-            events: Events) -> None:
+            events: EventStream) -> None:
     """pip into the new environment; torch and torchvision first, from the index of this build."""
     python = str(env_python(env))
     base = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
@@ -309,9 +257,9 @@ def install(env: Path, root: Path, specs: list[str], build: str, find_links: str
             package = re.split(r"[<>=!~\[-]", os.path.basename(found.group(1)).split(".whl")[0], maxsplit=1)[0]
             if package and package not in seen:
                 seen.append(package)
-                events.progress(0.1 + 0.6 * min(1.0, len(seen) / expected), "Downloading", package)
+                progress(events, 0.1 + 0.6 * min(1.0, len(seen) / expected), "Downloading", package)
         elif line.startswith("Installing collected packages"):
-            events.progress(0.75, "Installing", line.split(":", 1)[-1].strip()[:80])
+            progress(events, 0.75, "Installing", line.split(":", 1)[-1].strip()[:80])
 
     for chunk, chunk_source in rounds:
         code = run_child(base + chunk_source + chunk, stop, on_line, env=_installer_env())
@@ -347,15 +295,15 @@ def check_env(env: Path, specs: list[str], stop: Stop) -> dict:
     return info
 
 
-def build_kernels(env: Path, stop: Stop, events: Events) -> bool:
+def build_kernels(env: Path, stop: Stop, events: EventStream) -> bool:
     """Compile gsplat's CUDA extension once (minutes); a failure only means the torch renderer."""
-    events.progress(0.92, "Building GPU kernels", "gsplat")
+    progress(events, 0.92, "Building GPU kernels", "gsplat")
     code = run_child([str(env_python(env)), "-c", "from gsplat.cuda._backend import _C; assert _C is not None"],
                      stop, env=_installer_env())
     if code != 0:
         last = next((line for line in reversed(run_child.tail) if line.strip()), "")
-        events.emit(protocol.WARNING, message=f"gsplat's GPU kernels could not be built ({last[:160]}): "
-                                             "Generate uses the torch renderer")
+        events.emit({"type": protocol.WARNING, "message": f"gsplat's GPU kernels could not be built ({last[:160]}): "
+                                                          "Generate uses the torch renderer"})
     return code == 0
 
 
@@ -377,8 +325,8 @@ def current(root: Path) -> dict | None:
 
 
 def main(args) -> int:
-    events = Events()
     stop = Stop(args.parent_pid, args.watch_stdin)
+    events = EventStream(on_closed=stop.set)
     root = Path(args.root).resolve()
     env = None
     lock = None
@@ -391,13 +339,14 @@ def main(args) -> int:
             raise SetupFailed(f"no packages to install ({PYPROJECT} lists no dependencies)")
         env = root / protocol.ENVS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         env.parent.mkdir(parents=True, exist_ok=True)
-        events.emit(protocol.INFO, message=f"setting up the backend in {env} with Python {sys.version.split()[0]} "
-                                           f"({sys.executable}); torch build: {build}")
-        events.progress(0.02, "Creating the environment")
+        python = f"Python {sys.version.split()[0]} ({sys.executable})"
+        events.emit({"type": protocol.INFO,
+                     "message": f"setting up the backend in {env} with {python}; torch build: {build}"})
+        progress(events, 0.02, "Creating the environment")
         create_env(env, stop)
-        events.progress(0.1, "Downloading")
+        progress(events, 0.1, "Downloading")
         install(env, root, specs, build, args.find_links, args.index_url, stop, events)
-        events.progress(0.88, "Checking")
+        progress(events, 0.88, "Checking")
         info = check_env(env, specs, stop)
         kernels = build_kernels(env, stop, events) if args.build_kernels and build == "cuda" else False
         description = {
@@ -407,19 +356,18 @@ def main(args) -> int:
         }
         stop.check()
         switch(root, env, description)
-        events.progress(1.0, "Ready")
-        events.emit(protocol.DONE, result=protocol.CURRENT_JSON, python=description["python"], torch_build=build,
-                    torch=info.get("torch"), cuda=info.get("cuda", False))
+        progress(events, 1.0, "Ready")
+        events.emit({"type": protocol.DONE, "result": protocol.CURRENT_JSON, "python": description["python"],
+                     "torch_build": build, "torch": info.get("torch"), "cuda": info.get("cuda", "")})
         return protocol.EXIT_OK
     except Cancelled as stopped:
         _discard(env)
-        code = protocol.EXIT_TERMINATED if str(stopped) == "SIGTERM" else protocol.EXIT_CANCELLED
-        events.emit(protocol.ERROR, message=f"set-up cancelled ({stopped}): the previous backend is unchanged",
-                    code=code)
-        return code
+        events.emit({"type": protocol.ERROR, "message": f"set-up cancelled ({stopped}): the previous backend is "
+                                                        "unchanged", "code": stop.code})
+        return stop.code
     except SetupFailed as error:
         _discard(env)
-        events.emit(protocol.ERROR, message=str(error), code=protocol.EXIT_SETUP)
+        events.emit({"type": protocol.ERROR, "message": str(error), "code": protocol.EXIT_SETUP})
         return protocol.EXIT_SETUP
     except OSError as error:  # the disk filled up under us, a folder we cannot write
         _discard(env)
@@ -427,7 +375,7 @@ def main(args) -> int:
             message = _classify(["No space left on device"], root, "")
         else:
             message = f"cannot write {error.filename or root}: {error.strerror or error}"
-        events.emit(protocol.ERROR, message=message, code=protocol.EXIT_SETUP)
+        events.emit({"type": protocol.ERROR, "message": message, "code": protocol.EXIT_SETUP})
         return protocol.EXIT_SETUP
     finally:
         kill_tree(stop.child)

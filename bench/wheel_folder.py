@@ -5,7 +5,7 @@ versions installed there, as wheel files.
     .venv/bin/python bench/wheel_folder.py OUT_DIR [--search DIR ...]
 
 A wheel already on this machine (``--search`` folders, default the pip wheel folders listed in
-``pip config``'s find-links and local ``file://`` indexes) is linked; a distribution with no wheel
+``pip config``'s find-links and local ``file://`` indexes) is hard-linked (or copied); a distribution with no wheel
 anywhere is packed from its installed files (its RECORD, with the tags its WHEEL file names), which
 is exact for pure-Python packages. Nothing is downloaded. Studios with a network-connected machine
 can use ``pip download -d OUT_DIR torch torchvision open_clip_torch gsplat numpy`` instead.
@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata as md
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -115,6 +116,15 @@ def pack(dist: md.Distribution, out: Path) -> Path:
     return path
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows (no space, and it stays valid inside a chroot that
+    sees only this folder), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out")
@@ -129,7 +139,7 @@ def main(argv=None) -> int:
         if wheel is not None:
             target = out / wheel.name
             if not target.exists():
-                os.symlink(wheel, target)
+                _link_or_copy(wheel, target)
             linked += 1
         else:
             pack(dist, out)

@@ -141,7 +141,7 @@ def message_for_exit(code: int | None, last_error: dict | None = None, log_path:
                "fallback in Preferences > Add-ons > SplatSketch"
     if code == protocol.EXIT_DEVICE:
         return f"{detail or EXIT_MESSAGES[code]}; choose another device in Preferences > Add-ons > SplatSketch"
-    if code in (protocol.EXIT_INTERNAL, protocol.EXIT_BAD_JOB):
+    if code in (protocol.EXIT_INTERNAL, protocol.EXIT_BAD_JOB, protocol.EXIT_SETUP):
         return f"{EXIT_MESSAGES[code]}: {detail or 'no message'}{see_log}"
     if code < 0:
         try:

@@ -13,6 +13,14 @@ from ..jobs.runner import FAILED
 from .driver import ModalRun, redraw
 
 
+def show_clip_state(state, info: dict) -> None:
+    """What the panel and the Preferences say about the CLIP weights, from ``backend clip-weights``."""
+    from ..jobs.clip import describe_clip
+
+    state.clip_status = {True: "present", False: "missing"}.get(info.get("present"), "")
+    state.clip_report = describe_clip(info)
+
+
 class SPLATSKETCH_OT_setup_backend(ModalRun, bpy.types.Operator):
     """Make the Python environment SplatSketch runs in (torch, open_clip, gsplat), in the background"""
 
@@ -59,10 +67,7 @@ class SPLATSKETCH_OT_setup_backend(ModalRun, bpy.types.Operator):
         elif run.summary:
             state.backend_report, state.backend_error = run.summary, False
             if run.clip_info is not None:
-                from ..jobs.clip import describe_clip
-
-                state.clip_status = {True: "present", False: "missing"}.get(run.clip_info.get("present"), "")
-                state.clip_report = describe_clip(run.clip_info)
+                show_clip_state(state, run.clip_info)
         return self._conclude(run, "Set Up Backend", "Backend set-up cancelled: the previous backend is unchanged")
 
 

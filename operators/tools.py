@@ -124,15 +124,14 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
         return backend_python(context)
 
     def _report(self, context, found) -> set[str]:
-        from ..jobs.clip import describe_clip
+        from .backend import show_clip_state
 
         info, clip = found
         state = context.window_manager.splatsketch
         state.backend_error = isinstance(info, str)
         state.backend_report = info if state.backend_error else describe_backend(info)
         if clip is not None:
-            state.clip_status = {True: "present", False: "missing"}.get(clip.get("present"), "")
-            state.clip_report = describe_clip(clip)
+            show_clip_state(state, clip)
         self.report({"ERROR"} if state.backend_error else {"INFO"}, state.backend_report)
         for area in context.screen.areas if context.screen else ():
             area.tag_redraw()

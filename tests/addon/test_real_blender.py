@@ -60,17 +60,22 @@ def run_blender(command: list[str], args: list[str], env: dict, timeout: float =
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
 
 
+def install_zip(command: list[str], env: dict, work: str) -> None:
+    """Build the zip into ``work/dist`` and install it as users do, into env's BLENDER_USER_RESOURCES."""
+    os.makedirs(os.path.join(work, "dist"))
+    zip_path = build_zip(os.path.join(work, "dist"))
+    done = run_blender(command, ["--command", "extension", "install-file", "-r", "user_default", "-e", zip_path],
+                       env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def installed():
     """``(command, env)`` of a real Blender with the built zip installed and enabled."""
     command = blender_command()
     work = tempfile.mkdtemp(prefix="splatsketch-real-", dir="/tmp")  # /tmp is visible inside the chroot
     env = dict(os.environ, BLENDER_USER_RESOURCES=os.path.join(work, "user"))
-    os.makedirs(os.path.join(work, "dist"))
-    zip_path = build_zip(os.path.join(work, "dist"))
-    done = run_blender(command, ["--command", "extension", "install-file", "-r", "user_default", "-e", zip_path],
-                       env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    install_zip(command, env, work)
     yield command, env, work
     shutil.rmtree(work, ignore_errors=True)
 

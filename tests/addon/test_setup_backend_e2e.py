@@ -17,15 +17,15 @@ import tempfile
 
 import pytest
 from conftest import BACKEND_PYTHON, REPO
-from test_manifest import build_zip
-from test_real_blender import blender_command, run_blender
+from test_real_blender import blender_command, install_zip, run_blender
 
 
 @pytest.fixture(scope="module")
 def wheels():
     given = os.environ.get("SPLATSKETCH_WHEELS")
     if given:
-        return given
+        yield given
+        return
     if not os.path.isfile(BACKEND_PYTHON):
         pytest.skip(f"no backend .venv at {BACKEND_PYTHON} to make the wheel folder from: run `make backend`")
     folder = tempfile.mkdtemp(prefix="splatsketch-wheels-", dir="/tmp")
@@ -46,10 +46,7 @@ def fresh_blender():
     env.update(BLENDER_USER_RESOURCES=os.path.join(work, "user"), HOME=os.path.join(work, "home"),
                PIP_CONFIG_FILE=os.devnull)
     os.makedirs(env["HOME"])
-    zip_path = build_zip(os.path.join(work, "dist"))
-    done = run_blender(command, ["--command", "extension", "install-file", "-r", "user_default", "-e", zip_path],
-                       env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    install_zip(command, env, work)
     yield command, env, work
     shutil.rmtree(work, ignore_errors=True)
 
