@@ -292,9 +292,9 @@ def _python(args, context) -> str:
 
 
 def _is_startup_scene() -> bool:
-    """Blender started without a file and nothing was changed: the factory Cube, Camera and Light."""
-    return (not bpy.data.filepath and not bpy.data.is_dirty
-            and {o.name for o in bpy.data.objects} <= {"Cube", "Camera", "Light"})
+    """Blender started without a file: nothing but the factory Cube, Camera and Light (``is_dirty`` is
+    already True at start-up, so it cannot tell)."""
+    return not bpy.data.filepath and {o.name for o in bpy.data.objects} <= {"Cube", "Camera", "Light"}
 
 
 def _sources(args, context) -> list[tuple[str, object, str]]:
