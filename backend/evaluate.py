@@ -18,6 +18,7 @@ import torch
 from .curves import sample_curves
 from .errors import check_stop
 from .imageops import distance_transform
+from .loops import loop_metrics
 from .mesh import sample_surface
 from .render import pixel_scales
 from .render.torch_renderer import TorchRenderer
@@ -162,6 +163,7 @@ def evaluate(control_points, width: float, views: EvalViews, vertices=None, face
     metrics["tolerance_px"] = tolerance
     metrics["image_size"] = list(views.lines.shape[1:])
     metrics["curves"] = int(np.asarray(control_points).shape[0])
+    metrics.update(loop_metrics(control_points, views.viewmats, views.Ks))
     if vertices is not None:
         check_stop(should_stop)
         metrics.update(surface_metrics(control_points, vertices, faces))

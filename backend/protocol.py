@@ -74,7 +74,8 @@ METRIC_SUMMARY_KEYS = (
     "f_mean", "f_min", "f_std", "precision_mean", "recall_mean", "chamfer_px_mean", "ink_outside_mean",
     "ink_interior_mean", "surface_distance_mean", "surface_distance_max", "surface_coverage", "curves",
     "clip_model", "clip_similarity_mean", "clip_similarity_min", "tolerance_px", "image_size",
-    "sketch_drawn_as", "lines_source", "evaluated_on",
+    "sketch_drawn_as", "lines_source", "evaluated_on", "looping_strokes", "looping_share", "turning_mean",
+    "turning_max",
 )
 
 # -- argv of every backend sub-command (after `python -m backend`) ---------------------------------

@@ -66,9 +66,11 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
 
             box = layout.box()
             fallback = getattr(get_preferences(context), "allow_geometry_fallback", True)
-            lines = (["No CLIP weights here: Generate runs the", "geometry-only objective (lines + surface)."]
-                     if fallback else ["No CLIP weights here: Generate will stop", "(Geometry-Only Fallback is off)."])
-            lines += ["For CLIP: Preferences > Add-ons >", "SplatSketch > Get CLIP Weights"]
+            # short lines: the sidebar is about 30 characters wide at its default width
+            lines = (["No CLIP weights here:", "Generate runs geometry-only", "(lines + surface)."]
+                     if fallback else ["No CLIP weights here:", "Generate will stop", "(Geometry-Only Fallback off)."])
+            lines += ["For CLIP: get the weights in", "Preferences > Add-ons >", "SplatSketch (Get CLIP Weights",
+                      "or Use Local File)"]
             for i, line in enumerate(lines):
                 box.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         if state.last_error:
@@ -130,6 +132,10 @@ class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
                            f"{figures['ink_interior_mean']:.2f}")
             if "surface_distance_mean" in figures:
                 col.label(text=f"Surface distance {figures['surface_distance_mean']:.3f}")
+            if "looping_strokes" in figures:
+                loops = figures["looping_strokes"]
+                col.label(text=f"Looping strokes {loops} of {figures.get('curves', '?')}  Turning "
+                               f"{figures['turning_mean']:.1f} rad", icon="ERROR" if loops else "NONE")
             row = layout.row(align=True)
             row.operator("splatsketch.open_report", text="Report", icon="IMAGE_DATA").which = "report"
             row.operator("splatsketch.open_report", text="Turntable", icon="FILE_MOVIE").which = "turntable"

@@ -259,6 +259,7 @@ def test_cli_evaluate_and_report(addon, tiny, backend_python, tmp_path, capsys):
     figures = asset["evaluation"]
     assert 0.0 <= figures["f_mean"] <= 1.0 and figures["f_min"] <= figures["f_mean"]
     assert len(figures["per_view_f"]) == 24 and figures["image_size"] == [256, 256]
+    assert 0 <= figures["looping_strokes"] <= figures["curves"] and figures["turning_mean"] >= 0
     assert "held-out F" in printed.out
     sketch = bpy.data.objects["Suzanne Sketch"]
     assert json.loads(sketch["splatsketch_evaluation"])["f_mean"] == figures["f_mean"]

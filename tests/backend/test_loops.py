@@ -1,0 +1,51 @@
+"""The curl measure on known shapes: a figure-eight loops, a C-shape and a straight stroke do not."""
+
+import math
+
+import numpy as np
+
+from backend.cameras import orbit_cameras
+from backend.loops import crosses_itself, loop_metrics, sample_strokes, total_turning
+
+
+def _eight():
+    """A curl in the z=0 plane as one cubic: the handles cross, so the curve loops through itself."""
+    return np.array([[[-0.5, -0.3, 0.0], [1.2, 0.6, 0.0], [-1.2, 0.6, 0.0], [0.5, -0.3, 0.0]]])
+
+
+def _c_shape():
+    return np.array([[[0.3, -0.4, 0.0], [-0.4, -0.4, 0.0], [-0.4, 0.4, 0.0], [0.3, 0.4, 0.0]]])
+
+
+def test_crossing_of_plane_polylines():
+    t = np.linspace(-math.pi, math.pi, 200)
+    curl = np.stack([t - 2 * np.sin(t), 1 - 2 * np.cos(t)], axis=1)  # a prolate cycloid's loop
+    assert crosses_itself(curl)
+    arc = np.stack([np.cos(t / 2), np.sin(t / 2)], axis=1)  # half a circle
+    assert not crosses_itself(arc)
+    assert not crosses_itself(np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]))
+
+
+def test_a_figure_eight_counts_a_c_shape_does_not():
+    viewmats, Ks = orbit_cameras(24, 128)
+    eight = loop_metrics(_eight(), viewmats, Ks)
+    c = loop_metrics(_c_shape(), viewmats, Ks)
+    # A plane figure crosses itself in every view that does not see it edge-on.
+    assert eight["looping_strokes"] == 1 and eight["crossing_views"][0] >= 0.5
+    assert c["looping_strokes"] == 0 and c["crossing_views"][0] == 0.0
+    both = loop_metrics(np.concatenate([_eight(), _c_shape()]), viewmats, Ks)
+    assert both["looping_strokes"] == 1 and both["looping_share"] == 0.5
+
+
+def test_total_turning():
+    line = sample_strokes(np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0.0]]]))
+    assert total_turning(line)[0] < 1e-6
+    c = total_turning(sample_strokes(_c_shape()))[0]
+    assert 0.8 * math.pi < c < 1.3 * math.pi, c
+    assert total_turning(sample_strokes(_eight()))[0] > 1.5 * math.pi
+
+
+def test_chains_of_segments_are_sampled_with_shared_ends():
+    chain = np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0], [5, 0, 0], [6, 0, 0.0]]])  # S=2
+    points = sample_strokes(chain, samples_per_segment=8)
+    assert points.shape == (1, 17, 3) and np.allclose(points[0, 8], [3, 0, 0])
