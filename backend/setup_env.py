@@ -221,8 +221,9 @@ def _classify(tail: list[str], root: Path, spec_hint: str, index: str = "") -> s
     offline = re.search(r"(Failed to establish a new connection|Network is unreachable|Temporary failure in name "
                         r"resolution|Connection refused|ConnectionError|timed out|Name or service not known)", text)
     if offline or (missing and index and not _reachable(index)):
-        return ("could not reach the package index (offline?): connect to the network, or install from a wheel "
-                "folder (Preferences: Wheel Folder; headless: --find-links DIR)")
+        where = f" {index}" if index else ""
+        return (f"could not reach the package index{where} (offline?): connect to the network, or install from a "
+                "wheel folder (Preferences: Wheel Folder; headless: --find-links DIR)")
     if missing:
         return f"the package index has no {missing.group(1)} for this Python and machine ({spec_hint})"
     last = next((line for line in reversed(tail) if line.strip()), "no output")

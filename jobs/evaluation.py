@@ -35,6 +35,7 @@ def format_evaluation(summary: dict) -> str:
 class EvaluationRun(Run):
     kind = "evaluation"
     output = protocol.METRICS_JSON
+    keep_on_success = True  # the sketch object points at report.png / turntable.gif in the folder
     cancel_grace_s = 2.0
 
     def __init__(self, sketch, python: str, *, user_dir: str, folder: str | None = None, keep_folder: bool = False,

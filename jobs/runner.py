@@ -120,6 +120,7 @@ class Run:
 
     kind = "job"
     output = protocol.RESULT_NPZ
+    keep_on_success = False  # True: what the backend wrote stays in use after the run (report pictures)
     cancel_grace_s = 10.0
     log_every_s = 2.0
 
@@ -289,7 +290,7 @@ class Run:
             except Exception as error:  # a bad output must leave the scene as it was
                 self._fail(FAILED, f"could not read the backend's {self.output}: {error}")
         if self.state == SUCCEEDED:
-            self._release_folder()
+            self._release_folder(keep=self.keep_on_success)
 
     def _fail(self, state: str, message: str) -> None:
         try:
@@ -300,8 +301,8 @@ class Run:
         self.status = "Cancelled" if state == CANCELLED else "Failed"
         self._release_folder()
 
-    def _release_folder(self) -> None:
-        if self.keep_folder:
+    def _release_folder(self, keep: bool = False) -> None:
+        if self.keep_folder or keep:
             if self.folder:
                 try:
                     os.remove(os.path.join(self.folder, protocol.OWNER_FILE))

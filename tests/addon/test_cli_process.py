@@ -45,7 +45,8 @@ def _leftovers(home, tmp) -> list[str]:
             path = os.path.join(root, name)
             if os.path.basename(root) in ("jobs", "evaluations"):
                 found.append(path)
-    found += [os.path.join(tmp, n) for n in os.listdir(tmp) if not n.startswith("pymp")]
+    # torch's own caches (multiprocessing, inductor) are not ours to remove
+    found += [os.path.join(tmp, n) for n in os.listdir(tmp) if not n.startswith(("pymp", "torchinductor_"))]
     return found
 
 
