@@ -210,9 +210,15 @@ def _setup_backend(args) -> int:
 
 def _check_backend(args) -> int:
     from .jobs import describe_backend, probe_backend
-    from .preferences import backend_python
+    from .jobs.environment import check_managed, managed_env
+    from .preferences import backend_python, user_dir
 
     python = os.path.abspath(os.path.expanduser(args.python)) if args.python else backend_python(bpy.context)
+    managed = managed_env(user_dir())
+    problem = check_managed(user_dir()) if managed and managed["python"] == python else ""
+    if problem:
+        _error(problem)
+        return CLI_ASSET_FAILED
     info = probe_backend(python, full=True)
     if isinstance(info, str):
         _error(info)

@@ -94,6 +94,54 @@ def find_base_python(preference: str = "") -> tuple[str, str]:
                 "in Preferences > Add-ons > SplatSketch > Base Python")
 
 
+# Runs in the managed environment: which of the packages it was made with can no longer be imported
+# (a package folder deleted leaves its metadata behind, so importability is what is checked).
+_MISSING = r"""
+import importlib.metadata as md, importlib.util, json, re, sys
+modules = {}
+for module, dists in md.packages_distributions().items():
+    for dist in dists:
+        modules.setdefault(re.sub(r"[-_.]+", "-", dist).lower(), []).append(module)
+missing = []
+for spec in sys.argv[1:]:
+    name = re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0]).lower()
+    found = [m for m in modules.get(name, []) if not m.startswith("_") and importlib.util.find_spec(m) is not None]
+    if not found:
+        missing.append(name)
+print(json.dumps(missing))
+"""
+
+
+def broken_packages(info: dict) -> list[str] | str:
+    """The packages of the managed environment that cannot be imported any more ([] when whole), or
+    why the environment could not be asked."""
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    try:
+        done = subprocess.run([info["python"], "-c", _MISSING, *info.get("packages", [])], capture_output=True,
+                              text=True, timeout=120, env=env)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as error:
+        return f"its Python {info.get('python')} does not run ({error})"
+
+
+def check_managed(user_dir: str) -> str:
+    """'' when the managed environment is whole (or there is none), else one line saying what is wrong."""
+    info = managed_env(user_dir)
+    if info is None:
+        root = managed_root(user_dir)
+        if os.path.isfile(os.path.join(root, protocol.CURRENT_JSON)):
+            return f"the backend environment in {root} is gone or broken: press Repair (headless: --setup-backend)"
+        return ""
+    broken = broken_packages(info)
+    if isinstance(broken, str):
+        return f"the backend environment is broken: {broken}: press Repair (headless: --setup-backend)"
+    if broken:
+        return (f"the backend environment {os.path.dirname(os.path.dirname(info['python']))} is missing "
+                f"{', '.join(broken)}: press Repair in Preferences > Add-ons > SplatSketch (headless: --setup-backend)")
+    return ""
+
+
 def describe_env(info: dict | None) -> str:
     """One line for the Preferences box and ``--check-backend``."""
     if not info:

@@ -16,6 +16,7 @@ class SetupRun(Run):
     kind = "setup"
     output = protocol.CURRENT_JSON
     cancel_grace_s = 10.0
+    log_every_s = 0.0  # a few dozen progress events, one per package: every one is worth a line
 
     def __init__(self, base_python: str, *, user_dir: str, torch: str = "auto", find_links: str = "",
                  build_kernels: bool = False, packages: tuple = (), clip: dict | None = None, log=None):

@@ -138,25 +138,33 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
         return {"CANCELLED"} if state.backend_error else {"FINISHED"}
 
     @staticmethod
-    def _check(python: str, clip: dict):
-        """The backend's packages, then (when it has them) whether the CLIP weights are here."""
+    def _check(python: str, clip: dict, user_dir: str):
+        """The managed environment whole? The backend's packages, then (when it has them) whether
+        the CLIP weights are here. No bpy: it runs on a thread."""
         from ..jobs.clip import clip_weights_status
+        from ..jobs.environment import check_managed, managed_env
 
+        managed = managed_env(user_dir)
+        problem = check_managed(user_dir) if managed and managed["python"] == python else ""
+        if problem:
+            return problem, None
         info = probe_backend(python, full=True)
         return info, (None if isinstance(info, str) or not info.get("open_clip") else clip_weights_status(python, clip))
 
     def execute(self, context):
-        from ..preferences import clip_settings, get_preferences
+        from ..preferences import clip_settings, get_preferences, user_dir
 
-        return self._report(context, self._check(self._python(context), clip_settings(get_preferences(context))))
+        return self._report(context, self._check(self._python(context), clip_settings(get_preferences(context)),
+                                                 user_dir()))
 
     def invoke(self, context, _event):
         """Importing torch takes seconds: probe in a thread so the preferences stay responsive."""
-        from ..preferences import clip_settings, get_preferences
+        from ..preferences import clip_settings, get_preferences, user_dir
 
         self._result = []
-        python, clip = self._python(context), clip_settings(get_preferences(context))
-        self._thread = threading.Thread(target=lambda: self._result.append(self._check(python, clip)), daemon=True)
+        python, clip, folder = self._python(context), clip_settings(get_preferences(context)), user_dir()
+        self._thread = threading.Thread(target=lambda: self._result.append(self._check(python, clip, folder)),
+                                        daemon=True)
         self._thread.start()
         context.window_manager.splatsketch.backend_report = f"Checking {python} ..."
         self._timer = context.window_manager.event_timer_add(0.2, window=context.window)

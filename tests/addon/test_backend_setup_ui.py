@@ -78,6 +78,20 @@ def test_a_second_set_up_is_refused_while_one_runs(addon, user):
     os.remove(os.path.join(user, ".owner"))
 
 
+def test_check_names_a_broken_environment_and_repair_fixes_it(addon, user, tmp_path):
+    """A package folder deleted from the environment (its metadata stays): Check says which package
+    is missing and how to fix it; Repair (a second set-up) makes a new, whole environment."""
+    info = _tiny_env(user, tmp_path)
+    site = subprocess.run([info["python"], "-c", "import ssk_probe_a; print(ssk_probe_a.__file__)"],
+                          capture_output=True, text=True).stdout.strip()
+    os.remove(site)
+    problem = addon.jobs.environment.check_managed(addon.preferences.user_dir())
+    assert "missing ssk-probe-a" in problem and "Repair" in problem
+    fixed = _tiny_env(user, tmp_path)
+    assert fixed["env"] != info["env"] and addon.jobs.environment.check_managed(addon.preferences.user_dir()) == ""
+    assert not os.path.exists(os.path.dirname(os.path.dirname(info["python"]))), "the broken one is removed"
+
+
 def test_remove_deletes_the_managed_environment(addon, user, tmp_path):
     _tiny_env(user, tmp_path)
     assert bpy.ops.splatsketch.remove_backend() == {"FINISHED"}
