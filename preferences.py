@@ -12,6 +12,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .jobs.environment import describe_env, managed_env, resolve_backend_python
+from .panels import _wrap
 
 EXTENSION_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,7 +69,9 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         self._draw_backend(context, layout.box())
         col = layout.column()
         col.prop(self, "device")
-        col = layout.column(heading="CLIP")
+        box = layout.box()  # a box like the Backend's: a column heading would land on the first checkbox
+        box.label(text="CLIP", icon="IMAGE_DATA")
+        col = box.column()
         self._draw_clip(context, col)
         col.prop(self, "clip_model")
         col.prop(self, "clip_pretrained")
@@ -83,16 +86,23 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         setting_up = state.running and state.run_kind == "setup"
         managed = managed_env(user_dir())
         box.label(text="Backend", icon="CONSOLE")
+        ready = describe_env(managed) if managed else ""
         if setting_up:
-            box.label(text="Installing: " + (state.status or "starting"), icon="IMPORT")
+            # the stage and package are in the bar; the line above says what is going on
+            box.label(text="Setting up the backend (minutes; Cancel keeps the current one)", icon="IMPORT")
+            status = _short(state.status or "Starting", 60)
             if hasattr(box, "progress"):
-                box.progress(factor=state.progress, type="BAR", text=state.status or "Setting up")
+                box.progress(factor=state.progress, type="BAR", text=status)
+            else:
+                box.label(text=f"{state.progress:.0%} {status}")
             row = box.row()
             row.operator("splatsketch.cancel", text="Cancel", icon="CANCEL")
         elif self.backend_python:
             box.label(text=f"Your own Python: {self.backend_python}", icon="INFO")
         elif managed:
-            box.label(text=describe_env(managed).capitalize(), icon="CHECKMARK")
+            what, _, made = ready.partition(" (made ")  # not capitalize(): it lowercases "CPU"
+            _labels(box, _wrap(what[:1].upper() + what[1:], 72) + ([f"Set up {made.rstrip(')')}"] if made else []),
+                    "CHECKMARK")
         else:
             python = self.resolved_python()
             box.label(text="Not set up" + (f" (using {python})" if os.path.isfile(python) else ""), icon="ERROR")
@@ -101,13 +111,16 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         row.operator("splatsketch.setup_backend", text="Set Up Backend" if not managed else "Repair",
                      icon="IMPORT" if not managed else "FILE_REFRESH").repair = bool(managed)
         row.operator("splatsketch.check_backend", text="Check", icon="CHECKMARK")
-        row.operator("splatsketch.remove_backend", text="Remove", icon="TRASH")
+        remove = row.row(align=True)
+        remove.enabled = bool(managed)  # nothing to remove before a set-up
+        remove.operator("splatsketch.remove_backend", text="Remove", icon="TRASH")
         if state.setup_log:
             box.operator("splatsketch.open_setup_log", text="Open Set-Up Log", icon="TEXT")
-        if state.backend_report:
-            for line in state.backend_report.split("\n"):
-                box.label(text=line, icon="ERROR" if state.backend_error else "INFO")
+        if state.backend_report and state.backend_report != f"Backend {ready}":  # not the line above again
+            lines = [line for paragraph in state.backend_report.split("\n") for line in _wrap(paragraph, 72)]
+            _labels(box, lines, "ERROR" if state.backend_error else "INFO")  # labels do not wrap
         col = box.column()
+        col.enabled = not setting_up  # a change now would not reach the running set-up
         col.prop(self, "torch_build")
         col.prop(self, "wheel_folder")
         col.prop(self, "build_kernels")
@@ -122,14 +135,30 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
             col.label(text=state.clip_report, icon="CHECKMARK" if state.clip_status == "present" else "INFO")
         size = approx_size_mb(self.clip_model)
         row = col.row(align=True)
+        # the model is in the CLIP Model field below: with it here the label was cut off
         row.operator("splatsketch.get_clip_weights",
-                     text=f"Get CLIP Weights ({self.clip_model}" + (f", ~{size} MB)" if size else ")"), icon="URL")
+                     text="Get CLIP Weights" + (f" (~{size} MB)" if size else ""), icon="URL")
         row.operator("splatsketch.use_clip_file", text="Use Local File", icon="FILE_FOLDER")
         if not getattr(bpy.app, "online_access", True):
             col.label(text="Online access is off (Preferences > System): no download", icon="INFO")
 
     def resolved_python(self) -> str:
         return resolve_backend_python(self.backend_python, EXTENSION_DIR, user_dir())
+
+
+def _labels(layout, lines: list[str], icon: str) -> None:
+    """Lines of one message, close together, the icon on the first."""
+    col = layout.column(align=True)
+    for i, line in enumerate(lines):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def _short(text: str, width: int) -> str:
+    """A one-line status for the progress bar: a long package list is cut after a whole name."""
+    if len(text) <= width:
+        return text
+    head = text[:width]
+    return head.rsplit(", ", 1)[0] + ", ..." if ", " in head else head[:-3] + "..."
 
 
 def user_dir() -> str:

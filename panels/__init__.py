@@ -67,12 +67,13 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
             box = layout.box()
             fallback = getattr(get_preferences(context), "allow_geometry_fallback", True)
             # short lines: the sidebar is about 30 characters wide at its default width
-            lines = (["No CLIP weights here:", "Generate runs geometry-only", "(lines + surface)."]
-                     if fallback else ["No CLIP weights here:", "Generate will stop", "(Geometry-Only Fallback off)."])
-            lines += ["For CLIP: get the weights in", "Preferences > Add-ons >", "SplatSketch (Get CLIP Weights",
-                      "or Use Local File)"]
+            lines = ["No CLIP weights here:"]
+            lines += (["Generate runs geometry-only", "(lines + surface). For CLIP:"] if fallback
+                      else ["Generate stops (Geometry-Only", "Fallback is off). For CLIP:"])
+            lines += ["Preferences > Add-ons >", "SplatSketch > CLIP"]
+            col = box.column(align=True)
             for i, line in enumerate(lines):
-                box.label(text=line, icon="INFO" if i == 0 else "BLANK1")
+                col.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         if state.last_error:
             box = layout.box()
             for i, line in enumerate(_wrap(state.last_error, 48)):
