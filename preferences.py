@@ -104,8 +104,7 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
             _labels(box, _wrap(what[:1].upper() + what[1:], 72) + ([f"Set up {made.rstrip(')')}"] if made else []),
                     "CHECKMARK")
         else:
-            python = self.resolved_python()
-            box.label(text="Not set up" + (f" (using {python})" if os.path.isfile(python) else ""), icon="ERROR")
+            box.label(text="Not set up: press Set Up Backend", icon="ERROR")
         row = box.row(align=True)
         row.enabled = not state.running
         row.operator("splatsketch.setup_backend", text="Set Up Backend" if not managed else "Repair",

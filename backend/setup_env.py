@@ -250,7 +250,8 @@ def install(env: Path, root: Path, specs: list[str], build: str, find_links: str
     if rest:
         rounds.append((rest, source))
     seen: list[str] = []
-    expected = max(8, 3 * len(specs))
+    collecting = "Collecting" if find_links else "Downloading"  # a wheel folder is read, not downloaded
+    span = {"low": 0.1, "high": 0.75}  # each round of installs fills its own part of the bar, in order
 
     def on_line(line: str) -> None:
         found = re.match(r"(?:Collecting|Processing|Downloading|Obtaining)\s+(\S+)", line.strip())
@@ -258,11 +259,19 @@ def install(env: Path, root: Path, specs: list[str], build: str, find_links: str
             package = re.split(r"[<>=!~\[-]", os.path.basename(found.group(1)).split(".whl")[0], maxsplit=1)[0]
             if package and package not in seen:
                 seen.append(package)
-                progress(events, 0.1 + 0.6 * min(1.0, len(seen) / expected), "Downloading", package)
+                low, high = span["low"], span["high"]
+                fraction = low + 0.8 * (high - low) * min(1.0, len(seen) / max(8, 3 * len(chunk_specs)))
+                progress(events, fraction, collecting, package)
         elif line.startswith("Installing collected packages"):
-            progress(events, 0.75, "Installing", line.split(":", 1)[-1].strip()[:80])
+            names = line.split(":", 1)[-1].strip()
+            short = names if len(names) <= 60 else names[:names.rfind(",", 0, 60)] + ", ..."
+            progress(events, span["low"] + 0.9 * (span["high"] - span["low"]), "Installing", short)
 
-    for chunk, chunk_source in rounds:
+    share = (0.75 - 0.1) / max(1, len(rounds))
+    for number, (chunk, chunk_source) in enumerate(rounds):
+        chunk_specs = chunk
+        span.update(low=0.1 + number * share, high=0.1 + (number + 1) * share)
+        seen.clear()
         code = run_child(base + chunk_source + chunk, stop, on_line, env=_installer_env())
         if code != 0:
             index = "" if find_links else (chunk_source[1] if chunk_source[:1] == ["--index-url"] else PYPI_INDEX)
@@ -345,7 +354,7 @@ def main(args) -> int:
                      "message": f"setting up the backend in {env} with {python}; torch build: {build}"})
         progress(events, 0.02, "Creating the environment")
         create_env(env, stop)
-        progress(events, 0.1, "Downloading")
+        progress(events, 0.1, "Collecting packages")
         install(env, root, specs, build, args.find_links, args.index_url, stop, events)
         progress(events, 0.88, "Checking")
         info = check_env(env, specs, stop)

@@ -32,11 +32,13 @@ def clip_weights_status(python: str, clip: dict, timeout: float = 120.0) -> dict
         return {"present": None, "error": f"could not ask the backend: {error}"}
     if event.get("type") != protocol.DONE:
         return {"present": None, "error": event.get("message", "no answer")}
-    return event
+    return {**event, "checkpoint": clip.get("checkpoint", "")}
 
 
 def describe_clip(info: dict) -> str:
     name = f"{info.get('model', '?')}/{info.get('pretrained', '?')}"
+    if info.get("present") and info.get("checkpoint"):  # a local file: the tag does not apply
+        return f"CLIP {info.get('model', '?')}: local file {os.path.basename(info['checkpoint'])}"
     if info.get("present"):
         return f"CLIP {name}: present"
     if info.get("present") is None:

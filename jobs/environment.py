@@ -147,6 +147,12 @@ def describe_env(info: dict | None) -> str:
     if not info:
         return "not set up"
     check = info.get("check") or {}
-    device = f"CUDA ({check['device_name']})" if check.get("cuda") else info.get("torch_build", "?").upper()
+    torch = str(check.get("torch", "?"))
+    if check.get("cuda"):
+        device = f"CUDA ({check['cuda']})"
+    elif check.get("mps"):
+        device = "Apple MPS"
+    else:  # say so when a CUDA build landed on a machine without a GPU (a wheel folder decides the build)
+        device = "CPU" + (" (a CUDA build; no NVIDIA GPU here)" if "+cu" in torch else "")
     renderer = "gsplat kernels built" if info.get("gsplat_kernels") else "torch renderer"
-    return f"ready: torch {check.get('torch', '?')}, {device}, {renderer} (made {info.get('created', '?')})"
+    return f"ready: torch {torch}, {device}, {renderer} (made {info.get('created', '?')})"

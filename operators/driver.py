@@ -15,9 +15,10 @@ from ..jobs.runner import CANCELLED, FAILED, RUNNING, SUCCEEDED, RunError
 
 
 def redraw(context) -> None:
+    """Redraw what shows a run: the sidebar (3D views) and the Preferences' Backend box."""
     for window in context.window_manager.windows:
         for area in window.screen.areas:
-            if area.type == "VIEW_3D":
+            if area.type in {"VIEW_3D", "PREFERENCES"}:
                 area.tag_redraw()
 
 
@@ -55,7 +56,7 @@ class ModalRun:
         """Report how the run ended; on success one undo step records what it made."""
         if run.state == SUCCEEDED:
             self.report({"INFO"}, run.summary)
-            if not bpy.app.background:
+            if not bpy.app.background and run.result_name:  # a set-up or a download changes no data
                 bpy.ops.ed.undo_push(message=undo_message)
             return {"FINISHED"}
         self.report({"WARNING"} if run.state == CANCELLED else {"ERROR"},

@@ -133,8 +133,9 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
         if clip is not None:
             show_clip_state(state, clip)
         self.report({"ERROR"} if state.backend_error else {"INFO"}, state.backend_report)
-        for area in context.screen.areas if context.screen else ():
-            area.tag_redraw()
+        from .driver import redraw
+
+        redraw(context)  # the Preferences box and every sidebar
         return {"CANCELLED"} if state.backend_error else {"FINISHED"}
 
     @staticmethod

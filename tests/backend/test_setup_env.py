@@ -92,7 +92,9 @@ def test_set_up_from_a_wheel_folder(tmp_path, wheels):
     assert code == 0, err
     assert [e["type"] for e in events][-1] == "done" and "error" not in [e["type"] for e in events]
     stages = {e["stage"] for e in events if e["type"] == "progress"}
-    assert {"Creating the environment", "Downloading", "Checking", "Ready"} <= stages
+    assert {"Creating the environment", "Collecting", "Installing", "Checking", "Ready"} <= stages, stages
+    fractions = [e["iteration"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions), "the bar never goes backwards"
     assert any(e.get("package") == "ssk_probe_a" or e.get("package") == "ssk-probe-a" for e in events), events
     info = current(root)
     assert info and Path(info["python"]).is_file() and envs(root) == [info["env"]]
