@@ -68,14 +68,20 @@ def _check(arrays, path: Path, key: str, dtypes, shape, required=True):
         raise BadJob(f"{path}: '{key}' contains NaN or infinite values")
 
 
-def load_eval_npz(path: Path) -> dict[str, np.ndarray]:
-    """Evaluation views (``eval.npz``: viewmats, Ks, rgba, lines, optional lines_hidden), validated."""
+def _load_cameras(path: Path, what: str) -> tuple[dict[str, np.ndarray], int]:
+    """An .npz holding cameras (``viewmats`` [V,4,4], ``Ks`` [V,3,3]) and more, validated; V > 0."""
     arrays = load_npz(path, required=True)
     _check(arrays, path, "viewmats", "f", (None, 4, 4))
-    views = arrays["viewmats"].shape[0]
-    if views == 0:
-        raise BadJob(f"{path}: zero views")
-    _check(arrays, path, "Ks", "f", (views, 3, 3))
+    count = arrays["viewmats"].shape[0]
+    if count == 0:
+        raise BadJob(f"{path}: zero {what}")
+    _check(arrays, path, "Ks", "f", (count, 3, 3))
+    return arrays, count
+
+
+def load_eval_npz(path: Path) -> dict[str, np.ndarray]:
+    """Evaluation views (``eval.npz``: viewmats, Ks, rgba, lines, optional lines_hidden), validated."""
+    arrays, views = _load_cameras(path, "views")
     _check(arrays, path, "rgba", "u", (views, None, None, 4))
     H, W = arrays["rgba"].shape[1:3]
     _check(arrays, path, "lines", "u", (views, H, W))
@@ -85,12 +91,7 @@ def load_eval_npz(path: Path) -> dict[str, np.ndarray]:
 
 def load_turntable_npz(path: Path) -> dict[str, np.ndarray]:
     """Turntable frames for the report's GIF (``turntable.npz``: viewmats, Ks, lines), validated."""
-    arrays = load_npz(path, required=True)
-    _check(arrays, path, "viewmats", "f", (None, 4, 4))
-    frames = arrays["viewmats"].shape[0]
-    if frames == 0:
-        raise BadJob(f"{path}: zero frames")
-    _check(arrays, path, "Ks", "f", (frames, 3, 3))
+    arrays, frames = _load_cameras(path, "frames")
     _check(arrays, path, "lines", "u", (frames, None, None))
     return arrays
 
