@@ -21,6 +21,7 @@ _LOSS_DESCRIPTIONS = {
     "lines": "Match the object's silhouette, contour and crease lines",
     "surface": "Keep curves on the object's surface",
     "repulsion": "Keep curves from piling onto each other",
+    "turning": "Penalise strokes that turn more than a half turn (curls, hooks, loops)",
 }
 
 
@@ -77,6 +78,7 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     w_lines: FloatProperty(**_weight("lines"))
     w_surface: FloatProperty(**_weight("surface"))
     w_repulsion: FloatProperty(**_weight("repulsion"))
+    w_turning: FloatProperty(**_weight("turning"))
     preset: StringProperty(name="Preset", default="", options={"HIDDEN"},
                            description="The last preset applied: it also sets what has no property here "
                                        "(threads, progress cadence)")

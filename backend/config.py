@@ -27,11 +27,13 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     # Off by default: on the quality suite it lowered F at 16 curves on 8 of 10 meshes and pushed ink
     # off the lines at 40 (docs/QUALITY.md); pruning and the ink budget handle piling and filling.
     "repulsion": 0.0,
+    # Off by default until the quality suite has measured it (issue 12; docs/QUALITY.md "Curls").
+    "turning": 0.0,
 }
 GEOMETRY_ONLY_WEIGHTS: dict[str, float] = {"lines": 1.0, "surface": 0.5}
 CLIP_LOSSES = ("clip_geometric", "clip_semantic")
 # Keys of the loss registry (backend/losses/__init__.py checks it registers exactly these).
-LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion")
+LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion", "turning")
 
 # Upper bounds that keep a typo from allocating the machine away; they are far above useful values.
 LIMITS = {

@@ -159,7 +159,9 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         layout.use_property_decorate = False
         layout.enabled = not context.window_manager.splatsketch.running
         col = layout.column(heading="Loss Weights", align=True)
-        for name in ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion"):
+        from ..settings_map import LOSS_PROPS
+
+        for name in LOSS_PROPS:  # every loss of the backend's registry, in its order
             sub = col.row(align=True)
             sub.active = props.use_clip or not name.startswith("clip")
             sub.prop(props, f"w_{name}")

@@ -38,6 +38,7 @@ REGISTRY: dict[str, Callable] = {
     "lines": _geometry("lines"),
     "surface": _geometry("surface"),
     "repulsion": _geometry("repulsion"),
+    "turning": _geometry("turning"),
 }
 assert tuple(REGISTRY) == LOSS_NAMES, "config.LOSS_NAMES and the registry must agree"
 

@@ -13,6 +13,8 @@ The blur shrinks from coarse to fine over the run, so far-away lines still pull 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -143,6 +145,26 @@ class RepulsionLoss:
         return energy.sum() / (K * n)
 
 
+class TurningLoss:
+    """Strokes that turn more than ``free`` radians pay for the excess: no curls, hooks or loops.
+
+    The total turning of a stroke (the sum of the angles between consecutive pieces of its sampled
+    polyline, the measure ``evaluate`` reports as ``turning``) is about pi for a C and 2 pi for a
+    loop; an outline stroke rarely needs more than a half turn. Squared excess, mean over strokes."""
+
+    name = "turning"
+
+    def __init__(self, ctx: LossContext, free: float = math.pi / 2):
+        self.free = free
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        d = inputs.samples[:, 1:] - inputs.samples[:, :-1]  # [K,S-1,3]
+        u = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        cos = (u[:, 1:] * u[:, :-1]).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)  # [K,S-2]
+        turning = torch.acos(cos).sum(-1)  # [K]
+        return torch.relu(turning - self.free).square().mean()
+
+
 def lines(ctx: LossContext) -> LinesLoss:
     return LinesLoss(ctx)
 
@@ -153,3 +175,7 @@ def surface(ctx: LossContext) -> SurfaceLoss:
 
 def repulsion(ctx: LossContext) -> RepulsionLoss:
     return RepulsionLoss(ctx)
+
+
+def turning(ctx: LossContext) -> TurningLoss:
+    return TurningLoss(ctx)

@@ -49,3 +49,27 @@ def test_chains_of_segments_are_sampled_with_shared_ends():
     chain = np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0], [5, 0, 0], [6, 0, 0.0]]])  # S=2
     points = sample_strokes(chain, samples_per_segment=8)
     assert points.shape == (1, 17, 3) and np.allclose(points[0, 8], [3, 0, 0])
+
+
+def test_the_turning_loss_pays_for_curls_only():
+    """The optimiser's turning term: a C (about pi) and a straight stroke cost little, a curl much;
+    and its gradient unwinds the curl."""
+    import torch
+
+    from backend.losses.geometry import TurningLoss
+
+    loss = TurningLoss(ctx=None)
+    as_inputs = lambda cp: type("I", (), {"samples": torch.as_tensor(sample_strokes(cp, 63), dtype=torch.float32)})  # noqa: E731
+    straight = loss(as_inputs(np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0.0]]])))
+    c_shape, curl = loss(as_inputs(_c_shape())), loss(as_inputs(_eight()))
+    assert straight.item() == 0.0 and c_shape.item() < 0.3 * curl.item()
+    cp = torch.tensor(_eight(), dtype=torch.float32, requires_grad=True)
+    from backend.curves import sample_curves
+
+    before = loss(type("I", (), {"samples": sample_curves(cp, 64)})).item()
+    opt = torch.optim.Adam([cp], lr=0.02)
+    for _ in range(100):
+        opt.zero_grad()
+        loss(type("I", (), {"samples": sample_curves(cp, 64)})).backward()
+        opt.step()
+    assert loss(type("I", (), {"samples": sample_curves(cp, 64)})).item() < 0.2 * before
