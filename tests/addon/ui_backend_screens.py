@@ -91,7 +91,10 @@ def drive() -> int:
         for prefix, name in DOCS.items():
             found = sorted(glob.glob(os.path.join(out, "crops", prefix + "*.png")))
             if prefix == "02_installing":  # the one nearest 30 s after Set Up: stage and package shown
-                found.sort(key=lambda f: abs(int(os.path.basename(f).split("_")[2].rstrip("s")) - 30))
+                def seconds(path):
+                    return int(os.path.splitext(os.path.basename(path))[0].split("_")[2].rstrip("s"))
+
+                found.sort(key=lambda f: abs(seconds(f) - 30))
             if found:
                 shutil.copy(found[0], os.path.join(REPO, "docs", "images", name + ".png"))
                 print("docs/images/" + name + ".png <-", os.path.basename(found[0]))
