@@ -53,6 +53,7 @@ FIELDS = (
 )
 LOSS_PROPS = {name: f"w_{name}" for name in DEFAULT_LOSS_WEIGHTS}  # loss name -> panel weight property
 BY_FLAG = {f.flag: f for f in FIELDS if f.flag}
+_PROP_SETTINGS = {f.setting for f in FIELDS if not f.job_param}  # settings a panel property gives
 
 
 def props_to_settings(props) -> tuple[dict, dict]:
@@ -77,8 +78,6 @@ def active_losses(losses: dict, clip: bool = True) -> dict:
     """The weights that count (a weight of 0 is the same as no term), without CLIP when ``clip`` is off."""
     return {k: float(v) for k, v in losses.items() if v > 0 and (clip or k not in CLIP_LOSSES)}
 
-
-_PROP_SETTINGS = {f.setting for f in FIELDS if not f.job_param}
 
 
 def preset_to_props(name: str, props) -> None:

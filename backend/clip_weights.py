@@ -115,12 +115,3 @@ def main(args) -> int:
                      "code": protocol.EXIT_CLIP_WEIGHTS})
         print(f"clip-weights: {type(error).__name__}: {error}", file=sys.stderr)
         return protocol.EXIT_CLIP_WEIGHTS
-
-
-def describe(info: dict) -> str:
-    name = f"{info.get('model')}/{info.get('pretrained')}"
-    if info.get("present"):
-        return f"CLIP weights {name}: present ({info.get('path')})"
-    size = f", about {info['size_mb']} MB" if info.get("size_mb") else ""
-    return f"CLIP weights {name}: not on this machine{size}"
-

@@ -3,7 +3,7 @@
 Both sides import this module, so it imports neither torch nor bpy, and numpy only inside the
 job-folder writer (the backend set-up runs it on a bare Python that has no numpy yet). Everything
 that crosses the seam is named here: exit codes, the closed set of event types, file names, the
-schema version, result and metric keys, and the argv of every backend sub-command.
+schema version, view and metric keys, and the argv of every backend sub-command.
 A producer or consumer that writes one of these as a literal instead is a bug waiting for the day
 the two drift apart.
 """
@@ -66,9 +66,6 @@ JOB_INPUTS = (JOB_JSON, VIEWS_NPZ, MESH_NPZ)
 
 # -- arrays and summaries --------------------------------------------------------------------------
 VIEW_KEYS = ("viewmats", "Ks", "is_train", "rgba", "lines", "lines_hidden", "depth")
-EVAL_VIEW_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
-MESH_KEYS = ("vertices", "faces")
-RESULT_KEYS = ("control_points", "widths", "view_losses", "loss_history")
 # What the add-on keeps on a sketch object from metrics.json (the per-view list is reduced to F).
 METRIC_SUMMARY_KEYS = (
     "f_mean", "f_min", "f_std", "precision_mean", "recall_mean", "chamfer_px_mean", "ink_outside_mean",
@@ -132,7 +129,6 @@ def clip_weights_argv(model: str, pretrained: str, *, checkpoint: str = "", cach
 # -- the managed backend environment -----------------------------------------------------------------
 ENVS_DIR = "envs"  # <root>/envs/<name>/: one virtual environment per set-up
 CURRENT_JSON = "current.json"  # <root>/current.json: which one is in use (switched atomically)
-SETUP_LOG = "setup.log"
 
 
 def _watch_args(parent_pid: int | None, watch_stdin: bool) -> list[str]:

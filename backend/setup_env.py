@@ -150,8 +150,10 @@ def env_python(env: Path) -> Path:
     return env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def run_child(argv: list[str], stop: Stop, on_line=None, cwd: str | None = None, env: dict | None = None) -> int:
-    """Run a step in its own process group; every output line goes to the log (and ``on_line``)."""
+def run_child(argv: list[str], stop: Stop, on_line=None, cwd: str | None = None,
+              env: dict | None = None) -> tuple[int, list[str]]:
+    """Run a step in its own process group; every output line goes to the log (and ``on_line``).
+    Returns the exit code and the last 40 lines (what a failure is explained from)."""
     stop.check()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              cwd=cwd, env=env, start_new_session=True, text=True, errors="replace", bufsize=1)
@@ -165,20 +167,16 @@ def run_child(argv: list[str], stop: Stop, on_line=None, cwd: str | None = None,
     code = child.wait()
     stop.child = None
     stop.check()
-    run_child.tail = tail
-    return code
-
-
-run_child.tail = []
+    return code, tail
 
 
 def create_env(env: Path, stop: Stop) -> None:
     if sys.version_info < MIN_PYTHON:
         raise SetupFailed(f"Python {sys.version.split()[0]} ({sys.executable}) is too old: the backend needs "
                           f"{'.'.join(map(str, MIN_PYTHON))} or newer; choose another Python in Preferences")
-    code = run_child([sys.executable, "-m", "venv", str(env)], stop)
+    code, lines = run_child([sys.executable, "-m", "venv", str(env)], stop)
     if code != 0:
-        tail = " ".join(run_child.tail)
+        tail = " ".join(lines)
         if "No space left on device" in tail or "Errno 28" in tail or _disk_full(env.parent):
             raise SetupFailed(_classify(["No space left on device"], env.parent.parent, ""))
         raise SetupFailed(
@@ -272,10 +270,10 @@ def install(env: Path, root: Path, specs: list[str], build: str, find_links: str
         chunk_specs = chunk
         span.update(low=0.1 + number * share, high=0.1 + (number + 1) * share)
         seen.clear()
-        code = run_child(base + chunk_source + chunk, stop, on_line, env=_installer_env())
+        code, tail = run_child(base + chunk_source + chunk, stop, on_line, env=_installer_env())
         if code != 0:
             index = "" if find_links else (chunk_source[1] if chunk_source[:1] == ["--index-url"] else PYPI_INDEX)
-            raise SetupFailed(_classify(run_child.tail, root, ", ".join(chunk), index))
+            raise SetupFailed(_classify(tail, root, ", ".join(chunk), index))
 
 
 def _installer_env() -> dict:
@@ -289,7 +287,7 @@ def _installer_env() -> dict:
 def check_env(env: Path, specs: list[str], stop: Stop) -> dict:
     """``python -m backend check`` in the new environment; torch (when asked for) must import."""
     lines: list[str] = []
-    code = run_child([str(env_python(env)), "-m", "backend", *protocol.check_argv()], stop, lines.append,
+    code, _ = run_child([str(env_python(env)), "-m", "backend", *protocol.check_argv()], stop, lines.append,
                      cwd=str(REPO_ROOT), env=_installer_env())
     info = {}
     for line in reversed(lines):
@@ -308,10 +306,10 @@ def check_env(env: Path, specs: list[str], stop: Stop) -> dict:
 def build_kernels(env: Path, stop: Stop, events: EventStream) -> bool:
     """Compile gsplat's CUDA extension once (minutes); a failure only means the torch renderer."""
     progress(events, 0.92, "Building GPU kernels", "gsplat")
-    code = run_child([str(env_python(env)), "-c", "from gsplat.cuda._backend import _C; assert _C is not None"],
+    code, tail = run_child([str(env_python(env)), "-c", "from gsplat.cuda._backend import _C; assert _C is not None"],
                      stop, env=_installer_env())
     if code != 0:
-        last = next((line for line in reversed(run_child.tail) if line.strip()), "")
+        last = next((line for line in reversed(tail) if line.strip()), "")
         events.emit({"type": protocol.WARNING, "message": f"gsplat's GPU kernels could not be built ({last[:160]}): "
                                                           "Generate uses the torch renderer"})
     return code == 0
@@ -323,15 +321,6 @@ def switch(root: Path, env: Path, description: dict) -> None:
     for other in (root / protocol.ENVS_DIR).iterdir():
         if other != env:
             shutil.rmtree(other, ignore_errors=True)
-
-
-def current(root: Path) -> dict | None:
-    """The environment in use, or None (not set up, or its python is gone)."""
-    try:
-        data = json.loads((Path(root) / protocol.CURRENT_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("python") else None
 
 
 def main(args) -> int:

@@ -302,6 +302,7 @@ class Run:
         self._release_folder()
 
     def _release_folder(self, keep: bool = False) -> None:
+        """The run is over: drop the folder, or (kept) only its claim, so pruning may take it later."""
         if self.keep_folder or keep:
             if self.folder:
                 try:
