@@ -38,7 +38,10 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     source: PointerProperty(name="Object", type=bpy.types.Object, poll=_mesh_only,
                             description="Mesh to sketch. Empty: the active object")
     curves: IntProperty(name="Curves", default=_D.curves, min=1, max=1024, soft_min=2, soft_max=64,
-                        description="Number of Bézier curves in the sketch")
+                        description="Number of strokes in the sketch (each one Bézier spline)")
+    segments: IntProperty(name="Segments per Stroke", default=_D.segments, min=1, max=16, soft_max=6,
+                          description="Cubic segments per stroke, joined smoothly (aligned handles): more "
+                                      "can follow a longer, bending outline; 1 is a single cubic")
     iterations: IntProperty(name="Iterations", default=_D.iterations, min=1, max=100000, soft_max=2000,
                             description="Optimisation steps (more: finer, slower)")
     train_views: IntProperty(name="Views", default=24, min=1, max=256, soft_max=64,
@@ -50,7 +53,9 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
                                 description="Stroke width (Gaussian sigma) as a fraction of the object's "
                                             "bounding radius; also the bevel of the result")
     init: EnumProperty(name="Start", default=_D.init, description="How curves are initialised",
-                       items=[("surface", "Surface", "Short curves spread over the mesh surface"),
+                       items=[("features", "Feature Lines", "Strokes fitted to the mesh's creases, open edges "
+                                                            "and contours, picked to cover the views' lines"),
+                              ("surface", "Surface", "Short curves spread over the mesh surface"),
                               ("contour", "Contour", "Curves lifted from the views' contour lines"),
                               ("random", "Random", "Random curves in the bounding sphere (baseline)")])
     seed: IntProperty(name="Seed", default=_D.seed, min=0, description="Same seed, same settings: same curves")
@@ -69,6 +74,9 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     ink_budget: IntProperty(name="Ink Budget", default=_D.ink_budget, min=0, max=1024,
                             description="With more curves than this, curves that mostly fill the object's "
                                         "interior are pruned (never below this many); 0: off")
+    reseed: BoolProperty(name="Re-seed Pruned Strokes", default=_D.reseed,
+                         description="When pruning removes strokes mid-run, start new ones where the views "
+                                     "still have lines no stroke covers, so the sketch keeps its stroke count")
     hard_views: FloatProperty(name="Worst-View Focus", default=_D.hard_views, min=0.0, max=16.0, soft_max=12.0,
                               description="Weigh each step's views by their error to this power: 0 treats every "
                                           "view alike; higher spends the effort on the views the sketch reads "

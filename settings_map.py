@@ -34,12 +34,13 @@ class Field:
 
 FIELDS = (
     Field("curves", "curves", "--curves", int, "number of strokes"),
+    Field("segments", "segments", "--segments", int, "cubic segments per stroke, joined smoothly (1: one cubic)"),
     Field("iterations", "iterations", "--iterations", int, "optimisation steps (0: the initial strokes)"),
     Field("train_views", "job.train_views", "--views", int, "training views around the object"),
     Field("heldout_views", "job.heldout_views", "--heldout-views", int, "extra views only used to measure"),
     Field("image_size", "job.size", "--image-size", int, "pixel size of the target renders"),
     Field("stroke_width", "stroke_width", "--width", float, "stroke width, fraction of the object's bounding radius"),
-    Field("init", "init", "--init", str, "how strokes start", ("surface", "contour", "random")),
+    Field("init", "init", "--init", str, "how strokes start", ("features", "surface", "contour", "random")),
     Field("seed", "seed", "--seed", int, "same seed, same settings: same strokes"),
     Field("prompt", "prompt", "--prompt", str, "text the sketch should read as (CLIP)"),
     Field("views_per_step", "views_per_step", "--views-per-step", int, "views rendered per step"),
@@ -48,6 +49,7 @@ FIELDS = (
     Field("lr", "lr", "--lr", float, "learning rate"),
     Field("ink_budget", "ink_budget", "--ink-budget", int,
           "beyond N strokes, prune strokes that mostly fill the interior (0: off; default 16)"),
+    Field("reseed", "reseed", "--reseed", bool, "start new strokes where lines are missing when pruning removes some"),
     Field("hard_views", "hard_views", "--worst-view-focus", float,
           "weigh each step's views by their error to this power (0: all alike; default 6)"),
 )
@@ -110,8 +112,12 @@ def apply_flags(args, settings: dict, params: dict) -> None:
 
 def add_flags(group) -> None:
     """The table's flags on an argparse group."""
+    import argparse
+
     for f in FIELDS:
-        if f.flag:
+        if f.flag and f.kind is bool:  # --reseed / --no-reseed; absent: the preset's or default value
+            group.add_argument(f.flag, action=argparse.BooleanOptionalAction, default=None, help=f.help)
+        elif f.flag:
             kwargs = {"type": f.kind, "help": f.help}
             if f.choices:
                 kwargs["choices"] = list(f.choices)

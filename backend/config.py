@@ -14,7 +14,7 @@ from typing import Literal
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 RendererName = Literal["auto", "torch", "gsplat"]
-InitName = Literal["random", "surface", "contour"]
+InitName = Literal["random", "surface", "contour", "features"]
 WidthMode = Literal["world", "pixels"]
 
 # Loss weights used when a job does not name its own. CLIP terms follow CLIPasso (geometric 1,
@@ -38,6 +38,7 @@ LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion"
 # Upper bounds that keep a typo from allocating the machine away; they are far above useful values.
 LIMITS = {
     "curves": (1, 1024),
+    "segments": (1, 16),
     "iterations": (0, 1_000_000),
     "views_per_step": (1, 256),
     "samples_per_curve": (2, 4096),
@@ -69,7 +70,10 @@ class ClipConfig:
 class OptimizeConfig:
     """Settings of one optimisation run. Distances are in normalised object space (unit sphere)."""
 
-    curves: int = 16
+    curves: int = 16  # strokes
+    # Cubic segments per stroke, joined G1 (a Blender spline of segments+1 points, ALIGNED handles);
+    # 1 is the seed's single cubic.
+    segments: int = 1
     iterations: int = 500
     views_per_step: int = 8
     samples_per_curve: int = 64
@@ -86,6 +90,9 @@ class OptimizeConfig:
     augmentations: int = 4
     prompt: str = ""
     prune: bool = True
+    # When the mid-run pruning removes strokes, start as many new ones where the training views still
+    # have lines no stroke covers, so the sketch ends with the strokes asked for (not fewer).
+    reseed: bool = False
     # Ink budget: with more curves than this, pruning also drops the curves that mostly fill the
     # silhouette's interior (most interior first, never below this many): the seed's volume filling at
     # 40 curves. 0 turns it off; at or below the budget it changes nothing.

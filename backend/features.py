@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .cameras import project
+from .curves import subdivide
 from .losses.base import Targets
 
 WELD = 1e-6  # of the bounding size: glTF/OBJ split vertices at UV seams, which are no borders
@@ -271,22 +272,6 @@ def fit_chain(polyline, segments: int) -> np.ndarray:
     Arc-length parameters (the chord length of an even resampling), segment s spanning arc-length
     fractions [s/S, (s+1)/S], its anchors fitted and its ends exactly the polyline's."""
     return _fit_many([polyline], segments)[0]
-
-
-def _split_cubic(c: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    p01, p12, p23 = torch.lerp(c[:, 0], c[:, 1], t), torch.lerp(c[:, 1], c[:, 2], t), torch.lerp(c[:, 2], c[:, 3], t)
-    p012, p123 = torch.lerp(p01, p12, t), torch.lerp(p12, p23, t)
-    mid = torch.lerp(p012, p123, t)
-    return torch.stack([c[:, 0], p01, p012, mid], 1), torch.stack([mid, p123, p23, c[:, 3]], 1)
-
-
-def subdivide(cubics: torch.Tensor, segments: int) -> torch.Tensor:
-    """Single cubics ``[K,4,3]`` as chains ``[K,3S+1,3]`` of the same curves, cut at t = j/S."""
-    pieces, rest = [], cubics
-    for j in range(segments, 1, -1):  # cutting the rest at 1/j keeps the cuts evenly spaced in t
-        left, rest = _split_cubic(rest, 1.0 / j)
-        pieces.append(left[:, :3])
-    return torch.cat(pieces + [rest], dim=1)
 
 
 def sample_chains(chains: np.ndarray, per_segment: int) -> np.ndarray:

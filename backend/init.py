@@ -1,4 +1,7 @@
-"""Initial control points ``[K,4,3]``: random (the seed's baseline), surface, contour.
+"""Initial strokes ``[K,3S+1,3]``: random (the seed's baseline), surface, contour, features.
+
+``random``, ``surface`` and ``contour`` make single cubics, subdivided into S segments along the same
+curve; ``features`` (backend/features.py) fits chains to the mesh's own feature lines.
 
 ``surface`` and ``contour`` start curves where lines can be: on the mesh, and on the object's
 contours lifted to 3D; both spread their seeds by farthest-point sampling so no part is left bare.
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .curves import subdivide
 from .losses.base import Targets
 from .mesh import farthest_points
 from .render import pinhole
@@ -48,8 +52,10 @@ def surface_init(k: int, targets: Targets, generator: torch.Generator) -> torch.
 
 
 def lifted_contour_points(targets: Targets, max_points_per_view: int = 400,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """3D points on the visible lines of the training views.
+                          generator: torch.Generator | None = None, masks: torch.Tensor | None = None,
+                          view_ids: list[int] | None = None) -> torch.Tensor:
+    """3D points on the visible lines of the training views (or on ``masks [V,H,W]``, pixels of the
+    views ``view_ids`` to lift, e.g. the lines no stroke covers yet).
 
     A line pixel takes the surface sample that lands nearest to it among those in front (a point
     z-buffer over the mesh samples), or the job's depth map when it has one.
@@ -58,8 +64,11 @@ def lifted_contour_points(targets: Targets, max_points_per_view: int = 400,
 
     pts = targets.surface_samples
     lifted = []
-    for v in torch.nonzero(targets.is_train).flatten().tolist():
-        ys, xs = torch.nonzero(targets.lines[v] > 0.5, as_tuple=True)
+    if view_ids is None:
+        view_ids = torch.nonzero(targets.is_train).flatten().tolist()
+    for i, v in enumerate(view_ids):
+        mask = targets.lines[v] > 0.5 if masks is None else masks[i]
+        ys, xs = torch.nonzero(mask, as_tuple=True)
         if len(xs) == 0:
             continue
         pick = torch.randperm(len(xs), generator=generator)[:max_points_per_view].to(xs.device)
@@ -119,6 +128,32 @@ def contour_init(k: int, targets: Targets, generator: torch.Generator, neighbour
     return _pad(curves, k, generator, cloud.device)
 
 
+RESEED_REACH = 0.12  # normalised units: the neighbourhood a new stroke is fitted to
+
+
+def strokes_on_points(cloud: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to ``count`` short cubics ``[n,4,3]`` through the densest parts of a 3D point cloud: each takes
+    the point with the most neighbours within ``RESEED_REACH``, is fitted to them by PCA, and claims
+    them, so the next one goes elsewhere."""
+    curves, left = [], cloud
+    for _ in range(count):
+        if left.shape[0] < 4:
+            break
+        near = torch.cdist(left, left) < RESEED_REACH
+        centre_idx = int(near.sum(dim=1).argmax())
+        members = left[near[centre_idx]]
+        if members.shape[0] < 4:
+            break
+        centre = members.mean(dim=0)
+        _, _, vh = torch.linalg.svd(members - centre, full_matrices=False)
+        extent = float(((members - centre) @ vh[0]).abs().max())
+        curves.append(_curves_through(centre[None], vh[0][None], min(max(2 * extent, 0.1), 2 * RESEED_REACH))[0])
+        left = left[~near[centre_idx]]
+    if not curves:
+        return cloud.new_zeros((0, 4, 3))
+    return torch.stack(curves)
+
+
 def _pad(curves: torch.Tensor, k: int, generator, device) -> torch.Tensor:
     """Fewer seeds than curves (tiny meshes): fill up with random curves."""
     if curves.shape[0] >= k:
@@ -126,11 +161,18 @@ def _pad(curves: torch.Tensor, k: int, generator, device) -> torch.Tensor:
     return torch.cat([curves, random_init(k - curves.shape[0], generator, device)])
 
 
-def initial_curves(kind: str, k: int, targets: Targets, generator: torch.Generator, device) -> torch.Tensor:
+def initial_curves(kind: str, k: int, targets: Targets, generator: torch.Generator, device,
+                   segments: int = 1) -> torch.Tensor:
+    if kind == "features":
+        from .features import feature_init
+
+        return feature_init(k, segments, targets, generator).to(device)
     if kind == "random":
-        return random_init(k, generator, device)
-    if kind == "surface":
-        return surface_init(k, targets, generator)
-    if kind == "contour":
-        return contour_init(k, targets, generator)
-    raise ValueError(f"unknown initialisation {kind!r}")
+        cubics = random_init(k, generator, device)
+    elif kind == "surface":
+        cubics = surface_init(k, targets, generator)
+    elif kind == "contour":
+        cubics = contour_init(k, targets, generator)
+    else:
+        raise ValueError(f"unknown initialisation {kind!r}")
+    return subdivide(cubics, segments)

@@ -18,9 +18,9 @@ from .errors import BadJob
 from .protocol import (  # noqa: F401 - write_atomic stays importable from here for older callers
     JOB_JSON,
     MESH_NPZ,
+    READABLE_SCHEMAS,
     RESULT_JSON,
     RESULT_NPZ,
-    SCHEMA_VERSION,
     VIEWS_NPZ,
     write_atomic,
     write_json,
@@ -97,9 +97,13 @@ def load_turntable_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_result(path: Path) -> dict[str, np.ndarray]:
-    """A result.npz (control_points [K,4,3], widths [K]), validated."""
+    """A result.npz (control_points [K,3S+1,3]: S-segment strokes, widths [K]), validated."""
     arrays = load_npz(path, required=True)
-    _check(arrays, path, "control_points", "f", (None, 4, 3))
+    _check(arrays, path, "control_points", "f", (None, None, 3))
+    rows = arrays["control_points"].shape[1]
+    if rows < 4 or (rows - 1) % 3:
+        raise BadJob(f"{path}: 'control_points' must be [K, 3*S+1, 3] (S cubic segments per stroke), "
+                     f"got {list(arrays['control_points'].shape)}")
     _check(arrays, path, "widths", "f", (arrays["control_points"].shape[0],))
     return arrays
 
@@ -132,8 +136,9 @@ def load_job(folder) -> Job:
         raise BadJob(f"{job_json}: malformed JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise BadJob(f"{job_json}: must hold a JSON object")
-    if meta.get("schema") != SCHEMA_VERSION:
-        raise BadJob(f"{job_json}: 'schema' must be {SCHEMA_VERSION}, got {meta.get('schema')!r}")
+    if meta.get("schema") not in READABLE_SCHEMAS:
+        raise BadJob(f"{job_json}: schema {meta.get('schema')!r} is not one this backend reads "
+                     f"({', '.join(map(str, READABLE_SCHEMAS))}); make the job again with this version of SplatSketch")
     try:
         config = settings_from_dict(meta.get("settings", {}))
     except SettingsError as exc:
@@ -177,9 +182,9 @@ def load_job(folder) -> Job:
         if config.losses.get(name, 0) > 0 and not present:
             what = f"line images ('lines' in {VIEWS_NPZ})" if name == "lines" else f"the mesh ({MESH_NPZ})"
             raise BadJob(f"{job_json}: loss '{name}' needs {what}, which the job does not have")
-    if config.init in ("surface", "contour") and not mesh:
+    if config.init in ("surface", "contour", "features") and not mesh:
         raise BadJob(f"{job_json}: init '{config.init}' needs the mesh ({MESH_NPZ})")
-    if config.init == "contour" and "lines" not in arrays:
+    if config.init in ("contour", "features") and "lines" not in arrays:
         raise BadJob(f"{job_json}: init 'contour' needs line images ('lines' in {VIEWS_NPZ})")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     return Job(folder, config, arrays, source)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import OptimizeConfig
-from .curves import curve_lengths, sample_curves
+from .curves import curve_lengths, enforce_g1, sample_curves
 from .init import initial_curves
 from .losses import LossContext, LossInputs, Targets, build_losses
 from .protocol import INFO, PROGRESS, SNAPSHOT
@@ -28,7 +28,7 @@ LR_FLOOR = 0.1  # cosine decay of the step size down to this fraction
 
 @dataclass
 class RunResult:
-    control_points: torch.Tensor  # [K,4,3] on CPU, normalised space
+    control_points: torch.Tensor  # [K,3S+1,3] on CPU, normalised space
     widths: torch.Tensor  # [K]
     view_losses: torch.Tensor  # [V] (NaN where not measured)
     loss_history: list[float]
@@ -193,7 +193,7 @@ class _RunState:
 
 def _start_run(cfg: OptimizeConfig, targets: Targets, generator: torch.Generator, device) -> _RunState:
     """The initial curves (the initialisation consumes ``generator`` first) and their optimiser."""
-    points = initial_curves(cfg.init, cfg.curves, targets, generator, device).detach().clone()
+    points = initial_curves(cfg.init, cfg.curves, targets, generator, device, cfg.segments).detach().clone()
     points.requires_grad_(True)
     return _RunState(points, torch.optim.Adam([points], lr=cfg.lr), list(range(cfg.curves)))
 
@@ -215,24 +215,65 @@ def _step(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, ids: to
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     state.optimizer.step()
+    enforce_g1(state.points)
     state.last_total = total.detach()
     state.history.append(state.last_total)
     state.steps += 1
 
 
+UNCOVERED_AT = 0.3  # a visible line pixel is uncovered while the blurred ink there is below this
+RESEED_CLOUD = 3000  # lifted uncovered points kept (the densest-cluster search is quadratic in them)
+
+
+@torch.no_grad()
+def uncovered_lines(sketch: Sketch, points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
+    """``[V,H,W]`` bool: the visible target lines of ``view_ids`` that no stroke draws over (within
+    about 2 px), where new strokes are needed."""
+    from .imageops import gaussian_blur
+
+    images = torch.cat([sketch.render(sketch.samples(points), view_ids[i:i + 8]) for i in range(0, len(view_ids), 8)])
+    reach = gaussian_blur(1.0 - images, 2.0) / gaussian_blur(torch.ones_like(images[:1]), 2.0).amax()
+    return (sketch.targets.lines[view_ids] > 0.5) & (reach < UNCOVERED_AT)
+
+
+def reseed_strokes(sketch: Sketch, points: torch.Tensor, train_ids: torch.Tensor, count: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Up to ``count`` new strokes ``[n,3S+1,3]`` on the 3D points of the lines the sketch still misses
+    (the uncovered line pixels lifted onto the surface), densest first."""
+    from .curves import subdivide
+    from .init import lifted_contour_points, strokes_on_points
+
+    t = sketch.targets
+    if t.lines is None or t.surface_samples is None or count <= 0:
+        return points.new_zeros((0,) + tuple(points.shape[1:]))
+    masks = uncovered_lines(sketch, points, train_ids)
+    cloud = lifted_contour_points(t, generator=generator, masks=masks, view_ids=train_ids.tolist())
+    if cloud.shape[0] > RESEED_CLOUD:
+        cloud = cloud[torch.randperm(cloud.shape[0], generator=generator)[:RESEED_CLOUD].to(cloud.device)]
+    return subdivide(strokes_on_points(cloud, count, generator), sketch.cfg.segments).to(points)
+
+
 def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, train_ids: torch.Tensor,
-                   emit: Emit) -> None:
-    """Drop the curves that add nothing; the survivors continue with a fresh optimiser."""
+                   emit: Emit, generator: torch.Generator) -> None:
+    """Drop the strokes that add nothing and, with ``reseed``, start as many where lines are still
+    missing; the strokes continue with a fresh optimiser."""
     kept, state.alive, dropped = _drop_useless_curves(sketch, losses, state.points.detach(), train_ids, state.alive)
     if not dropped:
         return
     state.pruned += dropped
-    state.points = kept.clone().requires_grad_(True)
-    state.optimizer = torch.optim.Adam([state.points], lr=cfg.lr)
     budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
               if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
-    emit({"type": INFO, "message": f"pruned {len(dropped)} curve(s) that added nothing{budget}; "
-                                     f"{len(state.alive)} left"})
+    message = f"pruned {len(dropped)} stroke(s) that added nothing{budget}"
+    if cfg.reseed:
+        fresh = reseed_strokes(sketch, kept, train_ids, len(dropped), generator)
+        if fresh.shape[0]:
+            kept = torch.cat([kept, fresh])
+            first = max(state.alive + state.pruned) + 1  # new strokes get new indices
+            state.alive = state.alive + list(range(first, first + fresh.shape[0]))
+            message += f"; {fresh.shape[0]} new where lines were still missing"
+    state.points = kept.clone().requires_grad_(True)
+    state.optimizer = torch.optim.Adam([state.points], lr=cfg.lr)
+    emit({"type": INFO, "message": f"{message}; {len(state.alive)} left"})
 
 
 class _ProgressClock:
@@ -319,7 +360,7 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
         progress = it / max(cfg.iterations - 1, 1)
         _step(cfg, sketch, losses, state, torch.tensor(next(schedule), device=device), progress, generator)
         if it == prune_step:
-            _prune_mid_run(cfg, sketch, losses, state, train_ids, emit)
+            _prune_mid_run(cfg, sketch, losses, state, train_ids, emit, generator)
         _report(cfg, state, clock, emit, run_index, runs)
     return _finish_run(cfg, sketch, losses, state, train_ids, seed, started)
 

@@ -15,7 +15,10 @@ import os
 import tempfile
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+# 2: strokes are chains of S cubic segments (result control points [K,3S+1,3], setting 'segments').
+# A schema-1 job (single cubics, no 'segments') is a valid schema-2 job and still loads.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 
 # -- exit codes of `python -m backend ...` -------------------------------------------------------
 EXIT_OK = 0

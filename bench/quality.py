@@ -86,12 +86,17 @@ WITH_REPULSION = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
 NO_REPULSION = {"lines": 1.0, "surface": 0.5}
 CLIP_OBJECTIVE = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5}
 EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
+# The defaults before issue 12 (single cubics, surface initialisation, no turning term, no re-seeding),
+# pinned, so the suite can show them beside today's defaults in one run.
+GEOMETRY_ONLY_V1 = {"lines": 1.0, "surface": 0.5}
+LEGACY = {"segments": 1, "init": "surface", "reseed": False, "samples_per_curve": 64, "losses": GEOMETRY_ONLY_V1}
 
 # name -> (settings override, training views, needs CLIP weights, what it shows). Training views: "train"
 # (the job's 24), "single" (one of them), "eval" (the 24 evaluation views themselves: an optimiser ceiling,
 # never a result: it trains on the test set)
 CONFIGS: dict[str, tuple[dict, str, bool, str]] = {
     "defaults": ({}, "train", False, "project defaults: lines + surface, pruning, ink budget 16"),
+    "legacy": (LEGACY, "train", False, "the defaults before issue 12: one cubic per stroke, surface init"),
     "seed_setup": ({"init": "random", "losses": NO_REPULSION, "prune": False}, "single", False,
                    "the research seed's setup: one view, random init, no repulsion, no pruning"),
     "single_view": ({}, "single", False, "defaults but one training view"),
@@ -131,6 +136,28 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
                           "evaluation views"),
     "x_seed1": ({"seed": 1}, "train", False, "defaults, seed 1 (with seed 2: the run-to-run noise)"),
     "x_seed2": ({"seed": 2}, "train", False, "defaults, seed 2"),
+    # issue 12 (strokes): one change at a time against the single-cubic defaults of before
+    "x_seg2": ({**LEGACY, "segments": 2}, "train", False, "legacy, 2 segments per stroke"),
+    "x_seg3": ({**LEGACY, "segments": 3}, "train", False, "legacy, 3 segments per stroke"),
+    "x_seg4": ({**LEGACY, "segments": 4}, "train", False, "legacy, 4 segments per stroke"),
+    "x_seg3_s96": ({**LEGACY, "segments": 3, "samples_per_curve": 96}, "train", False,
+                   "legacy, 3 segments, 96 samples per stroke"),
+    "x_seg3_turn002": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.02}}, "train", False,
+                       "legacy, 3 segments, turning 0.02"),
+    "x_seg3_turn01": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.1}}, "train", False,
+                      "legacy, 3 segments, turning 0.1"),
+    "x_seg3_reseed": ({**LEGACY, "segments": 3, "reseed": True}, "train", False, "legacy, 3 segments, re-seeding"),
+    "x_seg3_features": ({**LEGACY, "segments": 3, "init": "features"}, "train", False,
+                        "legacy, 3 segments, feature-line initialisation"),
+    "x_features": ({**LEGACY, "init": "features"}, "train", False, "legacy, feature-line initialisation"),
+    "x_seg3_features_turn002": ({**LEGACY, "segments": 3, "init": "features",
+                                 "losses": {**GEOMETRY_ONLY_V1, "turning": 0.02}}, "train", False,
+                                "legacy, 3 segments, features init, turning 0.02"),
+    "x_seg3_features_turn002_reseed": ({**LEGACY, "segments": 3, "init": "features", "reseed": True,
+                                        "losses": {**GEOMETRY_ONLY_V1, "turning": 0.02}}, "train", False,
+                                       "legacy, 3 segments, features init, turning 0.02, re-seeding"),
+    "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
+                        False, "legacy, 3 segments, turning 0.005"),
 }
 DEFAULT_CONFIGS = tuple(CONFIGS)
 CONFIGS.update(EXPERIMENTS)
@@ -535,7 +562,8 @@ def _result(folder: Path):
 SHEET_CONFIGS = ("defaults", "seed_setup", "single_view", "init_random", "k40_defaults", "k40_no_repulsion_no_prune")
 
 
-def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20), tile: int = 160) -> Path | None:
+def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20), tile: int = 160,
+                  configs=SHEET_CONFIGS, name: str = "sheet") -> Path | None:
     """Rows: object, its line drawing, then one sketch row per configuration; F per tile printed."""
     from backend.report import draw_sheet, ink_image, line_drawing, over_white, sketch_ink
 
@@ -548,7 +576,7 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
     rows = [("object", [over_white(ev["rgba"][v]) for v in views], None),
             ("lines (hidden: blue)", [line_drawing(ev["lines"][v], ev["lines_hidden"][v]) for v in views], None)]
     metrics = {r["config"]: r for r in results["rows"] if r["mesh"] == mesh and r["status"] == "measured"}
-    for config in SHEET_CONFIGS:
+    for config in configs:
         if config not in metrics:
             continue
         res = _result(out / mesh / config)
@@ -559,12 +587,12 @@ def contact_sheet(out: Path, mesh: str, results: dict, views=(0, 5, 10, 15, 20),
         m = row["metrics"]
         label = (f"{config}: F {m['f_mean']:.2f} min {m['f_min']:.2f}  P {m['precision_mean']:.2f} "
                  f"R {m['recall_mean']:.2f}  ch {m['chamfer_px_mean']:.1f}px  int {m['ink_interior_mean']:.2f}  "
-                 f"K {m['curves']}  {row['runtime_s']:.0f}s")
+                 f"K {m['curves']}  loops {m.get('looping_strokes', '-')}  {row['runtime_s']:.0f}s")
         rows.append((label, [ink_image(ink[i]) for i in range(len(views))],
                      [(f"F {row['per_view_f'][v]:.2f}", row["per_view_f"][v]) for v in views]))
     header = [(f"{mesh}: held-out eval views {list(views)} of {len(ev['viewmats'])} ({size}px, tol 2px)", (0, 0, 0))]
     sheet = draw_sheet(header, rows, tile)
-    path = out / f"{mesh}_sheet.png"
+    path = out / f"{mesh}_{name}.png"
     sheet.save(path, optimize=True)
     return path
 

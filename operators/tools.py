@@ -61,12 +61,14 @@ def grease_pencil_from_curves(curve_obj, samples: int = 24):
     t = np.linspace(0.0, 1.0, samples)[:, None]
     basis = np.hstack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
     matrix = np.array(curve_obj.matrix_world)
-    splines = [s for s in curve_obj.data.splines if s.type == "BEZIER" and len(s.bezier_points) == 2]
-    drawing.add_strokes([samples] * len(splines))
-    for stroke, spline in zip(drawing.strokes, splines):
-        a, b = spline.bezier_points
-        points = basis @ np.array([a.co, a.handle_right, b.handle_left, b.co])
-        points = points @ matrix[:3, :3].T + matrix[:3, 3]
+    splines = [s for s in curve_obj.data.splines if s.type == "BEZIER" and len(s.bezier_points) >= 2]
+    strokes = []
+    for spline in splines:  # each segment sampled, the shared end points once
+        bps = spline.bezier_points
+        parts = [basis @ np.array([a.co, a.handle_right, b.handle_left, b.co]) for a, b in zip(bps[:-1], bps[1:])]
+        strokes.append(np.vstack([parts[0]] + [p[1:] for p in parts[1:]]) @ matrix[:3, :3].T + matrix[:3, 3])
+    drawing.add_strokes([len(p) for p in strokes])
+    for stroke, points in zip(drawing.strokes, strokes):
         for point, co in zip(stroke.points, points):
             point.position, point.radius = co, max(curve_obj.data.bevel_depth, 1e-4)
     material = bpy.data.materials.new("SplatSketch GP Ink")

@@ -43,6 +43,7 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
             note = f"Active: {active.name}" if active and active.type == "MESH" else "Select a mesh object"
             col.label(text=note, icon="OBJECT_DATA" if active and active.type == "MESH" else "ERROR")
         col.prop(props, "curves")
+        col.prop(props, "segments")
         col.prop(props, "iterations")
         col.prop(props, "train_views")
         col.prop(props, "stroke_width")
@@ -174,6 +175,7 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         col.prop(props, "lr")
         col.prop(props, "hard_views")
         col.prop(props, "ink_budget")
+        col.prop(props, "reseed")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -70,8 +70,8 @@ def iter_write_evaluation(folder: str, sketch_obj, source_obj, depsgraph, turnta
     if problem:
         raise ValueError(problem)
     if sketch_obj.type != 'CURVE' or not len(sketch_obj.data.splines) or any(
-            len(s.bezier_points) != 2 for s in sketch_obj.data.splines):
-        raise ValueError(f"'{sketch_obj.name}' is not a SplatSketch result (2-point Bézier splines)")
+            s.type != 'BEZIER' or len(s.bezier_points) < 2 for s in sketch_obj.data.splines):
+        raise ValueError(f"'{sketch_obj.name}' is not a SplatSketch result (open Bézier splines of 2 or more points)")
     os.makedirs(folder, exist_ok=True)
     try:
         vertices, faces = mesh.evaluated_mesh_world(source_obj, depsgraph)

@@ -1,9 +1,12 @@
 """The result as a native Blender Bézier curve object, and the live preview while the worker runs.
 
-One curve of the backend (control points P0..P3 in normalised space) is one 2-point Bézier spline:
-point 0 at P0 with handle_right P1, point 1 at P3 with handle_left P2, every handle FREE so Blender
-never moves them. The points are written in world space (``center + radius * p``) with an identity
-object matrix, so what the artist edits is exactly what the optimiser produced.
+One stroke of the backend is one Bézier spline: S cubic segments (control points ``[3S+1,3]`` in
+normalised space, anchors at rows 0, 3, ..., 3S) are S+1 spline points, point j at row 3j with
+handle_left row 3j-1 and handle_right row 3j+1. Interior joints are G1 (collinear handles), so their
+handles are ALIGNED: dragging one handle in Blender keeps the stroke smooth, as an artist expects.
+The end points' outer handles mirror the inner ones and are FREE (they shape nothing). The points are
+written in world space (``center + radius * p``) with an identity object matrix, so what the artist
+edits is exactly what the optimiser produced.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ _INT_LIMIT = 2**31 - 1  # ID properties hold 32-bit ints
 
 
 def _world_points(control_points, center, radius) -> np.ndarray:
-    points = np.asarray(control_points, dtype=np.float64).reshape(-1, 4, 3)
+    points = np.asarray(control_points, dtype=np.float64)
+    if points.size == 0:
+        points = points.reshape(0, 4, 3)
+    if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] < 4 or (points.shape[1] - 1) % 3:
+        raise ValueError(f"stroke control points must be [K, 3*S+1, 3], got {list(points.shape)}")
     return np.asarray(center, dtype=np.float64) + float(radius) * points
 
 
@@ -53,11 +60,12 @@ def _sketch_collection(name: str):
 
 
 def _fill_splines(curve, points: np.ndarray) -> None:
-    """(Re)build one 2-point FREE Bézier spline per curve from world-space ``points [K,4,3]``."""
+    """(Re)build one Bézier spline of S+1 points per stroke from world-space ``points [K,3S+1,3]``."""
     curve.splines.clear()
+    anchors = (points.shape[1] - 1) // 3 + 1
     for _ in range(len(points)):
         spline = curve.splines.new('BEZIER')
-        spline.bezier_points.add(1)
+        spline.bezier_points.add(anchors - 1)
         spline.use_cyclic_u = False
         for bp in spline.bezier_points:
             bp.handle_left_type = bp.handle_right_type = 'FREE'  # before the handles: no auto moves
@@ -65,11 +73,20 @@ def _fill_splines(curve, points: np.ndarray) -> None:
 
 
 def _set_points(curve, points: np.ndarray) -> None:
-    """Write coordinates into existing splines; the outer handles mirror the inner ones."""
-    for spline, (p0, p1, p2, p3) in zip(curve.splines, points, strict=True):
-        first, last = spline.bezier_points
-        first.co, first.handle_right, first.handle_left = p0, p1, 2.0 * p0 - p1
-        last.co, last.handle_left, last.handle_right = p3, p2, 2.0 * p3 - p2
+    """Write coordinates into existing splines, then make the interior joints ALIGNED: their handles are
+    collinear already, so Blender keeps them where they are."""
+    for spline, stroke in zip(curve.splines, points, strict=True):
+        bps = spline.bezier_points
+        last = len(bps) - 1
+        for j, bp in enumerate(bps):
+            if 0 < j < last:
+                bp.handle_left_type = bp.handle_right_type = 'FREE'  # so the writes below are kept as given
+            co = stroke[3 * j]
+            left = stroke[3 * j - 1] if j > 0 else 2.0 * co - stroke[1]
+            right = stroke[3 * j + 1] if j < last else 2.0 * co - stroke[3 * j - 1]
+            bp.co, bp.handle_left, bp.handle_right = co, left, right
+        for bp in list(bps)[1:last]:
+            bp.handle_left_type = bp.handle_right_type = 'ALIGNED'
 
 
 def _property_value(value):
@@ -90,7 +107,7 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
                   collection_name: str = "SplatSketch", properties: dict | None = None):
     """Make the result Curve object "<source> Sketch" in the "SplatSketch" collection.
 
-    ``control_points`` [K,4,3] and ``stroke_width`` are in normalised units; the bevel depth is
+    ``control_points`` [K,3S+1,3] and ``stroke_width`` are in normalised units; the bevel depth is
     ``stroke_width * radius`` (scene units). ``source_obj`` is only read (its name).
     """
     points = _world_points(control_points, center, radius)
@@ -117,7 +134,8 @@ def update_sketch(obj, control_points, center, radius: float) -> None:
     """Move the curves in place (live preview); rebuild the splines when the count changed (pruning)."""
     points = _world_points(control_points, center, radius)
     curve = obj.data
-    if len(curve.splines) != len(points) or any(len(s.bezier_points) != 2 for s in curve.splines):
+    anchors = (points.shape[1] - 1) // 3 + 1
+    if len(curve.splines) != len(points) or any(len(s.bezier_points) != anchors for s in curve.splines):
         _fill_splines(curve, points)
     else:
         _set_points(curve, points)
@@ -126,11 +144,24 @@ def update_sketch(obj, control_points, center, radius: float) -> None:
 
 
 def world_control_points(obj) -> np.ndarray:
-    """``[K,4,3]`` float64 world-space control points read back from a sketch object."""
+    """``[K,3S+1,3]`` float64 world-space control points read back from a sketch object.
+
+    S is the longest spline's segment count; a shorter spline (an artist may delete or add points) is
+    padded with zero-length segments at its end point, which draw nothing. A spline of one point is a
+    zero-length stroke; a cyclic spline is read open (its closing segment is not drawn by the backend).
+    """
     matrix = np.array(obj.matrix_world, dtype=np.float64)
-    points = np.array([[s.bezier_points[0].co, s.bezier_points[0].handle_right,
-                        s.bezier_points[1].handle_left, s.bezier_points[1].co]
-                       for s in obj.data.splines], dtype=np.float64).reshape(-1, 4, 3)
+    strokes = []
+    for spline in obj.data.splines:
+        bps = spline.bezier_points
+        rows = [bps[0].co]
+        for a, b in zip(bps[:-1], bps[1:]):
+            rows += [a.handle_right, b.handle_left, b.co]
+        strokes.append(np.array(rows, dtype=np.float64).reshape(-1, 3))
+    width = max((len(r) for r in strokes), default=4)
+    width = max(width, 4)
+    padded = [np.vstack([r, np.repeat(r[-1:], width - len(r), axis=0)]) for r in strokes]
+    points = np.array(padded, dtype=np.float64).reshape(-1, width, 3)
     return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 

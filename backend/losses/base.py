@@ -52,7 +52,7 @@ class LossInputs:
 
     images: torch.Tensor  # [B,H,W] sketch render: 1 = paper, 0 = ink
     view_ids: torch.Tensor  # [B] long, indices into Targets (train views during optimisation)
-    control_points: torch.Tensor  # [K,4,3]
+    control_points: torch.Tensor  # [K,3S+1,3] strokes (backend/curves.py)
     samples: torch.Tensor  # [K,S,3] points along the curves
     progress: float = 0.0  # 0 at the first iteration, 1 at the last (for coarse-to-fine schedules)
     generator: torch.Generator | None = None  # the run's RNG (augmentations), for determinism

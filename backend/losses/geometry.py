@@ -146,23 +146,39 @@ class RepulsionLoss:
 
 
 class TurningLoss:
-    """Strokes that turn more than ``free`` radians pay for the excess: no curls, hooks or loops.
+    """Strokes that turn too much pay for the excess: no curls, hooks or loops.
 
-    The total turning of a stroke (the sum of the angles between consecutive pieces of its sampled
-    polyline, the measure ``evaluate`` reports as ``turning``) is about pi for a C and 2 pi for a
-    loop; an outline stroke rarely needs more than a half turn. Squared excess, mean over strokes."""
+    Turning is the sum of the angles between consecutive pieces of the sampled polyline (the measure
+    ``evaluate`` reports): about pi for a C, 2 pi for a loop. Each segment may turn ``free_segment``
+    (half a turn: an outline cubic rarely needs more); a chain of several segments may turn
+    ``free_stroke`` in all (a U, never a closed loop: a planar curve that crosses itself turns more than
+    pi between the crossing points). Squared excess, mean over strokes."""
 
     name = "turning"
 
-    def __init__(self, ctx: LossContext, free: float = math.pi / 2):
-        self.free = free
+    def __init__(self, segments: int = 1, free_segment: float = math.pi / 2, free_stroke: float = math.pi):
+        self.free_segment, self.free_stroke = free_segment, free_stroke
+        self.segments = segments
+        self._onehot: dict[int, torch.Tensor] = {}
+
+    def _segment_of_angles(self, samples: int, device) -> torch.Tensor:
+        """``[M-2, S]`` one-hot: which segment the angle at each interior sample belongs to."""
+        if samples not in self._onehot:
+            u = torch.linspace(0.0, float(self.segments), samples, device=device)[1:-1]
+            seg = u.floor().clamp(max=self.segments - 1).long()
+            self._onehot[samples] = F.one_hot(seg, self.segments).float()
+        return self._onehot[samples]
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        d = inputs.samples[:, 1:] - inputs.samples[:, :-1]  # [K,S-1,3]
+        d = inputs.samples[:, 1:] - inputs.samples[:, :-1]  # [K,M-1,3]
         u = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        cos = (u[:, 1:] * u[:, :-1]).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)  # [K,S-2]
-        turning = torch.acos(cos).sum(-1)  # [K]
-        return torch.relu(turning - self.free).square().mean()
+        cos = (u[:, 1:] * u[:, :-1]).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)
+        angles = torch.acos(cos)  # [K,M-2]
+        if self.segments == 1:
+            return torch.relu(angles.sum(-1) - self.free_segment).square().mean()
+        per_segment = angles @ self._segment_of_angles(inputs.samples.shape[1], angles.device)  # [K,S]
+        excess = torch.relu(per_segment - self.free_segment).square().sum(-1)
+        return (excess + torch.relu(angles.sum(-1) - self.free_stroke).square()).mean()
 
 
 def lines(ctx: LossContext) -> LinesLoss:
@@ -178,4 +194,4 @@ def repulsion(ctx: LossContext) -> RepulsionLoss:
 
 
 def turning(ctx: LossContext) -> TurningLoss:
-    return TurningLoss(ctx)
+    return TurningLoss(ctx.config.segments)

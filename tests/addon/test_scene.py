@@ -44,6 +44,7 @@ sketch_object = importlib.import_module(PKG + ".scene.sketch_object")
 preview = importlib.import_module(PKG + ".scene.preview")
 png = importlib.import_module(PKG + ".scene.png")
 cameras = importlib.import_module(PKG + ".backend.cameras")
+protocol = importlib.import_module(PKG + ".backend.protocol")
 
 
 def counts() -> dict:
@@ -196,7 +197,7 @@ def test_write_job_matches_contract(suzanne, tmp_path):
                                 train_views=2, heldout_views=1, size=64)
     assert info["views"] == 3 and info["radius"] > 0 and len(info["center"]) == 3
     meta = json.loads((job / "job.json").read_text())
-    assert meta["schema"] == 1 and meta["settings"] == {"curves": 8}
+    assert meta["schema"] == protocol.SCHEMA_VERSION and meta["settings"] == {"curves": 8}
     assert meta["source"]["name"] == suzanne.name and meta["source"]["radius"] == pytest.approx(info["radius"])
     with np.load(job / "views.npz", allow_pickle=False) as views:
         assert views["viewmats"].dtype == np.float32 and views["viewmats"].shape == (3, 4, 4)
@@ -266,6 +267,56 @@ def test_update_sketch_moves_and_prunes(suzanne):
     assert len(sketch.data.splines) == 3
     np.testing.assert_allclose(sketch_object.world_control_points(sketch), radius * pruned, atol=1e-5)
     assert {p.handle_left_type for s in sketch.data.splines for p in s.bezier_points} == {'FREE'}
+
+
+def _chains(k: int, segments: int, seed: int = 0) -> np.ndarray:
+    """Random G1 chains: random anchors and handles, each joint's out-handle put on the line through
+    the in-handle and the anchor, beyond the anchor (collinear, lengths differ)."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-1, 1, (k, 3 * segments + 1, 3))
+    for j in range(1, segments):
+        anchor, h_in = points[:, 3 * j], points[:, 3 * j - 1]
+        direction = (anchor - h_in) / np.linalg.norm(anchor - h_in, axis=1, keepdims=True)
+        points[:, 3 * j + 1] = anchor + rng.uniform(0.1, 0.6, (k, 1)) * direction
+    return points.astype(np.float32)
+
+
+def test_a_g1_chain_is_one_spline_with_aligned_handles_and_reads_back_exactly(suzanne):
+    """S segments per stroke: one spline of S+1 points, interior handles ALIGNED (Blender keeps them
+    where they are, as they are collinear), the end points FREE; reading back gives the chain again."""
+    center, radius = np.array([0.5, 0.0, -1.0]), 2.0
+    chains = _chains(4, 3)
+    sketch = sketch_object.create_sketch(suzanne, chains, center, radius, 0.01)
+    splines = sketch.data.splines
+    assert len(splines) == 4 and all(len(s.bezier_points) == 4 for s in splines)
+    for spline in splines:
+        bps = spline.bezier_points
+        assert [(p.handle_left_type, p.handle_right_type) for p in bps] == \
+            [('FREE', 'FREE'), ('ALIGNED', 'ALIGNED'), ('ALIGNED', 'ALIGNED'), ('FREE', 'FREE')]
+    bpy.context.view_layer.update()  # let Blender recompute whatever handles it would
+    expected = center + radius * chains.astype(np.float64)
+    np.testing.assert_allclose(sketch_object.world_control_points(sketch), expected, atol=1e-5)
+    # and back into the same spline layout when the preview moves it to chains of another length
+    sketch_object.update_sketch(sketch, _chains(4, 2, seed=1), center, radius)
+    assert all(len(s.bezier_points) == 3 for s in sketch.data.splines)
+    np.testing.assert_allclose(sketch_object.world_control_points(sketch),
+                               center + radius * _chains(4, 2, seed=1).astype(np.float64), atol=1e-5)
+
+
+def test_splines_of_different_lengths_read_back_padded_with_empty_segments(suzanne):
+    """An artist may delete spline points: a shorter spline reads back padded with zero-length segments
+    at its end, so the evaluation still sees every stroke."""
+    sketch = sketch_object.create_sketch(suzanne, _chains(2, 3), np.zeros(3), 1.0, 0.01)
+    short = sketch.data.splines[1]
+    short.bezier_points[-1].select_control_point = True
+    sketch.data.splines.remove(short)
+    spline = sketch.data.splines.new('BEZIER')
+    spline.bezier_points[0].co = (0.1, 0.2, 0.3)
+    spline.bezier_points.add(1)
+    spline.bezier_points[1].co = (0.4, 0.2, 0.3)
+    points = sketch_object.world_control_points(sketch)
+    assert points.shape == (2, 10, 3)
+    np.testing.assert_allclose(points[1, 3:], np.repeat([[0.4, 0.2, 0.3]], 7, axis=0), atol=1e-6)
 
 
 def test_remove_sketch_leaves_scene_as_before(suzanne):

@@ -15,7 +15,6 @@ from backend.features import (
     labelled_feature_polylines,
     sample_chains,
     split_long,
-    subdivide,
 )
 from backend.losses.base import Targets
 from backend.mesh import sample_surface
@@ -131,16 +130,6 @@ def test_fit_chain_is_g1_at_interior_anchors():
         assert back @ ahead > 0  # on opposite sides of the anchor
     dist = distance_to_segments(sample_chains(chain[None], 50)[0], list(zip(helix[:-1], helix[1:])))
     assert dist.max() < 0.01
-
-
-def test_subdivide_traces_the_same_curve():
-    cubics = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(3))
-    for segments in (1, 2, 3, 5):
-        chain = subdivide(cubics, segments)
-        assert chain.shape == (5, 3 * segments + 1, 3)
-        # segment s at t is the cubic at (s + t) / S, so both sample the same parameters
-        same = sample_chains(chain.double().numpy(), 40) - sample_chains(cubics.double().numpy(), 40 * segments)
-        assert np.abs(same).max() < 1e-5
 
 
 def test_split_long_cuts_evenly_and_opens_loops():

@@ -76,7 +76,7 @@ def test_malformed_job_json(job):
 
 def test_wrong_schema(job):
     (job / "job.json").write_text(json.dumps({"schema": 99, "settings": {}}))
-    assert_bad_job(job, "'schema' must be 1")
+    assert_bad_job(job, "schema 99 is not one this backend reads (1, 2)")
 
 
 def test_missing_views_file(job):

@@ -58,7 +58,7 @@ def test_the_turning_loss_pays_for_curls_only():
 
     from backend.losses.geometry import TurningLoss
 
-    loss = TurningLoss(ctx=None)
+    loss = TurningLoss()
     as_inputs = lambda cp: type("I", (), {"samples": torch.as_tensor(sample_strokes(cp, 63), dtype=torch.float32)})  # noqa: E731
     straight = loss(as_inputs(np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0.0]]])))
     c_shape, curl = loss(as_inputs(_c_shape())), loss(as_inputs(_eight()))

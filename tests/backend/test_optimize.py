@@ -178,3 +178,42 @@ def test_config_defaults_validate():
 
     cfg = settings_from_dict(settings_to_dict(OptimizeConfig()))
     assert dataclasses.asdict(cfg) == dataclasses.asdict(OptimizeConfig())
+
+
+def test_chains_of_segments_stay_g1_through_the_run(tmp_path):
+    """With 3 segments per stroke every init gives [K,10,3] chains, and after optimisation (Adam moves
+    the handles freely, the projection realigns them) every joint is still G1."""
+    from backend.curves import g1_error
+
+    cfg, targets, renderer = setup(tmp_path, {"curves": 3, "segments": 3, "iterations": 30, "views_per_step": 2,
+                                              "losses": {"lines": 1.0, "surface": 0.5, "turning": 0.05},
+                                              "snapshot_every": 0, "progress_every": 0}, size=64, train=6, heldout=2)
+    for init in ("random", "surface", "contour"):
+        start = initial_curves(init, 3, targets, torch.Generator().manual_seed(0), CPU, segments=3)
+        assert start.shape == (3, 10, 3) and float(g1_error(start)) < 1e-5
+    result = optimize(cfg, targets, renderer)
+    assert result.control_points.shape[1:] == (10, 3)
+    assert float(g1_error(result.control_points)) < 1e-4
+
+
+def test_reseeding_puts_new_strokes_on_the_lines_still_missing(tmp_path):
+    """Two known curves are drawn, one is not: the new stroke lands on the missing one's lines (lifted
+    with the job's depth map), not on the covered ones."""
+    from backend.curves import sample_curves, subdivide
+    from backend.optimize import reseed_strokes, uncovered_lines
+
+    truth = known_curves(3, seed=1)
+    cfg, targets, renderer = setup(tmp_path, {"curves": 3, "segments": 2, "losses": {"lines": 1.0}},
+                                   size=96, train=8, heldout=2, curves=truth, depth=True)
+    sketch = Sketch(cfg, targets, renderer)
+    train = torch.nonzero(targets.is_train).flatten()
+    drawn = subdivide(truth[:2], 2)
+    missing = uncovered_lines(sketch, drawn, train)
+    assert missing.any() and uncovered_lines(sketch, subdivide(truth, 2), train).sum() < 0.2 * missing.sum()
+    fresh = reseed_strokes(sketch, drawn, train, 1, torch.Generator().manual_seed(0))
+    assert fresh.shape == (1, 7, 3)
+
+    def distance_to(curve):
+        return torch.cdist(sample_curves(fresh, 32)[0], sample_curves(curve[None], 200)[0]).min(dim=1).values.median()
+
+    assert distance_to(truth[2]) < 0.05 and distance_to(truth[2]) < min(distance_to(truth[0]), distance_to(truth[1]))
