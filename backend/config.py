@@ -27,10 +27,11 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     # Off by default: on the quality suite it lowered F at 16 curves on 8 of 10 meshes and pushed ink
     # off the lines at 40 (docs/QUALITY.md); pruning and the ink budget handle piling and filling.
     "repulsion": 0.0,
-    # Off by default until the quality suite has measured it (issue 12; docs/QUALITY.md "Curls").
-    "turning": 0.0,
+    # Strokes may turn half a turn per segment and pi in all: no curls or loops. 0.02 removed
+    # every looping stroke on the suite's probe meshes at a small cost in F (docs/QUALITY.md "Strokes").
+    "turning": 0.02,
 }
-GEOMETRY_ONLY_WEIGHTS: dict[str, float] = {"lines": 1.0, "surface": 0.5}
+GEOMETRY_ONLY_WEIGHTS: dict[str, float] = {"lines": 1.0, "surface": 0.5, "turning": 0.02}
 CLIP_LOSSES = ("clip_geometric", "clip_semantic")
 # Keys of the loss registry (backend/losses/__init__.py checks it registers exactly these).
 LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion", "turning")
@@ -73,7 +74,7 @@ class OptimizeConfig:
     curves: int = 16  # strokes
     # Cubic segments per stroke, joined G1 (a Blender spline of segments+1 points, ALIGNED handles);
     # 1 is the seed's single cubic.
-    segments: int = 1
+    segments: int = 3
     iterations: int = 500
     views_per_step: int = 8
     samples_per_curve: int = 64
@@ -82,7 +83,7 @@ class OptimizeConfig:
     # gsplat skips a splat that would take a pixel's transmittance below 1e-4 (order-dependent); at
     # opacity <= 0.97 that changes a pixel by < 1e-4/(1-0.97) = 3.3e-3, so both renderers agree.
     opacity: float = 0.95
-    init: InitName = "surface"
+    init: InitName = "features"
     seed: int = 0
     best_of: int = 1
     lr: float = 0.02
@@ -92,7 +93,7 @@ class OptimizeConfig:
     prune: bool = True
     # When the mid-run pruning removes strokes, start as many new ones where the training views still
     # have lines no stroke covers, so the sketch ends with the strokes asked for (not fewer).
-    reseed: bool = False
+    reseed: bool = True
     # Ink budget: with more curves than this, pruning also drops the curves that mostly fill the
     # silhouette's interior (most interior first, never below this many): the seed's volume filling at
     # 40 curves. 0 turns it off; at or below the budget it changes nothing.

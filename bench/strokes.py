@@ -159,13 +159,14 @@ def main(argv=None) -> int:
     for mesh in meshes:
         if not (out / mesh / "job" / quality.EVAL_NPZ).exists():
             raise SystemExit(f"{out / mesh / 'job'}: no cached job folder; run bench/quality.py --stage prepare first")
-    tasks = []  # seed-major, then mesh: an interrupted run still has every mesh at the first seed
+    # Seed-major, then mesh, then configuration: an interrupted run still has every mesh at the first
+    # seed, and with --jobs 2 a mesh's baseline and candidate run side by side, under the same load.
+    tasks = []
     for seed in seeds:
         for k in curves:
-            for config in ([] if args.no_compare else [BASELINE, CANDIDATE]) + (list(ABLATIONS) if args.ablations
-                                                                                 and k == 16 else []):
-                name = register(config, k, seed)
-                tasks += [(mesh, name) for mesh in meshes]
+            names = [register(c, k, seed) for c in ([] if args.no_compare else [BASELINE, CANDIDATE])
+                     + (list(ABLATIONS) if args.ablations and k == 16 else [])]
+            tasks += [(mesh, name) for mesh in meshes for name in names]
     if args.stage in ("all", "run"):
         def run(task):
             mesh, name = task

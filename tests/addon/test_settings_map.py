@@ -37,6 +37,11 @@ def test_every_flag_of_the_table_reaches_the_settings(addon):
     for field in table.FIELDS:
         if not field.flag:
             continue
+        if field.kind is bool:  # --reseed / --no-reseed: the opposite of the default, so it shows
+            value = not getattr(addon.backend.config.OptimizeConfig(), field.setting)
+            argv.append(field.flag if value else "--no-" + field.flag[2:])
+            expected[field.setting] = value
+            continue
         value = field.choices[-1] if field.choices else {int: 7, float: 0.25, str: "a chair"}[field.kind]
         if field.prop == "image_size":
             value = 64

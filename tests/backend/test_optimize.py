@@ -153,14 +153,14 @@ def test_cancellation_stops_between_steps(tmp_path):
         return len(calls) > 3
 
     result = optimize(cfg, targets, renderer, should_stop=stop)
-    assert result.cancelled and result.iterations == 3 and result.control_points.shape[1:] == (4, 3)
+    assert result.cancelled and result.iterations == 3 and result.control_points.shape[1:] == (3 * cfg.segments + 1, 3)
 
 
 def test_zero_iterations_return_the_initial_curves(tmp_path):
     cfg, targets, renderer = setup(tmp_path, {"iterations": 0, "init": "random", "seed": 5})
     events = []
     result = optimize(cfg, targets, renderer, emit=events.append)
-    start = initial_curves("random", cfg.curves, targets, torch.Generator().manual_seed(5), CPU)
+    start = initial_curves("random", cfg.curves, targets, torch.Generator().manual_seed(5), CPU, cfg.segments)
     assert result.iterations == 0 and result.loss_history == [] and not result.cancelled
     assert torch.equal(result.control_points, start) and result.pruned == []
     assert not [e for e in events if e["type"] in ("progress", "snapshot")]

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 from synthetic import write_job
 
+from backend.config import OptimizeConfig
+
 ROOT = Path(__file__).resolve().parents[2]
+ROWS = 3 * OptimizeConfig().segments + 1  # control points per stroke at the default segment count
 
 
 def start(job_dir, *extra, stdin=subprocess.DEVNULL):
@@ -44,7 +47,7 @@ def test_run_streams_typed_events_and_writes_results(tmp_path):
     assert set(progress[0]["losses"]) == {"lines", "surface"}
     with np.load(job / "result.npz", allow_pickle=False) as result:
         cp = result["control_points"]
-        assert cp.dtype == np.float32 and cp.shape[1:] == (4, 3) and 1 <= cp.shape[0] <= 4
+        assert cp.dtype == np.float32 and cp.shape[1:] == (ROWS, 3) and 1 <= cp.shape[0] <= 4
         assert result["widths"].shape == (cp.shape[0],)
         assert result["view_losses"].shape == (12,) and np.isfinite(result["view_losses"]).all()
         assert result["loss_history"].shape == (4,)
@@ -74,7 +77,7 @@ def test_sigint_finishes_the_step_writes_partial_result_and_exits_130(tmp_path):
     assert done["type"] == "done" and done["cancelled"] is True
     assert "Traceback" not in err
     with np.load(job / "result.npz") as r:
-        assert r["control_points"].shape[1:] == (4, 3)
+        assert r["control_points"].shape[1:] == (ROWS, 3)
     assert "signal SIGINT" in json.loads((job / "result.json").read_text())["cancel_reason"]
 
 
@@ -129,7 +132,7 @@ def test_sigterm_stops_like_a_cancel_and_exits_143(tmp_path):
     assert done["type"] == "done" and done["cancelled"] is True
     assert "Traceback" not in err and "SIGTERM" in err  # one line in the log says why it stopped
     with np.load(job / "result.npz") as r:
-        assert r["control_points"].shape[1:] == (4, 3)
+        assert r["control_points"].shape[1:] == (ROWS, 3)
     summary = json.loads((job / "result.json").read_text())
     assert summary["cancelled"] is True and summary["cancel_reason"] == "signal SIGTERM"
 
@@ -214,7 +217,7 @@ def test_zero_iterations_run_the_initialisation_only_and_report_zero(tmp_path):
     assert not [e for e in events if e["type"] == "progress"]
     assert json.loads((job / "result.json").read_text())["iterations"] == 0
     with np.load(job / "result.npz") as r:
-        assert r["loss_history"].shape == (0,) and r["control_points"].shape == (4, 4, 3)
+        assert r["loss_history"].shape == (0,) and r["control_points"].shape == (4, ROWS, 3)
 
 
 def stream_of(code: str):
