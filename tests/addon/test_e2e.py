@@ -35,13 +35,19 @@ def tiny(addon, backend_python, suzanne):
 
 
 def spline_points(obj) -> np.ndarray:
-    """``[K,4,3]`` world-space P0..P3 read straight from the Bézier splines."""
+    """``[K,3S+1,3]`` world-space control points read straight from the Bézier splines (independently
+    of scene/sketch_object.py): point j's co, its handle_right, point j+1's handle_left, ...; interior
+    points ALIGNED, the ends FREE."""
     out = []
     for spline in obj.data.splines:
-        assert spline.type == "BEZIER" and len(spline.bezier_points) == 2
-        a, b = spline.bezier_points
-        assert a.handle_right_type == "FREE" and b.handle_left_type == "FREE"
-        out.append([a.co, a.handle_right, b.handle_left, b.co])
+        bps = spline.bezier_points
+        assert spline.type == "BEZIER" and len(bps) >= 2
+        assert bps[0].handle_right_type == "FREE" and bps[-1].handle_left_type == "FREE"
+        assert all(p.handle_left_type == p.handle_right_type == "ALIGNED" for p in list(bps)[1:-1])
+        rows = [bps[0].co]
+        for a, b in zip(list(bps)[:-1], list(bps)[1:]):
+            rows += [a.handle_right, b.handle_left, b.co]
+        out.append(rows)
     points = np.array(out, dtype=np.float64)
     matrix = np.array(obj.matrix_world)
     return points @ matrix[:3, :3].T + matrix[:3, 3]
