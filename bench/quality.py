@@ -156,6 +156,10 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_seg3_features_turn002_reseed": ({**LEGACY, "segments": 3, "init": "features", "reseed": True,
                                         "losses": {**GEOMETRY_ONLY_V1, "turning": 0.02}}, "train", False,
                                        "legacy, 3 segments, features init, turning 0.02, re-seeding"),
+    # against today's defaults (3 segments, features init, turning 0.02, re-seeding)
+    "x_turn001": ({"losses": {**GEOMETRY_ONLY, "turning": 0.01}}, "train", False, "defaults, turning 0.01"),
+    "x_samples96": ({"samples_per_curve": 96}, "train", False, "defaults, 96 samples per stroke"),
+    "x_segments4": ({"segments": 4}, "train", False, "defaults, 4 segments per stroke"),
     "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
                         False, "legacy, 3 segments, turning 0.005"),
 }

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from synthetic import write_job
 
+from backend.job import BadJob, load_job, load_result
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,6 +79,26 @@ def test_malformed_job_json(job):
 def test_wrong_schema(job):
     (job / "job.json").write_text(json.dumps({"schema": 99, "settings": {}}))
     assert_bad_job(job, "schema 99 is not one this backend reads (1, 2)")
+
+
+def test_a_schema_1_job_and_its_single_cubic_result_still_load(job):
+    """Job folders made before strokes had segments (schema 1, results [K,4,3]) still load: a single
+    cubic is a chain of one segment."""
+
+    (job / "job.json").write_text(json.dumps({"schema": 1, "settings": {"curves": 2, "segments": 1}}))
+    assert load_job(job).config.segments == 1
+    np.savez(job / "result.npz", control_points=np.zeros((2, 4, 3), np.float32), widths=np.zeros(2, np.float32))
+    assert load_result(job / "result.npz")["control_points"].shape == (2, 4, 3)
+    np.savez(job / "result.npz", control_points=np.zeros((2, 10, 3), np.float32), widths=np.zeros(2, np.float32))
+    assert load_result(job / "result.npz")["control_points"].shape == (2, 10, 3)
+
+
+@pytest.mark.parametrize("rows", [2, 5, 6])
+def test_a_result_whose_strokes_are_not_chains_of_cubics_is_refused(job, rows):
+
+    np.savez(job / "result.npz", control_points=np.zeros((2, rows, 3), np.float32), widths=np.zeros(2, np.float32))
+    with pytest.raises(BadJob, match=r"\[K, 3\*S\+1, 3\]"):
+        load_result(job / "result.npz")
 
 
 def test_missing_views_file(job):
