@@ -39,7 +39,7 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
                             description="Mesh to sketch. Empty: the active object")
     curves: IntProperty(name="Curves", default=_D.curves, min=1, max=1024, soft_min=2, soft_max=64,
                         description="Number of strokes in the sketch (each one Bézier spline)")
-    segments: IntProperty(name="Segments per Stroke", default=_D.segments, min=1, max=16, soft_max=6,
+    segments: IntProperty(name="Segments", default=_D.segments, min=1, max=16, soft_max=6,
                           description="Cubic segments per stroke, joined smoothly (aligned handles): more "
                                       "can follow a longer, bending outline; 1 is a single cubic")
     iterations: IntProperty(name="Iterations", default=_D.iterations, min=1, max=100000, soft_max=2000,
