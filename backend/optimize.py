@@ -264,8 +264,12 @@ def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState
     budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
               if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
     message = f"pruned {len(dropped)} stroke(s) that added nothing{budget}"
-    if cfg.reseed:
-        fresh = reseed_strokes(sketch, kept, train_ids, len(dropped), generator)
+    # Up to the strokes asked for, and never past the ink budget: beyond it pruning removes the
+    # volume-filling strokes on purpose (at 32 strokes re-seeding past the budget lowered held-out F
+    # on spot 0.606 -> 0.545, docs/QUALITY.md "Strokes").
+    wanted = len(dropped) if not cfg.ink_budget else min(len(dropped), max(0, cfg.ink_budget - kept.shape[0]))
+    if cfg.reseed and wanted:
+        fresh = reseed_strokes(sketch, kept, train_ids, wanted, generator)
         if fresh.shape[0]:
             kept = torch.cat([kept, fresh])
             first = max(state.alive + state.pruned) + 1  # new strokes get new indices

@@ -160,6 +160,8 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_turn001": ({"losses": {**GEOMETRY_ONLY, "turning": 0.01}}, "train", False, "defaults, turning 0.01"),
     "x_samples96": ({"samples_per_curve": 96}, "train", False, "defaults, 96 samples per stroke"),
     "x_segments4": ({"segments": 4}, "train", False, "defaults, 4 segments per stroke"),
+    "x_k32_no_reseed": ({"curves": 32, "reseed": False}, "train", False, "defaults, 32 strokes, no re-seeding"),
+    "x_k32_surface": ({"curves": 32, "init": "surface"}, "train", False, "defaults, 32 strokes, surface init"),
     "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
                         False, "legacy, 3 segments, turning 0.005"),
 }
@@ -613,14 +615,15 @@ def turntable_gif(out: Path, mesh: str, config: str = "defaults") -> Path | None
     return draw_turntable(folder, out / f"{mesh}_turntable.gif", title=f"{mesh} lines")
 
 
-def doc_pictures(out: Path, meshes: list[str], dest: Path, width: int = 640, colors: int = 32) -> list[Path]:
+def doc_pictures(out: Path, meshes: list[str], dest: Path, width: int = 640, colors: int = 32,
+                 sheet_name: str = "sheet") -> list[Path]:
     """Small copies of the sheets (palette PNG, ``width`` px wide) and GIFs (every 2nd frame) for docs/."""
     from PIL import Image
 
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for mesh in meshes:
-        sheet = out / f"{mesh}_sheet.png"
+        sheet = out / f"{mesh}_{sheet_name}.png"
         if sheet.exists():
             image = Image.open(sheet).convert("RGB")
             image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)

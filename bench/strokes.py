@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "out" / "quality"))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"))
+    parser.add_argument("--docs", default=None, help="small copies of the sheets of these meshes' (comma-separated) "
+                                                     "for docs/images/quality/")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     meshes = [m for m in args.meshes.split(",") if m]
@@ -190,6 +192,11 @@ def main(argv=None) -> int:
         for path in sheets(out, meshes):
             quality.log(f"sheet {path}")
         quality.log(f"wrote {out / 'STROKES.md'}")
+        if args.docs:
+            for path in quality.doc_pictures(out, args.docs.split(","), REPO / "docs" / "images" / "quality",
+                                             width=720, sheet_name="strokes"):
+                if path.suffix == ".png":
+                    quality.log(f"docs picture {path}")
     return 0
 
 
