@@ -99,17 +99,19 @@ def test_tiny_real_run(installed):
         pytest.skip(f"no backend Python at {BACKEND_PYTHON}: run `make backend`")
     command, env, work = installed
     out = os.path.join(work, "out.blend")
-    done = run_blender(command, ["-b", "-c", "splatsketch", "--demo", "--no-clip", "--curves", "3", "--iterations",
-                                 "4", "--views", "4", "--image-size", "64", "--views-per-step", "2",
+    done = run_blender(command, ["-b", "-c", "splatsketch", "--demo", "--no-clip", "--curves", "3", "--segments", "2",
+                                 "--iterations", "4", "--views", "4", "--image-size", "64", "--views-per-step", "2",
                                  "--python", BACKEND_PYTHON, "--output", out], env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "done: Suzanne Sketch" in done.stdout and os.path.isfile(out)
     check = run_blender(command, ["-b", out, "--python-expr",
                                   "import bpy; o = bpy.data.objects['Suzanne Sketch']; "
                                   "print('SPLINES', len(o.data.splines), "
-                                  "{len(s.bezier_points) for s in o.data.splines})"],
+                                  "{len(s.bezier_points) for s in o.data.splines}, "
+                                  "{s.bezier_points[1].handle_left_type for s in o.data.splines})"],
                         env)
-    assert "SPLINES 3 {2}" in check.stdout, check.stdout + check.stderr
+    # 3 strokes of 2 segments: 3 points each, the middle one's handles ALIGNED
+    assert "SPLINES 3 {3} {'ALIGNED'}" in check.stdout, check.stdout + check.stderr
 
 
 def test_modal_generate_then_one_undo_in_the_ui(installed):
