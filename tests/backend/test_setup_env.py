@@ -203,7 +203,9 @@ def test_a_full_disk_keeps_the_previous_environment(tmp_path, wheels):
 
 def _installers_of(root: Path) -> list[str]:
     """Processes still running from the set-up's environment (there must be none after it ends)."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    # -ww: unlimited width. Piped, ps cuts lines at 80 columns, which cut a long pytest tmp path before
+    # "envs" and made the stalled-index tests fail or pass by the length of their folder names.
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if str(root / "envs") in line]
 
 
