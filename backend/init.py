@@ -131,24 +131,25 @@ def contour_init(k: int, targets: Targets, generator: torch.Generator, neighbour
 RESEED_REACH = 0.12  # normalised units: the neighbourhood a new stroke is fitted to
 
 
-def strokes_on_points(cloud: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+def strokes_on_points(cloud: torch.Tensor, count: int) -> torch.Tensor:
     """Up to ``count`` short cubics ``[n,4,3]`` through the densest parts of a 3D point cloud: each takes
-    the point with the most neighbours within ``RESEED_REACH``, is fitted to them by PCA, and claims
-    them, so the next one goes elsewhere."""
-    curves, left = [], cloud
+    the point with the most unclaimed neighbours within ``RESEED_REACH``, is fitted to them by PCA, and
+    claims them, so the next one goes elsewhere."""
+    near = torch.cdist(cloud, cloud) < RESEED_REACH  # once: claiming only masks columns and rows
+    free = torch.ones(cloud.shape[0], dtype=torch.bool, device=cloud.device)
+    curves = []
     for _ in range(count):
-        if left.shape[0] < 4:
+        counts = (near & free[None]).sum(dim=1).masked_fill(~free, 0)
+        centre_idx = int(counts.argmax())
+        if counts[centre_idx] < 4:
             break
-        near = torch.cdist(left, left) < RESEED_REACH
-        centre_idx = int(near.sum(dim=1).argmax())
-        members = left[near[centre_idx]]
-        if members.shape[0] < 4:
-            break
+        claimed = near[centre_idx] & free
+        members = cloud[claimed]
         centre = members.mean(dim=0)
         _, _, vh = torch.linalg.svd(members - centre, full_matrices=False)
         extent = float(((members - centre) @ vh[0]).abs().max())
         curves.append(_curves_through(centre[None], vh[0][None], min(max(2 * extent, 0.1), 2 * RESEED_REACH))[0])
-        left = left[~near[centre_idx]]
+        free &= ~claimed
     if not curves:
         return cloud.new_zeros((0, 4, 3))
     return torch.stack(curves)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import OptimizeConfig
-from .curves import curve_lengths, enforce_g1, sample_curves
-from .init import initial_curves
+from .curves import curve_lengths, enforce_g1, sample_curves, subdivide
+from .imageops import gaussian_blur
+from .init import initial_curves, lifted_contour_points, strokes_on_points
 from .losses import LossContext, LossInputs, Targets, build_losses
 from .protocol import INFO, PROGRESS, SNAPSHOT
 from .render import Renderer, pinhole, pixel_scales
@@ -229,8 +230,6 @@ RESEED_CLOUD = 3000  # lifted uncovered points kept (the densest-cluster search 
 def uncovered_lines(sketch: Sketch, points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
     """``[V,H,W]`` bool: the visible target lines of ``view_ids`` that no stroke draws over (within
     about 2 px), where new strokes are needed."""
-    from .imageops import gaussian_blur
-
     images = torch.cat([sketch.render(sketch.samples(points), view_ids[i:i + 8]) for i in range(0, len(view_ids), 8)])
     reach = gaussian_blur(1.0 - images, 2.0) / gaussian_blur(torch.ones_like(images[:1]), 2.0).amax()
     return (sketch.targets.lines[view_ids] > 0.5) & (reach < UNCOVERED_AT)
@@ -240,9 +239,6 @@ def reseed_strokes(sketch: Sketch, points: torch.Tensor, train_ids: torch.Tensor
                    generator: torch.Generator) -> torch.Tensor:
     """Up to ``count`` new strokes ``[n,3S+1,3]`` on the 3D points of the lines the sketch still misses
     (the uncovered line pixels lifted onto the surface), densest first."""
-    from .curves import subdivide
-    from .init import lifted_contour_points, strokes_on_points
-
     t = sketch.targets
     if t.lines is None or t.surface_samples is None or count <= 0:
         return points.new_zeros((0,) + tuple(points.shape[1:]))
@@ -250,7 +246,7 @@ def reseed_strokes(sketch: Sketch, points: torch.Tensor, train_ids: torch.Tensor
     cloud = lifted_contour_points(t, generator=generator, masks=masks, view_ids=train_ids.tolist())
     if cloud.shape[0] > RESEED_CLOUD:
         cloud = cloud[torch.randperm(cloud.shape[0], generator=generator)[:RESEED_CLOUD].to(cloud.device)]
-    return subdivide(strokes_on_points(cloud, count, generator), sketch.cfg.segments).to(points)
+    return subdivide(strokes_on_points(cloud, count), sketch.cfg.segments).to(points)
 
 
 def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, train_ids: torch.Tensor,
