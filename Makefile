@@ -39,6 +39,7 @@ lint: $(VENV)/.ready
 test: $(VENV)/.ready $(VENV42)/.ready real-blender lint
 	$(BIN)/python -m pytest tests/backend -q
 	$(BIN)/python -m pytest tests/addon -q
+	$(BIN)/python -m pytest tests/batch -q
 	# the real-Blender modules run a Blender binary, whichever wheel hosts pytest: once is enough
 	$(VENV42)/bin/python -m pytest tests/addon -q --ignore=tests/addon/test_real_blender.py \
 		--ignore=tests/addon/test_setup_backend_e2e.py

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(OUT.gif); implies --evaluate")
     out.add_argument("--json", metavar="OUT.json", help="settings and metrics of every asset")
     out.add_argument("--job-dir", metavar="DIR", help="keep each job folder here (re-runnable by hand)")
+    out.add_argument("--print-settings", action="store_true",
+                     help="check the options and the backend as a run would, print the resolved settings as "
+                          "JSON and exit (0 fine, 2 with the reason); sketches nothing")
     return p
 
 
@@ -355,6 +358,9 @@ def _run(args, log_path: str) -> int:
         raise UsageError(f"--report '{report_path}' must end in .png (the turntable goes beside it as .gif)")
     python = _python(args, context)
     settings, params = _settings(args, context)
+    if args.print_settings:
+        _say(json.dumps({"settings": settings, "job": params, "python": python}, sort_keys=True))
+        return CLI_OK
     reports, status = [], CLI_OK
     sources = _sources(args, context)
     good = sum(1 for _, obj, problem in sources if not problem)

@@ -47,6 +47,7 @@ CLI_ASSET_FAILED = 1  # some asset failed (reported); the others still ran
 CLI_USAGE = 2  # bad arguments or backend: nothing ran
 CLI_INTERRUPTED = EXIT_CANCELLED  # Ctrl-C
 CLI_TERMINATED = EXIT_TERMINATED  # SIGTERM
+MESH_FORMATS = (".obj", ".ply", ".stl", ".gltf", ".glb")  # what `--input` imports (scene/assets.py)
 
 # -- events (worker stdout: one JSON object per line) -------------------------------------------
 INFO, PROGRESS, SNAPSHOT, WARNING, ERROR, DONE = "info", "progress", "snapshot", "warning", "error", "done"

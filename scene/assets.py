@@ -9,6 +9,8 @@ import os
 
 import bpy
 
+from ..backend.protocol import MESH_FORMATS
+
 IMPORTERS = {  # extension -> (operator path, keyword arguments)
     ".obj": ("wm.obj_import", {}),
     ".ply": ("wm.ply_import", {}),
@@ -16,6 +18,7 @@ IMPORTERS = {  # extension -> (operator path, keyword arguments)
     ".gltf": ("import_scene.gltf", {}),
     ".glb": ("import_scene.gltf", {}),
 }
+assert set(IMPORTERS) == set(MESH_FORMATS), "the batch tool reads MESH_FORMATS to find assets"
 # Every ID kind an importer (or a run) may add; a failed step removes what appeared since a snapshot.
 DATA_KINDS = ("objects", "meshes", "materials", "images", "textures", "collections", "cameras", "lights",
               "actions", "node_groups", "curves", "armatures")

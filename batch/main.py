@@ -1,0 +1,385 @@
+"""The driver: parse, plan (what is already done), schedule one Ray task per asset, record, report.
+
+Exit codes: 0 every asset sketched, 1 some asset failed (each with its reason in the index), 2 bad
+arguments or a command/backend that cannot run (nothing was scheduled), 130 interrupted (Ctrl-C:
+running tasks cancelled, their Blender processes stopped, the index holds only finished assets),
+143 terminated (SIGTERM, the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+
+from backend import __version__
+from backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE
+
+from . import gallery, index, sources, task
+from .progress import Progress, summary_table
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The batch names these outputs itself, per asset; on the command line they would clash.
+OWNED = ("--output", "--preview", "--json", "--job-dir", "--input", "--demo", "--report", "--setup-backend",
+         "--check-backend", "--print-settings")
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="splatsketch-batch", allow_abbrev=False,
+        usage="splatsketch-batch SOURCES... --out DIR [batch options] [splatsketch options]",
+        description="Sketch every asset of a library, one Blender process per asset, on a local Ray instance "
+                    "or a Ray cluster. Resumable: a rerun skips assets whose file and settings are unchanged. "
+                    "SOURCES: mesh files (.obj .ply .stl .gltf .glb), .blend files, folders (searched "
+                    "recursively), globs, or .txt files listing paths. Every option the batch does not know "
+                    "goes to the headless command (`blender -b -c splatsketch --help` lists them).",
+        epilog="Outputs in DIR: <asset>/sketch.blend, metrics.json, sheet.png; index.jsonl (one line per asset); "
+               "index.html (the gallery); logs/<asset>.log for assets that failed. Exit codes: 0 all sketched, "
+               "1 some failed, 2 nothing could run, 130 interrupted.")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the outputs, index.jsonl and index.html go")
+    p.add_argument("--blender", metavar="CMD",
+                   help="the Blender to run, e.g. /opt/blender/blender (with the extension installed and its backend "
+                        "set up); default: this checkout's bin/splatsketch through the bpy wheel")
+    p.add_argument("--address", metavar="ADDR",
+                   help="join a Ray cluster ('auto', or ray://HOST:10001); default: start a local Ray instance")
+    p.add_argument("--cpus", type=int, metavar="N", help="local instance: cores to use (default: all)")
+    p.add_argument("--gpus", type=int, metavar="N", help="local instance: GPUs to use (default: all)")
+    p.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
+                   help="cores per asset (its torch threads; default 1: one asset per core)")
+    p.add_argument("--gpus-per-task", type=float, default=1.0, metavar="F",
+                   help="GPUs per asset when the settings use one and the cluster has GPUs (default 1; 0.5 shares)")
+    p.add_argument("--jobs", type=int, metavar="N", help="at most N assets at once (default: what the cluster fits)")
+    p.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="retries of an asset whose Blender process or Ray worker died (default 2)")
+    p.add_argument("--timeout", type=float, default=3600, metavar="S",
+                   help="seconds one asset may take before it is stopped and recorded as failed "
+                        "(default 3600; 0: none)")
+    p.add_argument("--force", action="store_true", help="redo assets that are already done")
+    sel = p.add_argument_group("for .blend sources: what to sketch in each file (default: its active object)")
+    sel.add_argument("--collection", action="append", default=[], metavar="NAME")
+    sel.add_argument("--objects", metavar="A,B")
+    sel.add_argument("--object", action="append", default=[], metavar="NAME")
+    return p
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Sources come first, up to the first option."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("-"):
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+def command_prefix(blender: str | None) -> tuple[list[str], bool]:
+    """The argv prefix that runs the headless command, and whether it is a Blender binary (``-b ... -c``)."""
+    if blender:
+        return shlex.split(blender), True
+    return [sys.executable, os.path.join(REPO, "bin", "splatsketch")], False
+
+
+def asset_argv(prefix: list[str], is_blender: bool, asset: sources.Asset, passthrough: list[str]) -> list[str]:
+    if is_blender:
+        head = [*prefix, "-b", *([asset.source] if asset.is_blend else []), "-c", "splatsketch"]
+    else:
+        head = [*prefix, *([asset.source] if asset.is_blend else [])]
+    what = list(asset.selection) if asset.is_blend else ["--input", asset.source]
+    return [*head, *what, *passthrough]
+
+
+def settings_hash(resolved: dict) -> str:
+    """What decides the sketch besides the asset's bytes: the resolved settings and the version."""
+    key = {"settings": resolved.get("settings"), "job": resolved.get("job"), "version": __version__}
+    return "sha256:" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _error_of(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "splatsketch: error:" in line]
+    return errors[-1] if errors else (lines[-1] if lines else "no message")
+
+
+def _selection(args) -> tuple[str, ...]:
+    sel: list[str] = []
+    for name in args.collection:
+        sel += ["--collection", name]
+    for name in args.object:
+        sel += ["--object", name]
+    if args.objects:
+        sel += ["--objects", args.objects]
+    return tuple(sel)
+
+
+def _start_ray(args):
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"ray is not installed in {sys.executable}: pip install ray") from None
+    import logging
+
+    try:
+        if args.address:
+            ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
+        else:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=args.cpus or os.cpu_count(), num_gpus=args.gpus, include_dashboard=False,
+                     logging_level=logging.ERROR, log_to_driver=False, object_store_memory=100 * 1024 * 1024)
+    except Exception as error:  # ray's own errors (no cluster at that address, ports taken...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = f"--address {args.address}" if args.address else "a local instance"
+        raise UsageError(f"cannot start Ray ({where}): {first}") from None
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(task)  # workers need Blender, not this checkout
+    return ray
+
+
+def _outputs(out: str, asset_id: str) -> dict:
+    folder = os.path.join(out, asset_id)
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    outputs = {key: f"{asset_id}/{name}" for key, name in (("blend", task.BLEND), ("metrics", task.METRICS))
+               if name in names}
+    sheets = [n for n in names if n.startswith("sheet") and n.endswith(".png")]  # one per object of a .blend
+    if sheets:
+        outputs["sheet"] = f"{asset_id}/{task.SHEET if task.SHEET in sheets else sheets[0]}"
+    return outputs
+
+
+def _score(record: dict) -> str:
+    first = (record.get("assets") or [{}])[0]
+    evaluation = first.get("evaluation") or {}
+    if "f_mean" in evaluation:
+        return f"F {evaluation['f_mean']:.3f}"
+    loss = (first.get("metrics") or {}).get("heldout_loss")
+    return f"loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+
+
+def run(argv: list[str]) -> int:
+    names, rest = split_argv(argv)
+    parser = build_parser()
+    try:
+        args, passthrough = parser.parse_known_args(rest)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else CLI_USAGE
+    try:
+        return _run(args, names, passthrough)
+    except (UsageError, sources.SourceError, index.LockedError) as error:
+        print(f"splatsketch-batch: error: {error}", file=sys.stderr, flush=True)
+        return CLI_USAGE
+    except KeyboardInterrupt:  # before anything was scheduled (starting Ray, checking the settings)
+        print("splatsketch-batch: interrupted before any asset started; nothing written", file=sys.stderr)
+        return CLI_INTERRUPTED
+
+
+def _run(args, names: list[str], passthrough: list[str]) -> int:
+    if not names:
+        raise UsageError("no sources: give mesh files, .blend files, folders, globs or lists of paths first")
+    owned = [a for a in passthrough if a.split("=", 1)[0] in OWNED]
+    if owned:
+        raise UsageError(f"{owned[0]}: the batch writes each asset's outputs itself (in --out); leave it out")
+    if args.cpus_per_task < 1 or (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout < 0:
+        raise UsageError("--cpus-per-task and --jobs must be >= 1, --retries and --timeout >= 0")
+    selection = _selection(args)
+    assets = sources.assets(names, selection)
+    if selection and not any(a.is_blend for a in assets):
+        raise UsageError("--collection/--objects/--object choose objects inside .blend sources, and there are none")
+    out = os.path.abspath(os.path.expanduser(args.out))
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot make --out '{out}': {error.strerror or error}") from None
+    held = index.lock(out)  # noqa: F841 - held until the process ends
+    shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # a killed run's leftovers
+
+    prefix, is_blender = command_prefix(args.blender)
+    env = {"OMP_NUM_THREADS": str(args.cpus_per_task)}
+    ray = _start_ray(args)
+    try:
+        return _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env)
+    finally:
+        ray.shutdown()
+
+
+def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env) -> int:
+    # One check where the assets will run: the options, the settings and the backend, before anything is queued.
+    check_argv = [*prefix, *(["-b", "-c", "splatsketch"] if is_blender else []), *passthrough, "--print-settings"]
+    check = ray.remote(task.check_command).options(num_cpus=0)
+    code, stdout, stderr = ray.get(check.remote(check_argv, env, os.getcwd()))
+    if code != 0:
+        raise UsageError(f"the headless command refused these settings: {_error_of(stderr)}")
+    try:
+        resolved = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise UsageError(f"'{shlex.join(check_argv)}' printed no settings (is it SplatSketch 0.1+?)") from None
+    s_hash = settings_hash(resolved)
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    device = resolved["settings"].get("device", "auto")
+    if device == "cuda" and not cluster_gpus:
+        raise UsageError("--device cuda, but this Ray cluster has no GPU")
+    gpus = args.gpus_per_task if device in ("auto", "cuda") and cluster_gpus else 0
+    capacity = int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_task) or 1
+    if gpus:
+        capacity = min(capacity, int(cluster_gpus // gpus) or 1)
+    window = min(args.jobs or capacity, max(1, len(assets)))
+
+    latest = index.read(out)
+    todo, skipped = [], []
+    for asset in assets:
+        c_hash = sources.content_hash(asset.source)
+        if not args.force and index.is_done(latest.get(asset.id), c_hash, s_hash, out):
+            skipped.append(latest[asset.id])
+        else:
+            todo.append((asset, c_hash))
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    where = f"Ray at {args.address} ({cpus} CPUs)" if args.address else f"a local Ray instance ({cpus} CPUs)"
+    print(f"splatsketch-batch: {len(assets)} assets: {len(todo)} to sketch, {len(skipped)} already done; "
+          f"{window} at a time on {where}" + (f", {gpus:g} GPU each" if gpus else "") + f"; outputs in {out}",
+          flush=True)
+
+    remote = ray.remote(task.run_asset).options(num_cpus=args.cpus_per_task, num_gpus=gpus,
+                                                max_retries=args.retries, retry_exceptions=True)
+    progress = Progress(len(todo))
+    rows: list[dict] = []
+    pending, inflight = list(reversed(todo)), {}
+    stop_signal = _stop_on_sigterm()
+    last_page = 0.0
+    try:
+        while pending or inflight:
+            while pending and len(inflight) < window:
+                asset, c_hash = pending.pop()
+                _forget_attempts(out, asset.id)
+                spec = {"id": asset.id, "out": out, "argv": asset_argv(prefix, is_blender, asset, passthrough),
+                        "timeout": args.timeout, "env": env, "cwd": os.getcwd()}
+                inflight[remote.remote(spec)] = (asset, c_hash)
+            progress.running = len(inflight)
+            progress.bar()
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                asset, c_hash = inflight.pop(ref)
+                record = _finish(ray, ref, asset, c_hash, s_hash, out)
+                index.append(out, record)
+                _forget_attempts(out, asset.id)
+                rows.append({**record, "name": os.path.basename(asset.source), "score": _score(record)})
+                if record["status"] == "ok":
+                    progress.done += 1
+                else:
+                    progress.failed += 1
+                progress.running = len(inflight)
+                tries = f" after {record['attempts']} tries" if record.get("attempts", 1) > 1 else ""
+                progress.say(f"[{os.path.basename(asset.source)}] {record['status']}{tries} in "
+                             f"{record.get('seconds', 0):.0f} s" + (f": {record['reason']}" if record["reason"] else
+                                                                  f" ({_score(record)})" if _score(record) else ""))
+            if time.monotonic() - last_page > 10:
+                gallery.write(out, list(index.read(out).values()))
+                last_page = time.monotonic()
+    except KeyboardInterrupt:
+        progress.close()
+        signame = stop_signal.get("name", "Ctrl-C")
+        print(f"splatsketch-batch: {signame}: cancelling {len(inflight)} running asset(s); "
+              "finished ones stay in the index", file=sys.stderr, flush=True)
+        for ref in inflight:
+            ray.cancel(ref)
+        _drain(ray, inflight, out, s_hash)
+        if not inflight:
+            shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)
+        gallery.write(out, list(index.read(out).values()))
+        return CLI_TERMINATED if signame == "SIGTERM" else CLI_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    progress.close()
+    shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # what a dead worker left
+    page = gallery.write(out, list(index.read(out).values()))
+    for record in skipped:
+        rows.append({**record, "name": os.path.basename(record["source"]), "status": record["status"] + " (earlier)",
+                     "score": _score(record)})
+    print(summary_table(rows), flush=True)
+    now_ok = sum(r["status"] == "ok" for r in rows[:len(rows) - len(skipped)])
+    earlier_bad = sum(r["status"] != "ok" for r in skipped)
+    failed = sum(not r["status"].startswith("ok") for r in rows)
+    print(f"splatsketch-batch: this run {now_ok} sketched, {len(rows) - len(skipped) - now_ok} failed"
+          + (f"; {len(skipped)} skipped as done before ({earlier_bad} of them failed)" if skipped else "")
+          + f"; gallery {page}", flush=True)
+    return CLI_ASSET_FAILED if failed else CLI_OK
+
+
+def _stop_on_sigterm() -> dict:
+    """SIGTERM (a scheduler ending the batch) stops it like Ctrl-C."""
+    state: dict = {}
+
+    def handler(signum, _frame):
+        state["name"] = "SIGTERM"
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    return state
+
+
+def _drain(ray, inflight: dict, out: str, s_hash: str, grace: float = 60.0) -> None:
+    """Wait for the cancelled tasks to stop their Blender processes; record the ones that had finished."""
+    deadline = time.monotonic() + grace
+    while inflight and time.monotonic() < deadline:
+        try:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+        except KeyboardInterrupt:
+            print("splatsketch-batch: not waiting any longer", file=sys.stderr, flush=True)
+            return
+        for ref in ready:
+            asset, c_hash = inflight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception:  # cancelled: nothing to record
+                continue
+            if result.get("status") == "ok":
+                index.append(out, _record(asset, c_hash, s_hash, out, result))
+            _forget_attempts(out, asset.id)
+
+
+def _forget_attempts(out: str, asset_id: str) -> None:
+    marker = os.path.join(out, task.STAGING, f"{asset_id}.attempts")
+    if os.path.exists(marker):
+        os.remove(marker)
+
+
+def _record(asset, c_hash: str, s_hash: str, out: str, result: dict) -> dict:
+    record = {"asset": asset.id, "source": asset.source, "selection": list(asset.selection),
+              "content_hash": c_hash, "settings_hash": s_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **result}
+    first = (record.get("assets") or [{}])[0]
+    record["metrics"] = {**(first.get("metrics") or {}), **(first.get("evaluation") or {})}
+    if record["status"] == "ok":
+        record["outputs"] = _outputs(out, asset.id)
+    elif os.path.exists(os.path.join(out, task.LOGS, f"{asset.id}.log")):
+        record["log"] = f"{task.LOGS}/{asset.id}.log"
+    return record
+
+
+def _finish(ray, ref, asset, c_hash: str, s_hash: str, out: str) -> dict:
+    try:
+        result = ray.get(ref)
+    except ray.exceptions.RayTaskError as error:  # the task raised after its last retry
+        cause = getattr(error, "cause", None)
+        result = {"status": "crashed", "reason": str(cause) if cause else str(error).splitlines()[0]}
+    except ray.exceptions.RayError as error:  # its worker or node died after the last retry
+        result = {"status": "crashed", "reason": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+    marker = os.path.join(out, task.STAGING, f"{asset.id}.attempts")
+    if "attempts" not in result and os.path.exists(marker):
+        result["attempts"] = os.path.getsize(marker)
+    if result.get("status") == "interrupted":
+        result = {"status": "crashed", "reason": "interrupted (Ctrl-C reached the Blender process)"}
+    return _record(asset, c_hash, s_hash, out, result)
+
+
+def main() -> int:
+    code = run(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code

@@ -1,0 +1,269 @@
+"""bin/splatsketch-batch on a real local Ray instance (2 CPUs) with real Blender processes (bpy wheel).
+
+One batch over four tiny meshes and a broken one: while it runs, one asset's Blender process is
+killed with SIGKILL, and the batch must retry it and finish; the broken mesh is reported with its
+reason and the rest finish (exit 1). A rerun schedules nothing; the sketches equal single CLI runs;
+Ctrl-C stops cleanly. The first module runs without Ray where it can (sources, index).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from batch import index, sources
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+BATCH = os.path.join(REPO, "bin", "splatsketch-batch")
+TINY = ["--no-clip", "--curves", "3", "--iterations", "4", "--views", "3", "--heldout-views", "1",
+        "--image-size", "48", "--views-per-step", "2", "--seed", "3"]
+
+CUBE = ([(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)],
+        [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+MESHES = {
+    "cube": CUBE,
+    "tetra": ([(1, 1, 1), (-1, -1, 1), (-1, 1, -1), (1, -1, -1)], [(0, 1, 2), (0, 3, 1), (0, 2, 3), (1, 3, 2)]),
+    "octa": ([(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)],
+             [(0, 2, 4), (2, 1, 4), (1, 3, 4), (3, 0, 4), (2, 0, 5), (1, 2, 5), (3, 1, 5), (0, 3, 5)]),
+    "prism": ([(0, 0, 0), (2, 0, 0), (1, 1.5, 0), (0, 0, 3), (2, 0, 3), (1, 1.5, 3)],
+              [(0, 2, 1), (3, 4, 5), (0, 1, 4, 3), (1, 2, 5, 4), (2, 0, 3, 5)]),
+}
+DUMP = """
+import bpy, json, sys
+bpy.ops.wm.open_mainfile(filepath=sys.argv[-1])
+out = {}
+for obj in bpy.data.objects:
+    if obj.type == "CURVE":
+        out[obj.name] = [[tuple(p.co) + tuple(p.handle_left) + tuple(p.handle_right) for p in s.bezier_points]
+                         for s in obj.data.splines]
+print("DUMP" + json.dumps(out))
+"""
+
+
+def write_obj(path, verts, faces):
+    with open(path, "w") as f:
+        f.writelines(f"v {x} {y} {z}\n" for x, y, z in verts)
+        f.writelines("f " + " ".join(str(i + 1) for i in face) + "\n" for face in faces)
+
+
+@pytest.fixture(scope="module")
+def env():
+    home = tempfile.mkdtemp(prefix="ss-batch-home-")
+    ray_tmp = tempfile.mkdtemp(prefix="ssr-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    yield {**os.environ, "HOME": home, "BLENDER_USER_RESOURCES": os.path.join(home, "blender"),
+           "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(["rm", "-rf", home, ray_tmp])
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("library")
+    for name, (verts, faces) in MESHES.items():
+        write_obj(folder / f"{name}.obj", verts, faces)
+    (folder / "broken.obj").write_text("this is not a mesh\nv 1 2\nf 9 9 9\n")
+    return folder
+
+
+def batch(env, *args, timeout=600):
+    return subprocess.run([PYTHON, BATCH, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def processes_with(text: str) -> list[int]:
+    done = subprocess.run(["ps", "-eo", "pid=,args=", "-ww"], capture_output=True, text=True)
+    return [int(line.split(None, 1)[0]) for line in done.stdout.splitlines()
+            if text in line and "bin/splatsketch " in line and "--print-settings" not in line]
+
+
+def dump_curves(env, blend) -> dict:
+    done = subprocess.run([PYTHON, "-c", DUMP, str(blend)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.split("DUMP", 1)[1].splitlines()[0])
+
+
+@pytest.fixture(scope="module")
+def first_run(env, library, tmp_path_factory):
+    """The batch, with the cube's Blender process killed mid-task (once) from outside."""
+    out = tmp_path_factory.mktemp("out")
+    proc = subprocess.Popen([PYTHON, BATCH, library, "--out", out, "--cpus", "2", *TINY], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    target, killed, deadline = f"--input {library / 'cube.obj'} ", None, time.monotonic() + 300
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        pids = processes_with(target)
+        if pids:
+            time.sleep(2.0)  # Blender is up and the job is under way
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                killed = pids[0]
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=600)
+    return {"out": out, "code": proc.returncode, "stdout": stdout, "stderr": stderr, "killed": killed}
+
+
+def test_every_asset_finishes_one_killed_is_retried_the_broken_one_is_reported(first_run, library):
+    run = first_run
+    assert run["killed"], "the cube's Blender process was never seen running"
+    assert run["code"] == 1, run["stdout"] + run["stderr"]
+    latest = index.read(str(run["out"]))
+    by_name = {os.path.basename(r["source"]): r for r in latest.values()}
+    assert sorted(by_name) == ["broken.obj", "cube.obj", "octa.obj", "prism.obj", "tetra.obj"]
+    for name in MESHES:
+        record = by_name[f"{name}.obj"]
+        assert record["status"] == "ok", record
+        for rel in ("blend", "metrics", "sheet"):
+            assert os.path.isfile(run["out"] / record["outputs"][rel]), (name, rel)
+        assert record["content_hash"] == sources.content_hash(str(library / f"{name}.obj"))
+    assert by_name["cube.obj"]["attempts"] == 2, by_name["cube.obj"]
+    assert "after 2 tries" in run["stderr"]
+    broken = by_name["broken.obj"]
+    assert broken["status"] == "failed" and "no faces" in broken["reason"], broken
+    assert os.path.isfile(run["out"] / broken["log"])
+    assert not os.path.exists(run["out"] / "broken-" / "sketch.blend")
+    assert not os.listdir(run["out"] / ".staging") if (run["out"] / ".staging").exists() else True
+    assert "this run 4 sketched, 1 failed" in run["stdout"]
+    page = (run["out"] / "index.html").read_text()
+    assert all(f"{name}.obj" in page for name in [*MESHES, "broken"])
+    assert not processes_with(str(library)), "a Blender process outlived the batch"
+
+
+def test_a_rerun_schedules_nothing(first_run, env, library):
+    lines = (first_run["out"] / index.INDEX).read_text().splitlines()
+    again = batch(env, library, "--out", first_run["out"], "--cpus", "2", *TINY)
+    assert again.returncode == 1, again.stdout + again.stderr  # the broken mesh is still broken
+    assert "5 assets: 0 to sketch, 5 already done" in again.stdout
+    assert "this run 0 sketched, 0 failed; 5 skipped as done before (1 of them failed)" in again.stdout
+    assert (first_run["out"] / index.INDEX).read_text().splitlines() == lines
+
+
+def test_the_sketches_equal_single_cli_runs(first_run, env, library, tmp_path):
+    latest = {os.path.basename(r["source"]): r for r in index.read(str(first_run["out"])).values()}
+    for name in ("cube", "prism"):  # the cube is the one that was killed and retried
+        single = tmp_path / f"{name}.blend"
+        done = subprocess.run([PYTHON, os.path.join(REPO, "bin", "splatsketch"), "--input", library / f"{name}.obj",
+                               *TINY, "--output", single], capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        from_batch = dump_curves(env, first_run["out"] / latest[f"{name}.obj"]["outputs"]["blend"])
+        assert from_batch and from_batch == dump_curves(env, single), name
+
+
+def test_ctrl_c_cancels_running_assets_and_leaves_a_consistent_index(env, library, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([PYTHON, BATCH, library, "--out", out, "--cpus", "2", *TINY], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while not processes_with(f"{out}/.staging") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stdout + stderr
+    assert "cancelling" in stderr
+    assert not processes_with(str(out)), "a Blender process outlived the cancelled batch"
+    staging = out / ".staging"
+    assert not staging.exists() or not [p for p in os.listdir(staging) if not p.endswith(".attempts")]
+    text = (out / index.INDEX).read_text() if (out / index.INDEX).exists() else ""
+    assert text == "" or text.endswith("\n")
+    for record in index.read(str(out)).values():  # whatever finished before the stop is complete
+        assert record["status"] in ("ok", "failed")
+        for rel in record.get("outputs", {}).values():
+            assert os.path.isfile(out / rel)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no sources"),
+    (["{lib}/cube.obj", "--output", "x.blend"], "--output: the batch writes"),
+    (["{lib}/nothing_here.obj"], "does not exist"),
+    (["{lib}/cube.obj", "--collection", "Props"], "inside .blend sources"),
+])
+def test_bad_arguments_exit_2_before_ray_starts(env, library, tmp_path, args, message):
+    done = batch(env, *[a.format(lib=library) for a in args], "--out", tmp_path / "out", *TINY, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_settings_the_headless_command_refuses_exit_2(env, library, tmp_path):
+    done = batch(env, library / "cube.obj", "--out", tmp_path / "out", "--cpus", "2", *TINY, "--curves", "0")
+    assert done.returncode == 2 and "'curves' must be between 1 and 1024" in done.stderr, done.stderr
+    assert not (tmp_path / "out" / index.INDEX).exists()
+
+
+def test_sources_expand_folders_globs_and_lists(library, tmp_path):
+    (tmp_path / "sub").mkdir()
+    write_obj(tmp_path / "sub" / "b.obj", *CUBE)
+    (tmp_path / "list.txt").write_text(f"# the library\n{library}/cube.obj\nsub\n{library}/t*.obj  # tetra\n")
+    assert sources.expand([str(tmp_path / "list.txt")]) == [
+        str(library / "cube.obj"), str(tmp_path / "sub" / "b.obj"), str(library / "tetra.obj")]
+    assert len(sources.expand([str(library), str(library / "cube.obj")])) == 5  # no repeats
+    for bad in ("missing.obj", "*.fbx"):
+        with pytest.raises(sources.SourceError):
+            sources.expand([str(tmp_path / bad)])
+    ids = {a.id for a in sources.assets([str(library)])}
+    assert len(ids) == 5 and all(i.split("-")[0] in [*MESHES, "broken"] for i in ids)
+
+
+def test_index_cuts_a_torn_last_line_and_skips_only_matching_finished_assets(tmp_path):
+    index.append(str(tmp_path), {"asset": "a", "status": "ok", "content_hash": "c", "settings_hash": "s",
+                                 "outputs": {"blend": "a.blend"}})
+    with open(tmp_path / index.INDEX, "a") as f:
+        f.write('{"asset": "b", "status": "o')  # a writer killed mid-line
+    latest = index.read(str(tmp_path))
+    assert list(latest) == ["a"] and (tmp_path / index.INDEX).read_text().endswith("}\n")
+    (tmp_path / "a.blend").write_text("x")
+    assert index.is_done(latest["a"], "c", "s", str(tmp_path))
+    assert not index.is_done(latest["a"], "c", "other settings", str(tmp_path))
+    assert not index.is_done(latest["a"], "changed file", "s", str(tmp_path))
+    os.remove(tmp_path / "a.blend")
+    assert not index.is_done(latest["a"], "c", "s", str(tmp_path))  # outputs gone: redo
+    assert not index.is_done({**latest["a"], "status": "crashed"}, "c", "s", str(tmp_path))
+
+
+def test_a_second_batch_on_the_same_folder_is_refused(tmp_path):
+    held = index.lock(str(tmp_path))
+    code = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {REPO!r}); from batch import index\n"
+                           f"try: index.lock({str(tmp_path)!r})\nexcept index.LockedError as e: print(e); sys.exit(3)"],
+                          capture_output=True, text=True)
+    assert code.returncode == 3 and f"pid {os.getpid()}" in code.stdout
+    held.close()
+
+
+def test_joins_an_existing_cluster_and_times_out_a_stuck_asset(env, library, tmp_path):
+    """`ray start --head` (a real one-node cluster, 2 CPUs), then `--address`: the same run on it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = subprocess.Popen([os.path.join(REPO, ".venv", "bin", "ray"), "start", "--head", "--block", "--num-cpus", "2",
+                             "--node-ip-address", "127.0.0.1", f"--port={port}", "--include-dashboard=false",
+                             f"--temp-dir={env['RAY_TMPDIR']}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**env, "RAY_USAGE_STATS_ENABLED": "0"})
+    try:
+        address = f"127.0.0.1:{port}"
+        out = tmp_path / "out"
+        done = None
+        for _ in range(60):  # the head takes a few seconds to listen
+            done = batch(env, library / "tetra.obj", "--out", out, "--address", address, *TINY, timeout=300)
+            if "cannot start Ray" not in done.stderr:
+                break
+            time.sleep(1.0)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"on Ray at {address} (2 CPUs)" in done.stdout
+        (record,) = index.read(str(out)).values()
+        assert record["status"] == "ok" and os.path.isfile(out / record["outputs"]["blend"])
+        stuck = batch(env, library / "tetra.obj", "--out", out, "--address", address, "--force", "--timeout", "1",
+                      *TINY, timeout=300)
+        assert stuck.returncode == 1, stuck.stdout + stuck.stderr
+        (record,) = index.read(str(out)).values()
+        assert record["status"] == "failed" and record["reason"] == "timed out after 1 s (--timeout)", record
+        assert not processes_with(str(out)), "the timed-out Blender process is still running"
+    finally:
+        head.terminate()
+        head.wait(60)
