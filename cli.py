@@ -22,7 +22,7 @@ import time
 import bpy
 
 from .backend.config import SettingsError, settings_from_dict
-from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE
+from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, check_stop, clear_stop, request_stop, safe_name
 from .jobs.sketch import SketchRun
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", metavar="OUT.json", help="settings and metrics of every asset")
     out.add_argument("--job-dir", metavar="DIR", help="keep each job folder here (re-runnable by hand)")
     out.add_argument("--print-settings", action="store_true",
-                     help="check the options and the backend as a run would, print the resolved settings as "
-                          "JSON and exit (0 fine, 2 with the reason); sketches nothing")
+                     help="check the options and the backend as a run would, print the resolved settings (one "
+                          "line: SPLATSKETCH_SETTINGS {json}) and exit (0 fine, 2 with the reason); sketches nothing")
     return p
 
 
@@ -358,8 +358,10 @@ def _run(args, log_path: str) -> int:
         raise UsageError(f"--report '{report_path}' must end in .png (the turntable goes beside it as .gif)")
     python = _python(args, context)
     settings, params = _settings(args, context)
-    if args.print_settings:
-        _say(json.dumps({"settings": settings, "job": params, "python": python}, sort_keys=True))
+    if args.print_settings:  # one prefixed line: whatever else reaches stdout cannot be mistaken for it
+        resolved = {"settings": settings, "job": params, "evaluate": bool(args.evaluate or args.report),
+                    "python": python}
+        _say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
         return CLI_OK
     reports, status = [], CLI_OK
     sources = _sources(args, context)

@@ -48,6 +48,7 @@ CLI_USAGE = 2  # bad arguments or backend: nothing ran
 CLI_INTERRUPTED = EXIT_CANCELLED  # Ctrl-C
 CLI_TERMINATED = EXIT_TERMINATED  # SIGTERM
 MESH_FORMATS = (".obj", ".ply", ".stl", ".gltf", ".glb")  # what `--input` imports (scene/assets.py)
+SETTINGS_LINE = "SPLATSKETCH_SETTINGS"  # `--print-settings` prints this, a space, then the resolved settings' JSON
 
 # -- events (worker stdout: one JSON object per line) -------------------------------------------
 INFO, PROGRESS, SNAPSHOT, WARNING, ERROR, DONE = "info", "progress", "snapshot", "warning", "error", "done"

@@ -29,6 +29,7 @@ h1 {{ font-size: 20px; margin: 0 0 4px; }} .sub {{ color: #666; margin-bottom: 1
 .figs {{ color: #444; font-variant-numeric: tabular-nums; }} .score {{ font-size: 18px; font-weight: 600; }}
 .st {{ display: inline-block; border-radius: 3px; padding: 0 6px; font-size: 12px; color: #fff; }}
 .st.ok {{ background: #2a7d3b; }} .st.failed, .st.crashed {{ background: #b23a3a; }}
+.st.partial, .st.timeout {{ background: #b27a1a; }}
 a {{ color: #245; }}
 </style></head><body>
 <h1>SplatSketch batch: {title}</h1>
@@ -95,7 +96,7 @@ def _row(record: dict) -> dict:
 def write(out: str, records: list[dict]) -> str:
     rows = [_row(r) for r in records]
     ok = sum(r["status"] == "ok" for r in rows)
-    summary = f"{len(rows)} assets: {ok} sketched, {len(rows) - ok} failed"
+    summary = f"{len(rows)} assets: {ok} sketched, {len(rows) - ok} not (failed, partial, timed out or crashed)"
     page = PAGE.format(title=html.escape(os.path.basename(os.path.abspath(out))), summary=summary,
                        updated=time.strftime("%Y-%m-%d %H:%M"),
                        rows=json.dumps(rows).replace("</", "<\\/"))

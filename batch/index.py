@@ -13,16 +13,22 @@ import os
 
 INDEX = "index.jsonl"
 LOCK = ".lock"
-FINISHED = ("ok", "failed")  # "failed": the asset itself (bad mesh): rerunning the same bytes fails again
+# "failed": the asset itself (a bad mesh): rerunning the same bytes fails again (``--retry-failed`` does).
+# Not finished, so a rerun redoes them: "partial" (saved, preview/evaluation failed), "timeout", "crashed".
+FINISHED = ("ok", "failed")
+STATUSES = ("ok", "failed", "partial", "timeout", "crashed")
 
 
 class LockedError(Exception):
-    """Another batch is writing this folder."""
+    """The output folder cannot be taken: another batch holds it, or it cannot be written."""
 
 
 def lock(out: str):
     """Hold ``OUT/.lock`` for the life of the returned file object (released when the process ends)."""
-    f = open(os.path.join(out, LOCK), "a+")
+    try:
+        f = open(os.path.join(out, LOCK), "a+")
+    except OSError as error:
+        raise LockedError(f"cannot write in {out}: {error.strerror or error}") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -37,8 +43,9 @@ def lock(out: str):
     return f
 
 
-def read(out: str) -> dict[str, dict]:
-    """The latest line of each asset id. A torn last line (a killed writer) is cut off the file."""
+def read(out: str, repair: bool = False) -> dict[str, dict]:
+    """The latest line of each asset id. A torn last line (a killed writer) is skipped, and with
+    ``repair`` (the driver, holding the lock) cut off the file so the next line starts clean."""
     path = os.path.join(out, INDEX)
     if not os.path.exists(path):
         return {}
@@ -46,8 +53,9 @@ def read(out: str) -> dict[str, dict]:
         data = f.read()
     if data and not data.endswith(b"\n"):
         keep = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(keep)
+        if repair:
+            with open(path, "r+b") as f:
+                f.truncate(keep)
         data = data[:keep]
     latest: dict[str, dict] = {}
     for line in data.splitlines():
@@ -70,9 +78,9 @@ def append(out: str, record: dict) -> None:
         os.close(fd)
 
 
-def is_done(record: dict | None, content_hash: str, settings_hash: str, out: str) -> bool:
+def is_done(record: dict | None, content_hash: str, settings_hash: str, out: str, retry_failed: bool = False) -> bool:
     """A rerun skips the asset: same bytes, same settings, finished, and (if it succeeded) outputs there."""
-    if not record or record.get("status") not in FINISHED:
+    if not record or record.get("status") not in FINISHED or (retry_failed and record["status"] == "failed"):
         return False
     if record.get("content_hash") != content_hash or record.get("settings_hash") != settings_hash:
         return False

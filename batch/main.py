@@ -1,14 +1,15 @@
 """The driver: parse, plan (what is already done), schedule one Ray task per asset, record, report.
 
-Exit codes: 0 every asset sketched, 1 some asset failed (each with its reason in the index), 2 bad
-arguments or a command/backend that cannot run (nothing was scheduled), 130 interrupted (Ctrl-C:
-running tasks cancelled, their Blender processes stopped, the index holds only finished assets),
-143 terminated (SIGTERM, the same).
+Exit codes: 0 every asset sketched, 1 some asset did not (each with its status and reason in the
+index), 2 bad arguments or a command/backend that cannot run (nothing was scheduled), 130 interrupted
+(Ctrl-C: running tasks cancelled, their Blender processes stopped, the index holds only finished
+assets), 143 terminated (SIGTERM, the same).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 
 from backend import __version__
-from backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE
+from backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 
 from . import gallery, index, sources, task
 from .progress import Progress, summary_table
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds one asset may take before it is stopped and recorded as failed "
                         "(default 3600; 0: none)")
     p.add_argument("--force", action="store_true", help="redo assets that are already done")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="redo assets that failed before (by default a failed asset stays failed until its file or "
+                        "the settings change; timeouts and crashes are always retried)")
     sel = p.add_argument_group("for .blend sources: what to sketch in each file (default: its active object)")
     sel.add_argument("--collection", action="append", default=[], metavar="NAME")
     sel.add_argument("--objects", metavar="A,B")
@@ -83,7 +87,10 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def command_prefix(blender: str | None) -> tuple[list[str], bool]:
     """The argv prefix that runs the headless command, and whether it is a Blender binary (``-b ... -c``)."""
     if blender:
-        return shlex.split(blender), True
+        try:
+            return shlex.split(blender), True
+        except ValueError as error:
+            raise UsageError(f"--blender '{blender}': {error}") from None
     return [sys.executable, os.path.join(REPO, "bin", "splatsketch")], False
 
 
@@ -97,8 +104,10 @@ def asset_argv(prefix: list[str], is_blender: bool, asset: sources.Asset, passth
 
 
 def settings_hash(resolved: dict) -> str:
-    """What decides the sketch besides the asset's bytes: the resolved settings and the version."""
-    key = {"settings": resolved.get("settings"), "job": resolved.get("job"), "version": __version__}
+    """What decides the outputs besides the asset's bytes: the resolved settings, whether they are
+    evaluated, and the version (not the backend's path, which differs between nodes)."""
+    key = {"settings": resolved.get("settings"), "job": resolved.get("job"), "evaluate": resolved.get("evaluate"),
+           "version": __version__}
     return "sha256:" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -120,6 +129,15 @@ def _selection(args) -> tuple[str, ...]:
 
 
 def _start_ray(args):
+    if args.address:
+        token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+            or os.path.exists(os.path.expanduser(os.path.join("~", ".ray", "auth_token")))
+        if token and "RAY_AUTH_MODE" not in os.environ:
+            # A head that has a token requires it, and Ray's driver sends it only in token mode (Ray 2.60;
+            # read when ray is imported, so set before). A head without authentication accepts it too.
+            os.environ["RAY_AUTH_MODE"] = "token"
+    else:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
@@ -130,7 +148,6 @@ def _start_ray(args):
         if args.address:
             ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
         else:
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(num_cpus=args.cpus or os.cpu_count(), num_gpus=args.gpus, include_dashboard=False,
                      logging_level=logging.ERROR, log_to_driver=False, object_store_memory=100 * 1024 * 1024)
     except Exception as error:  # ray's own errors (no cluster at that address, ports taken...)
@@ -163,6 +180,37 @@ def _score(record: dict) -> str:
     return f"loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
 
 
+class Stopper:
+    """Ctrl-C and SIGTERM as one stop request. Inside ``deferred()`` (submitting a task and noting it)
+    the request waits, so no task is ever running without the driver knowing to cancel it."""
+
+    def __init__(self):
+        self.requested, self._defer = "", False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, _frame):
+        self.requested = self.requested or ("SIGTERM" if signum == signal.SIGTERM else "Ctrl-C")
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @property
+    def code(self) -> int:
+        return CLI_TERMINATED if self.requested == "SIGTERM" else CLI_INTERRUPTED
+
+
 def run(argv: list[str]) -> int:
     names, rest = split_argv(argv)
     parser = build_parser()
@@ -170,157 +218,175 @@ def run(argv: list[str]) -> int:
         args, passthrough = parser.parse_known_args(rest)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else CLI_USAGE
+    stopper = Stopper()
+    stopper.install()
     try:
-        return _run(args, names, passthrough)
+        return _run(args, names, passthrough, stopper)
     except (UsageError, sources.SourceError, index.LockedError) as error:
         print(f"splatsketch-batch: error: {error}", file=sys.stderr, flush=True)
         return CLI_USAGE
-    except KeyboardInterrupt:  # before anything was scheduled (starting Ray, checking the settings)
-        print("splatsketch-batch: interrupted before any asset started; nothing written", file=sys.stderr)
-        return CLI_INTERRUPTED
+    except KeyboardInterrupt:  # before any asset was scheduled, or a second Ctrl-C while stopping
+        print(f"splatsketch-batch: {stopper.requested or 'interrupted'}: stopped", file=sys.stderr, flush=True)
+        return stopper.code
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
 
 
-def _run(args, names: list[str], passthrough: list[str]) -> int:
+def _run(args, names: list[str], passthrough: list[str], stopper: Stopper) -> int:
     if not names:
         raise UsageError("no sources: give mesh files, .blend files, folders, globs or lists of paths first")
     owned = [a for a in passthrough if a.split("=", 1)[0] in OWNED]
     if owned:
         raise UsageError(f"{owned[0]}: the batch writes each asset's outputs itself (in --out); leave it out")
-    if args.cpus_per_task < 1 or (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout < 0:
-        raise UsageError("--cpus-per-task and --jobs must be >= 1, --retries and --timeout >= 0")
+    if args.cpus_per_task < 1 or (args.jobs is not None and args.jobs < 1) or args.retries < 0 \
+            or args.timeout < 0 or args.gpus_per_task < 0:
+        raise UsageError("--cpus-per-task and --jobs must be >= 1; --retries, --timeout and --gpus-per-task >= 0")
+    out = os.path.abspath(os.path.expanduser(args.out))
     selection = _selection(args)
-    assets = sources.assets(names, selection)
+    assets = sources.assets(names, selection, exclude=out)
     if selection and not any(a.is_blend for a in assets):
         raise UsageError("--collection/--objects/--object choose objects inside .blend sources, and there are none")
-    out = os.path.abspath(os.path.expanduser(args.out))
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot make --out '{out}': {error.strerror or error}") from None
     held = index.lock(out)  # noqa: F841 - held until the process ends
     shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # a killed run's leftovers
+    index.read(out, repair=True)
 
     prefix, is_blender = command_prefix(args.blender)
     env = {"OMP_NUM_THREADS": str(args.cpus_per_task)}
     ray = _start_ray(args)
+    stopper.install()  # again: ray.init sets its own SIGTERM handler
     try:
-        return _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env)
+        return _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stopper)
     finally:
         ray.shutdown()
 
 
-def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env) -> int:
-    # One check where the assets will run: the options, the settings and the backend, before anything is queued.
-    check_argv = [*prefix, *(["-b", "-c", "splatsketch"] if is_blender else []), *passthrough, "--print-settings"]
+def _resolve_settings(ray, prefix, is_blender, passthrough, env) -> dict:
+    """One check where the assets will run (options, settings, backend) before anything is queued."""
+    argv = [*prefix, *(["-b", "-c", "splatsketch"] if is_blender else []), *passthrough, "--print-settings"]
     check = ray.remote(task.check_command).options(num_cpus=0)
-    code, stdout, stderr = ray.get(check.remote(check_argv, env, os.getcwd()))
-    if code != 0:
-        raise UsageError(f"the headless command refused these settings: {_error_of(stderr)}")
     try:
-        resolved = json.loads(stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise UsageError(f"'{shlex.join(check_argv)}' printed no settings (is it SplatSketch 0.1+?)") from None
+        code, stdout, stderr = ray.get(check.remote(argv, env, os.getcwd()))
+    except ray.exceptions.RayError as error:
+        raise UsageError(f"the settings check did not run on Ray: {str(error).strip().splitlines()[-1]}") from None
+    if code != 0:
+        raise UsageError(f"the headless command refused these settings: {_error_of(stderr + stdout)}")
+    for line in stdout.splitlines():
+        if line.startswith(SETTINGS_LINE + " "):
+            try:
+                resolved = json.loads(line[len(SETTINGS_LINE) + 1:])
+            except ValueError:
+                break
+            if isinstance(resolved, dict) and isinstance(resolved.get("settings"), dict):
+                return resolved
+    raise UsageError(f"'{shlex.join(argv)}' printed no settings: is the SplatSketch extension there current?")
+
+
+def _check_fits(ray, cpus: int, gpus: float) -> None:
+    """Ray queues a task that fits on no node forever (its warning is not shown): refuse it here."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        most = max((n.get("CPU", 0) for n in nodes), default=0)
+        need = f"{cpus} CPUs" + (f" and {gpus:g} GPUs" if gpus else "")
+        raise UsageError(f"no Ray node has {need} for one asset (the largest has {most:g} CPUs): "
+                         "lower --cpus-per-task / --gpus-per-task")
+
+
+def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stopper: Stopper) -> int:
+    resolved = _resolve_settings(ray, prefix, is_blender, passthrough, env)
     s_hash = settings_hash(resolved)
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    resources = ray.cluster_resources()
+    cluster_gpus = resources.get("GPU", 0)
     device = resolved["settings"].get("device", "auto")
     if device == "cuda" and not cluster_gpus:
         raise UsageError("--device cuda, but this Ray cluster has no GPU")
     gpus = args.gpus_per_task if device in ("auto", "cuda") and cluster_gpus else 0
-    capacity = int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_task) or 1
+    _check_fits(ray, args.cpus_per_task, gpus)
+    capacity = max(1, int(resources.get("CPU", 1) // args.cpus_per_task))
     if gpus:
-        capacity = min(capacity, int(cluster_gpus // gpus) or 1)
-    window = min(args.jobs or capacity, max(1, len(assets)))
+        capacity = min(capacity, max(1, int(cluster_gpus // gpus)))
+    window = min(args.jobs or capacity, len(assets))
 
     latest = index.read(out)
     todo, skipped = [], []
     for asset in assets:
         c_hash = sources.content_hash(asset.source)
-        if not args.force and index.is_done(latest.get(asset.id), c_hash, s_hash, out):
+        if not args.force and index.is_done(latest.get(asset.id), c_hash, s_hash, out, args.retry_failed):
             skipped.append(latest[asset.id])
         else:
             todo.append((asset, c_hash))
-    cpus = int(ray.cluster_resources().get("CPU", 0))
+    cpus = int(resources.get("CPU", 0))
     where = f"Ray at {args.address} ({cpus} CPUs)" if args.address else f"a local Ray instance ({cpus} CPUs)"
     print(f"splatsketch-batch: {len(assets)} assets: {len(todo)} to sketch, {len(skipped)} already done; "
           f"{window} at a time on {where}" + (f", {gpus:g} GPU each" if gpus else "") + f"; outputs in {out}",
           flush=True)
 
     remote = ray.remote(task.run_asset).options(num_cpus=args.cpus_per_task, num_gpus=gpus,
-                                                max_retries=args.retries, retry_exceptions=True)
+                                                max_retries=args.retries, retry_exceptions=[task.BlenderDied])
     progress = Progress(len(todo))
     rows: list[dict] = []
     pending, inflight = list(reversed(todo)), {}
-    stop_signal = _stop_on_sigterm()
     last_page = 0.0
     try:
         while pending or inflight:
             while pending and len(inflight) < window:
-                asset, c_hash = pending.pop()
-                _forget_attempts(out, asset.id)
-                spec = {"id": asset.id, "out": out, "argv": asset_argv(prefix, is_blender, asset, passthrough),
-                        "timeout": args.timeout, "env": env, "cwd": os.getcwd()}
-                inflight[remote.remote(spec)] = (asset, c_hash)
+                with stopper.deferred():
+                    asset, c_hash = pending.pop()
+                    _forget_attempts(out, asset.id)
+                    spec = {"id": asset.id, "out": out, "argv": asset_argv(prefix, is_blender, asset, passthrough),
+                            "timeout": args.timeout, "env": env, "cwd": os.getcwd()}
+                    inflight[remote.remote(spec)] = (asset, c_hash)
             progress.running = len(inflight)
             progress.bar()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:
-                asset, c_hash = inflight.pop(ref)
-                record = _finish(ray, ref, asset, c_hash, s_hash, out)
-                index.append(out, record)
-                _forget_attempts(out, asset.id)
+                with stopper.deferred():
+                    asset, c_hash = inflight.pop(ref)
+                    record = _finish(ray, ref, asset, c_hash, s_hash, out)
+                    index.append(out, record)
+                    _forget_attempts(out, asset.id)
                 rows.append({**record, "name": os.path.basename(asset.source), "score": _score(record)})
-                if record["status"] == "ok":
-                    progress.done += 1
-                else:
-                    progress.failed += 1
+                progress.done += record["status"] == "ok"
+                progress.failed += record["status"] != "ok"
                 progress.running = len(inflight)
-                tries = f" after {record['attempts']} tries" if record.get("attempts", 1) > 1 else ""
-                progress.say(f"[{os.path.basename(asset.source)}] {record['status']}{tries} in "
-                             f"{record.get('seconds', 0):.0f} s" + (f": {record['reason']}" if record["reason"] else
-                                                                  f" ({_score(record)})" if _score(record) else ""))
+                progress.say(_line(asset, record))
             if time.monotonic() - last_page > 10:
                 gallery.write(out, list(index.read(out).values()))
                 last_page = time.monotonic()
     except KeyboardInterrupt:
         progress.close()
-        signame = stop_signal.get("name", "Ctrl-C")
-        print(f"splatsketch-batch: {signame}: cancelling {len(inflight)} running asset(s); "
-              "finished ones stay in the index", file=sys.stderr, flush=True)
+        print(f"splatsketch-batch: {stopper.requested or 'interrupted'}: cancelling {len(inflight)} running "
+              "asset(s); finished ones stay in the index (Ctrl-C again: stop waiting)", file=sys.stderr, flush=True)
         for ref in inflight:
             ray.cancel(ref)
         _drain(ray, inflight, out, s_hash)
         if not inflight:
             shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)
         gallery.write(out, list(index.read(out).values()))
-        return CLI_TERMINATED if signame == "SIGTERM" else CLI_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return stopper.code
     progress.close()
     shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # what a dead worker left
     page = gallery.write(out, list(index.read(out).values()))
-    for record in skipped:
-        rows.append({**record, "name": os.path.basename(record["source"]), "status": record["status"] + " (earlier)",
-                     "score": _score(record)})
+    this_run = len(rows)
+    rows += [{**r, "name": os.path.basename(r["source"]), "status": r["status"] + " (earlier)", "score": _score(r)}
+             for r in skipped]
     print(summary_table(rows), flush=True)
-    now_ok = sum(r["status"] == "ok" for r in rows[:len(rows) - len(skipped)])
+    now_ok = sum(r["status"] == "ok" for r in rows[:this_run])
     earlier_bad = sum(r["status"] != "ok" for r in skipped)
-    failed = sum(not r["status"].startswith("ok") for r in rows)
-    print(f"splatsketch-batch: this run {now_ok} sketched, {len(rows) - len(skipped) - now_ok} failed"
+    print(f"splatsketch-batch: this run {now_ok} sketched, {this_run - now_ok} failed"
           + (f"; {len(skipped)} skipped as done before ({earlier_bad} of them failed)" if skipped else "")
           + f"; gallery {page}", flush=True)
-    return CLI_ASSET_FAILED if failed else CLI_OK
+    return CLI_ASSET_FAILED if any(not r["status"].startswith("ok") for r in rows) else CLI_OK
 
 
-def _stop_on_sigterm() -> dict:
-    """SIGTERM (a scheduler ending the batch) stops it like Ctrl-C."""
-    state: dict = {}
-
-    def handler(signum, _frame):
-        state["name"] = "SIGTERM"
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    return state
+def _line(asset, record: dict) -> str:
+    tries = f" after {record['attempts']} tries" if (record.get("attempts") or 1) > 1 else ""
+    detail = f": {record['reason']}" if record.get("reason") else (f" ({_score(record)})" if _score(record) else "")
+    return f"[{os.path.basename(asset.source)}] {record['status']}{tries} in {record.get('seconds') or 0:.0f} s{detail}"
 
 
 def _drain(ray, inflight: dict, out: str, s_hash: str, grace: float = 60.0) -> None:
@@ -336,9 +402,9 @@ def _drain(ray, inflight: dict, out: str, s_hash: str, grace: float = 60.0) -> N
             asset, c_hash = inflight.pop(ref)
             try:
                 result = ray.get(ref)
-            except Exception:  # cancelled: nothing to record
+            except Exception:  # cancelled (or died while stopping): nothing to record
                 continue
-            if result.get("status") == "ok":
+            if result.get("status") in index.STATUSES:
                 index.append(out, _record(asset, c_hash, s_hash, out, result))
             _forget_attempts(out, asset.id)
 
@@ -355,9 +421,9 @@ def _record(asset, c_hash: str, s_hash: str, out: str, result: dict) -> dict:
               **result}
     first = (record.get("assets") or [{}])[0]
     record["metrics"] = {**(first.get("metrics") or {}), **(first.get("evaluation") or {})}
-    if record["status"] == "ok":
+    if record["status"] in ("ok", "partial"):
         record["outputs"] = _outputs(out, asset.id)
-    elif os.path.exists(os.path.join(out, task.LOGS, f"{asset.id}.log")):
+    if record["status"] != "ok" and os.path.exists(os.path.join(out, task.LOGS, f"{asset.id}.log")):
         record["log"] = f"{task.LOGS}/{asset.id}.log"
     return record
 
@@ -373,8 +439,6 @@ def _finish(ray, ref, asset, c_hash: str, s_hash: str, out: str) -> dict:
     marker = os.path.join(out, task.STAGING, f"{asset.id}.attempts")
     if "attempts" not in result and os.path.exists(marker):
         result["attempts"] = os.path.getsize(marker)
-    if result.get("status") == "interrupted":
-        result = {"status": "crashed", "reason": "interrupted (Ctrl-C reached the Blender process)"}
     return _record(asset, c_hash, s_hash, out, result)
 
 

@@ -63,9 +63,9 @@ class Progress:
 def summary_table(rows: list[dict], limit: int = 40) -> str:
     """Asset, status, attempts, seconds, score, reason: every row when few, else the failures first."""
     if len(rows) > limit:
-        bad = [r for r in rows if r["status"] != "ok"]
-        shown = bad[:limit]
-        note = f"({len(rows) - len(shown)} more succeeded rows in index.jsonl)"
+        shown = [r for r in rows if not r["status"].startswith("ok")][:limit]
+        note = f"({len(rows) - len(shown)} more rows in index.jsonl: the sketched assets"
+        note += ", and more failures)" if len(shown) == limit else ")"
     else:
         shown, note = rows, ""
     header = ("asset", "status", "tries", "time", "score", "reason")

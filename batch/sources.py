@@ -38,7 +38,7 @@ class Asset:
 
 def asset_id(source: str, selection: tuple[str, ...] = ()) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(os.path.basename(source))[0]).strip("._")[:40]
-    digest = hashlib.sha1("\0".join((source, *selection)).encode()).hexdigest()[:8]
+    digest = hashlib.sha1("\0".join((source, *selection)).encode()).hexdigest()[:16]  # 64 bits: libraries repeat stems
     return f"{stem or 'asset'}-{digest}"
 
 
@@ -46,16 +46,21 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def _walk(folder: str) -> list[str]:
+def _walk(folder: str, exclude: str | None) -> list[str]:
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(root, d) != exclude)
         found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(ASSET_FORMATS)]
     return found
 
 
-def expand(sources: list[str], base: str | None = None, _depth: int = 0) -> list[str]:
-    """Absolute paths of every asset file the sources name, in the order given, without repeats."""
+def _inside(path: str, folder: str | None) -> bool:
+    return bool(folder) and (path == folder or path.startswith(folder.rstrip(os.sep) + os.sep))
+
+
+def expand(sources: list[str], base: str | None = None, exclude: str | None = None, _depth: int = 0) -> list[str]:
+    """Absolute paths of every asset file the sources name, in the order given, without repeats.
+    Nothing under ``exclude`` (the batch's own output folder: its .blend files are sketches)."""
     if _depth > 4:
         raise SourceError("lists of paths nest deeper than 4 levels")
     out: list[str] = []
@@ -64,15 +69,16 @@ def expand(sources: list[str], base: str | None = None, _depth: int = 0) -> list
         if base and not os.path.isabs(path):
             path = os.path.join(base, path)
         path = os.path.abspath(path)
-        if _is_glob(text):
+        if _is_glob(text) and not os.path.exists(path):  # a file named "mesh[1].obj" is that file
             matches = sorted(glob.glob(path, recursive=True))
             files = [m for m in matches if os.path.isfile(m) and m.lower().endswith(ASSET_FORMATS)]
-            files += [f for m in matches if os.path.isdir(m) for f in _walk(m)]
+            files += [f for m in matches if os.path.isdir(m) for f in _walk(m, exclude)]
+            files = [f for f in files if not _inside(f, exclude)]
             if not files:
                 raise SourceError(f"'{text}' matches no {'/'.join(ASSET_FORMATS)} file")
             out += files
         elif os.path.isdir(path):
-            files = _walk(path)
+            files = [f for f in _walk(path, exclude) if not _inside(f, exclude)]
             if not files:
                 raise SourceError(f"folder '{text}' holds no {'/'.join(ASSET_FORMATS)} file")
             out += files
@@ -84,9 +90,10 @@ def expand(sources: list[str], base: str | None = None, _depth: int = 0) -> list
                     lines = [line.split("#", 1)[0].strip() for line in f]
             except (OSError, UnicodeDecodeError) as error:
                 raise SourceError(f"cannot read the list '{text}': {error}") from None
-            out += expand([line for line in lines if line], os.path.dirname(path), _depth + 1)
+            out += expand([line for line in lines if line], os.path.dirname(path), exclude, _depth + 1)
         elif path.lower().endswith(ASSET_FORMATS):
-            out.append(path)
+            if not _inside(path, exclude):
+                out.append(path)
         else:
             raise SourceError(f"'{text}' is not a {'/'.join(ASSET_FORMATS)} file, a folder, a glob or a "
                               f"{'/'.join(LIST_FORMATS)} list of paths")
@@ -94,10 +101,17 @@ def expand(sources: list[str], base: str | None = None, _depth: int = 0) -> list
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
-def assets(sources: list[str], selection: tuple[str, ...] = ()) -> list[Asset]:
-    paths = expand(sources)
-    return [Asset(p, selection if p.lower().endswith(BLEND) else (),
-                  asset_id(p, selection if p.lower().endswith(BLEND) else ())) for p in paths]
+def assets(sources: list[str], selection: tuple[str, ...] = (), exclude: str | None = None) -> list[Asset]:
+    paths = expand(sources, exclude=exclude)
+    if not paths:
+        raise SourceError("the sources name no asset (empty lists, or only the --out folder)")
+    found = [Asset(p, selection if p.lower().endswith(BLEND) else (),
+                   asset_id(p, selection if p.lower().endswith(BLEND) else ())) for p in paths]
+    ids: dict[str, str] = {}
+    for asset in found:
+        if ids.setdefault(asset.id, asset.source) != asset.source:
+            raise SourceError(f"'{asset.source}' and '{ids[asset.id]}' would share the output folder {asset.id}")
+    return found
 
 
 def content_hash(path: str) -> str:

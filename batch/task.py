@@ -4,12 +4,14 @@ Shipped to the workers by value (standard library only), so a worker needs Blend
 extension, not this package. Outputs are written into ``OUT/.staging/<id>.<attempt>/`` and renamed
 into ``OUT/<id>/`` only when complete: a killed run never leaves a half-written folder in place.
 
-How the command ended decides what happens next:
-- exit 0: the sketch is made; exit 1: the asset itself failed (the reason is the CLI's error line);
-- killed by a signal, or exit 143 (someone sent SIGTERM): the process died, not the asset:
-  :class:`BlenderDied` is raised and Ray retries the task (a bounded number of times);
-- exit 130 (Ctrl-C reached it): the batch is stopping: not retried, and not final in the index;
-- over the timeout: killed and recorded as failed, not retried (it would time out again).
+How the command ended decides the status (``index.FINISHED`` ones are not redone by a rerun):
+- exit 0: ``ok``;
+- exit 1: ``failed``, the asset itself (the reason is the CLI's first error line), or ``partial``
+  when the sketch was saved but its preview or evaluation failed (outputs placed, redone by a rerun);
+- exit 2: ``crashed``: the command or backend on that node cannot run (not the asset's fault);
+- killed by a signal, or exit 130/143 (its backend or itself was stopped from outside): the process
+  died, not the asset: :class:`BlenderDied` is raised and Ray retries the task (``--retries``);
+- over the timeout: stopped, ``timeout`` (not retried now; a rerun tries again).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import uuid
 STAGING = ".staging"
 LOGS = "logs"
 BLEND, METRICS, SHEET = "sketch.blend", "metrics.json", "sheet.png"
+STOP_GRACE_S = 30.0  # the CLI's own unwinding (backend cancel, temporary folders) takes up to ~15 s
 
 
 class BlenderDied(Exception):
@@ -43,14 +46,23 @@ def _die_with_parent() -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM (the CLI unwinds: backend cancelled, temporary folders removed), then SIGKILL."""
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """The whole process group: a ``--blender`` wrapper script's Blender too, not only the wrapper."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM (the CLI unwinds: backend cancelled, temporary folders removed), then SIGKILL. The group
+    hears it even when Blender itself is gone, so a backend it left behind stops too."""
+    _signal_group(proc, signal.SIGTERM)
     if proc.poll() is None:
-        proc.terminate()
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
 
@@ -85,7 +97,7 @@ def _count_attempt(marker: str) -> int:
 
 def run_asset(spec: dict) -> dict:
     """Sketch one asset. ``spec``: ``id``, ``out`` (the batch folder), ``argv`` (the command without
-    the output options), ``timeout`` (seconds, 0 = none), ``env`` (added to the environment).
+    the output options), ``timeout`` (seconds, 0 = none), ``env`` (added to the environment), ``cwd``.
     Returns the fields of its index line that only the run knows."""
     out, asset = spec["out"], spec["id"]
     staging_root = os.path.join(out, STAGING)
@@ -97,57 +109,77 @@ def run_asset(spec: dict) -> dict:
     argv = [*spec["argv"], "--output", os.path.join(staging, BLEND), "--preview", os.path.join(staging, SHEET),
             "--json", os.path.join(staging, METRICS)]
     env = {**os.environ, **spec.get("env", {})}
-    started, timeout = time.monotonic(), float(spec.get("timeout") or 0)
+    cwd = spec.get("cwd") if spec.get("cwd") and os.path.isdir(spec["cwd"]) else None  # the driver's, if here
+    started, timeout, timed_out, proc = time.monotonic(), float(spec.get("timeout") or 0), False, None
     try:
         with open(log_path, "wb") as log:
             log.write(f"$ {' '.join(argv)}\n".encode())
             log.flush()
-            cwd = spec.get("cwd") if spec.get("cwd") and os.path.isdir(spec["cwd"]) else None  # the driver's, if here
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    cwd=cwd, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
             try:
+                # Its own process group (a terminal's Ctrl-C goes to the driver, which cancels), and
+                # SIGTERM if this worker dies.
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        env=env, cwd=cwd, start_new_session=True,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
                 while proc.poll() is None:  # short waits: a Ray cancel (KeyboardInterrupt) lands between them
                     if timeout and time.monotonic() - started > timeout:
-                        _stop(proc, grace=10.0)
+                        timed_out = True
                         break
                     time.sleep(0.25)
             finally:
-                _stop(proc)
+                if proc is not None:
+                    _stop(proc)
         seconds = round(time.monotonic() - started, 2)
         code = proc.returncode
         record = {"attempts": attempt, "seconds": seconds, "node": socket.gethostname(), "exit_code": code}
-        timed_out = timeout and seconds > timeout and code != 0
-        if code == 0:
-            with open(os.path.join(staging, METRICS), encoding="utf-8") as f:
-                report = json.load(f)
-            report["output"] = os.path.join(out, asset, BLEND)  # where it will be, not the staging name
-            with open(os.path.join(staging, METRICS), "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-            _place(staging, os.path.join(out, asset))
-            stale = os.path.join(out, LOGS, f"{asset}.log")
-            if os.path.exists(stale):  # logs/ holds the assets whose last run did not succeed
-                os.remove(stale)
+        saved = os.path.exists(os.path.join(staging, BLEND)) and os.path.exists(os.path.join(staging, METRICS))
+        if code == 0 or (code == 1 and saved and not timed_out):
+            report = _finish_outputs(staging, out, asset)
             assets = report.get("assets", [])
             record.update(status="ok", reason="", assets=[_asset_figures(a) for a in assets],
                           settings=report.get("settings", {}), job=report.get("job", {}))
+            if code == 0:
+                _place(staging, os.path.join(out, asset))
+                stale = os.path.join(out, LOGS, f"{asset}.log")
+                if os.path.exists(stale):  # logs/ holds the assets whose last run did not succeed
+                    os.remove(stale)
+                return record
+            reason = _error_line(log_path) or "the sketch was saved, but a later step failed"
+            record.update(status="partial", reason=reason)
+            shutil.copyfile(log_path, _log_copy(out, asset))
+            _place(staging, os.path.join(out, asset))
             return record
-        logs = os.path.join(out, LOGS)
-        os.makedirs(logs, exist_ok=True)
-        os.replace(log_path, os.path.join(logs, f"{asset}.log"))  # kept for every run that did not succeed
+        log_copy = _log_copy(out, asset)
+        os.replace(log_path, log_copy)  # kept for every run that did not succeed
         if timed_out:
-            reason = f"timed out after {timeout:.0f} s (--timeout)"
-        elif code == 130:  # Ctrl-C reached it too: the batch is stopping; not retried, not final
-            record.update(status="interrupted", reason="interrupted")
-            return record
-        elif code < 0 or code in (137, 143):
+            record.update(status="timeout", reason=f"timed out after {timeout:.0f} s (--timeout)")
+        elif code < 0 or code in (130, 137, 143):
             name = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else f"exit {code}"
             raise BlenderDied(f"the Blender process died ({name}) on attempt {attempt}")
+        elif code == 1:
+            record.update(status="failed", reason=_error_line(log_copy) or "the headless command exited 1")
         else:
-            reason = _error_line(os.path.join(logs, f"{asset}.log")) or f"the headless command exited {code}"
-        record.update(status="failed", reason=reason)
+            record.update(status="crashed", reason=f"exit {code} on {socket.gethostname()}: "
+                                                   f"{_error_line(log_copy) or 'no message'}")
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _log_copy(out: str, asset: str) -> str:
+    logs = os.path.join(out, LOGS)
+    os.makedirs(logs, exist_ok=True)
+    return os.path.join(logs, f"{asset}.log")
+
+
+def _finish_outputs(staging: str, out: str, asset: str) -> dict:
+    """The CLI's report, with ``output`` pointing where the .blend will be, not at the staging name."""
+    with open(os.path.join(staging, METRICS), encoding="utf-8") as f:
+        report = json.load(f)
+    report["output"] = os.path.join(out, asset, BLEND)
+    with open(os.path.join(staging, METRICS), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return report
 
 
 def _asset_figures(report: dict) -> dict:
@@ -164,7 +196,8 @@ def _asset_figures(report: dict) -> dict:
 def check_command(argv: list[str], env: dict, cwd: str = "", timeout: float = 300) -> tuple[int, str, str]:
     """Run ``argv`` (the command with ``--print-settings``) where the assets will run: (code, stdout, stderr)."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=timeout,
                               env={**os.environ, **env}, cwd=cwd if cwd and os.path.isdir(cwd) else None)
     except OSError as error:
         return 2, "", f"cannot start {argv[0]}: {error.strerror or error}"

@@ -114,6 +114,33 @@ def test_tiny_real_run(installed):
     assert "SPLINES 3 {3} {'ALIGNED'}" in check.stdout, check.stdout + check.stderr
 
 
+def test_batch_drives_the_real_blender(installed):
+    """bin/splatsketch-batch --blender: the installed extension in a real Blender, one asset, a local Ray."""
+    command, env, work = installed
+    if not os.path.isfile(BACKEND_PYTHON):
+        pytest.skip(f"no backend Python at {BACKEND_PYTHON}: run `make backend`")
+    if subprocess.run([BACKEND_PYTHON, "-c", "import ray"], capture_output=True).returncode != 0:
+        pytest.skip(f"no ray in {BACKEND_PYTHON} (make test installs it)")
+    mesh, out = os.path.join(work, "tetra.obj"), os.path.join(work, "batch")
+    with open(mesh, "w") as f:
+        f.write("v 1 1 1\nv -1 -1 1\nv -1 1 -1\nv 1 -1 -1\nf 1 2 3\nf 1 4 2\nf 1 3 4\nf 2 4 3\n")
+    ray_tmp = tempfile.mkdtemp(prefix="ssr-", dir="/tmp")
+    done = subprocess.run([BACKEND_PYTHON, os.path.join(REPO, "bin", "splatsketch-batch"), mesh, "--out", out,
+                           "--cpus", "2", "--blender", shlex.join(command), "--python", BACKEND_PYTHON, "--no-clip",
+                           "--curves", "3", "--iterations", "4", "--views", "3", "--heldout-views", "1",
+                           "--image-size", "48", "--views-per-step", "2"],
+                          capture_output=True, text=True, env={**env, "RAY_TMPDIR": ray_tmp}, cwd=REPO, timeout=600)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(os.path.join(out, "index.jsonl")) as f:
+        (line,) = f.read().splitlines()
+    assert '"status": "ok"' in line and "tetra Sketch: 3 curves" in line
+    folder = next(p for p in os.listdir(out) if p.startswith("tetra-"))
+    assert {"sketch.blend", "metrics.json", "sheet.png", "log.txt"} <= set(os.listdir(os.path.join(out, folder)))
+    with open(os.path.join(out, folder, "log.txt")) as f:
+        assert "-b -c splatsketch --input" in f.readline()  # the real binary's own command line
+
+
 def test_modal_generate_then_one_undo_in_the_ui(installed):
     """The UI path for real: Generate invoked (modal, timer, live preview), then Ctrl+Z removes it all."""
     command, env, _ = installed
