@@ -95,8 +95,9 @@ def _row(record: dict) -> dict:
 
 def write(out: str, records: list[dict]) -> str:
     rows = [_row(r) for r in records]
-    ok = sum(r["status"] == "ok" for r in rows)
-    summary = f"{len(rows)} assets: {ok} sketched, {len(rows) - ok} not (failed, partial, timed out or crashed)"
+    counts = {status: sum(r["status"] == status for r in rows) for status in dict.fromkeys(r["status"] for r in rows)}
+    others = ", ".join(f"{n} {status}" for status, n in counts.items() if status != "ok")
+    summary = f"{len(rows)} assets: {counts.get('ok', 0)} sketched" + (f", {others}" if others else "")
     page = PAGE.format(title=html.escape(os.path.basename(os.path.abspath(out))), summary=summary,
                        updated=time.strftime("%Y-%m-%d %H:%M"),
                        rows=json.dumps(rows).replace("</", "<\\/"))
