@@ -327,7 +327,7 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
 
     remote = ray.remote(task.run_asset).options(num_cpus=args.cpus_per_task, num_gpus=gpus,
                                                 max_retries=args.retries, retry_exceptions=[task.BlenderDied])
-    progress = Progress(len(todo))
+    progress = Progress(len(todo), window)
     rows: list[dict] = []
     pending, inflight = list(reversed(todo)), {}
     last_page = 0.0
@@ -350,8 +350,7 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
                     index.append(out, record)
                     _forget_attempts(out, asset.id)
                 rows.append({**record, "name": os.path.basename(asset.source), "score": _score(record)})
-                progress.done += record["status"] == "ok"
-                progress.failed += record["status"] != "ok"
+                progress.finished(record["status"] == "ok", float(record.get("seconds") or 0))
                 progress.running = len(inflight)
                 progress.say(_line(asset, record))
             if time.monotonic() - last_page > 10:

@@ -17,19 +17,27 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, stream=None):
+    def __init__(self, total: int, concurrency: int = 1, stream=None):
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.total, self.done, self.failed, self.running = total, 0, 0, 0
+        self.concurrency = max(1, concurrency)
+        self.seconds: list[float] = []  # of the assets that succeeded: failures are often instant
         self.started = time.monotonic()
         self._drawn = 0.0
 
+    def finished(self, ok: bool, seconds: float) -> None:
+        self.done += ok
+        self.failed += not ok
+        if ok:
+            self.seconds.append(seconds)
+
     def eta(self) -> str:
-        finished = self.done + self.failed
-        if not finished:
+        """What is left at the mean time per sketched asset, ``concurrency`` at a time."""
+        if not self.seconds:
             return "--"
-        rate = finished / (time.monotonic() - self.started)
-        return duration((self.total - finished) / rate)
+        left = self.total - self.done - self.failed
+        return duration(left * sum(self.seconds) / len(self.seconds) / min(self.concurrency, max(1, left)))
 
     def counts(self) -> str:
         return (f"{self.done + self.failed}/{self.total} · {self.done} done · {self.failed} failed · "
