@@ -12,6 +12,8 @@ import json
 import os
 import time
 
+from . import index
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SplatSketch batch: {title}</title>
 <style>
@@ -74,18 +76,14 @@ show("score");
 
 
 def _row(record: dict) -> dict:
-    first = (record.get("assets") or [{}])[0]
-    evaluation, metrics = first.get("evaluation") or {}, first.get("metrics") or {}
-    outputs = record.get("outputs", {})
-    if "f_mean" in evaluation:
-        score, label, higher = evaluation["f_mean"], "F", True
-        figures = (f"worst view {evaluation.get('f_min', 0):.2f}, chamfer {evaluation.get('chamfer_px_mean', 0):.1f} px"
-                   + (f", {evaluation['looping_strokes']} looping" if "looping_strokes" in evaluation else ""))
-    elif "heldout_loss" in metrics:
-        score, label, higher = metrics["heldout_loss"], "loss", False
-        figures = first.get("summary", "")
+    metrics, outputs = record.get("metrics") or {}, record.get("outputs", {})
+    scored = index.score(record)
+    label, score, higher = scored if scored else ("", None, True)
+    if label == "F":
+        figures = (f"worst view {metrics.get('f_min', 0):.2f}, chamfer {metrics.get('chamfer_px_mean', 0):.1f} px"
+                   + (f", {metrics['looping_strokes']} looping" if "looping_strokes" in metrics else ""))
     else:
-        score, label, higher, figures = None, "", True, ""
+        figures = ((record.get("assets") or [{}])[0]).get("summary", "")
     return {"name": os.path.basename(record.get("source", record["asset"])), "status": record.get("status", "?"),
             "reason": record.get("reason", ""), "seconds": float(record.get("seconds") or 0), "score": score,
             "score_label": label, "higher_better": higher, "figures": figures,

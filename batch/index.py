@@ -87,3 +87,14 @@ def is_done(record: dict | None, content_hash: str, settings_hash: str, out: str
     if record["status"] == "ok":
         return all(os.path.exists(os.path.join(out, p)) for p in record.get("outputs", {}).values())
     return True
+
+
+def score(record: dict) -> tuple[str, float, bool] | None:
+    """``(label, value, higher is better)`` of a finished line: the held-out line F-score when it was
+    evaluated, else the held-out loss; None when it has neither (failed before sketching)."""
+    metrics = record.get("metrics") or {}
+    if isinstance(metrics.get("f_mean"), (int, float)):
+        return "F", float(metrics["f_mean"]), True
+    if isinstance(metrics.get("heldout_loss"), (int, float)):
+        return "loss", float(metrics["heldout_loss"]), False
+    return None

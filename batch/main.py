@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "goes to the headless command (`blender -b -c splatsketch --help` lists them).",
         epilog="Outputs in DIR: <asset>/sketch.blend, metrics.json, sheet.png; index.jsonl (one line per asset); "
                "index.html (the gallery); logs/<asset>.log for assets that failed. Exit codes: 0 all sketched, "
-               "1 some failed, 2 nothing could run, 130 interrupted.")
+               "1 some not, 2 nothing could run, 130 interrupted, 143 terminated.")
     p.add_argument("--out", required=True, metavar="DIR", help="where the outputs, index.jsonl and index.html go")
     p.add_argument("--blender", metavar="CMD",
                    help="the Blender to run, e.g. /opt/blender/blender (with the extension installed and its backend "
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=2, metavar="N",
                    help="retries of an asset whose Blender process or Ray worker died (default 2)")
     p.add_argument("--timeout", type=float, default=3600, metavar="S",
-                   help="seconds one asset may take before it is stopped and recorded as failed "
-                        "(default 3600; 0: none)")
+                   help="seconds one asset may take before it is stopped (status timeout, tried again by "
+                        "the next run; default 3600; 0: none)")
     p.add_argument("--force", action="store_true", help="redo assets that are already done")
     p.add_argument("--retry-failed", action="store_true",
                    help="redo assets that failed before (by default a failed asset stays failed until its file or "
@@ -109,12 +109,6 @@ def settings_hash(resolved: dict) -> str:
     key = {"settings": resolved.get("settings"), "job": resolved.get("job"), "evaluate": resolved.get("evaluate"),
            "version": __version__}
     return "sha256:" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _error_of(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line.split("error:", 1)[1].strip() for line in lines if "splatsketch: error:" in line]
-    return errors[-1] if errors else (lines[-1] if lines else "no message")
 
 
 def _selection(args) -> tuple[str, ...]:
@@ -172,12 +166,8 @@ def _outputs(out: str, asset_id: str) -> dict:
 
 
 def _score(record: dict) -> str:
-    first = (record.get("assets") or [{}])[0]
-    evaluation = first.get("evaluation") or {}
-    if "f_mean" in evaluation:
-        return f"F {evaluation['f_mean']:.3f}"
-    loss = (first.get("metrics") or {}).get("heldout_loss")
-    return f"loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+    scored = index.score(record)
+    return f"{scored[0]} {scored[1]:.{3 if scored[0] == 'F' else 4}f}" if scored else ""
 
 
 class Stopper:
@@ -253,7 +243,6 @@ def _run(args, names: list[str], passthrough: list[str], stopper: Stopper) -> in
         raise UsageError(f"cannot make --out '{out}': {error.strerror or error}") from None
     held = index.lock(out)  # noqa: F841 - held until the process ends
     shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # a killed run's leftovers
-    index.read(out, repair=True)
 
     prefix, is_blender = command_prefix(args.blender)
     env = {"OMP_NUM_THREADS": str(args.cpus_per_task)}
@@ -274,7 +263,8 @@ def _resolve_settings(ray, prefix, is_blender, passthrough, env) -> dict:
     except ray.exceptions.RayError as error:
         raise UsageError(f"the settings check did not run on Ray: {str(error).strip().splitlines()[-1]}") from None
     if code != 0:
-        raise UsageError(f"the headless command refused these settings: {_error_of(stderr + stdout)}")
+        reason = task.error_line(stderr + stdout) or "no message"
+        raise UsageError(f"the headless command refused these settings: {reason}")
     for line in stdout.splitlines():
         if line.startswith(SETTINGS_LINE + " "):
             try:
@@ -311,7 +301,7 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
         capacity = min(capacity, max(1, int(cluster_gpus // gpus)))
     window = min(args.jobs or capacity, len(assets))
 
-    latest = index.read(out)
+    latest = index.read(out, repair=True)  # before the first append: a torn last line goes
     todo, skipped = [], []
     for asset in assets:
         c_hash = sources.content_hash(asset.source)
@@ -348,13 +338,14 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
                     asset, c_hash = inflight.pop(ref)
                     record = _finish(ray, ref, asset, c_hash, s_hash, out)
                     index.append(out, record)
+                    latest[asset.id] = record
                     _forget_attempts(out, asset.id)
                 rows.append({**record, "name": os.path.basename(asset.source), "score": _score(record)})
                 progress.finished(record["status"] == "ok", float(record.get("seconds") or 0))
                 progress.running = len(inflight)
                 progress.say(_line(asset, record))
             if time.monotonic() - last_page > 10:
-                gallery.write(out, list(index.read(out).values()))
+                gallery.write(out, list(latest.values()))
                 last_page = time.monotonic()
     except KeyboardInterrupt:
         progress.close()
@@ -362,14 +353,14 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
               "asset(s); finished ones stay in the index (Ctrl-C again: stop waiting)", file=sys.stderr, flush=True)
         for ref in inflight:
             ray.cancel(ref)
-        _drain(ray, inflight, out, s_hash)
+        _drain(ray, inflight, out, s_hash, latest)
         if not inflight:
             shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)
-        gallery.write(out, list(index.read(out).values()))
+        gallery.write(out, list(latest.values()))
         return stopper.code
     progress.close()
     shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # what a dead worker left
-    page = gallery.write(out, list(index.read(out).values()))
+    page = gallery.write(out, list(latest.values()))
     this_run = len(rows)
     rows += [{**r, "name": os.path.basename(r["source"]), "status": r["status"] + " (earlier)", "score": _score(r)}
              for r in skipped]
@@ -388,7 +379,7 @@ def _line(asset, record: dict) -> str:
     return f"[{os.path.basename(asset.source)}] {record['status']}{tries} in {record.get('seconds') or 0:.0f} s{detail}"
 
 
-def _drain(ray, inflight: dict, out: str, s_hash: str, grace: float = 60.0) -> None:
+def _drain(ray, inflight: dict, out: str, s_hash: str, latest: dict, grace: float = 60.0) -> None:
     """Wait for the cancelled tasks to stop their Blender processes; record the ones that had finished."""
     deadline = time.monotonic() + grace
     while inflight and time.monotonic() < deadline:
@@ -404,12 +395,13 @@ def _drain(ray, inflight: dict, out: str, s_hash: str, grace: float = 60.0) -> N
             except Exception:  # cancelled (or died while stopping): nothing to record
                 continue
             if result.get("status") in index.STATUSES:
-                index.append(out, _record(asset, c_hash, s_hash, out, result))
+                latest[asset.id] = _record(asset, c_hash, s_hash, out, result)
+                index.append(out, latest[asset.id])
             _forget_attempts(out, asset.id)
 
 
 def _forget_attempts(out: str, asset_id: str) -> None:
-    marker = os.path.join(out, task.STAGING, f"{asset_id}.attempts")
+    marker = task.attempts_marker(out, asset_id)
     if os.path.exists(marker):
         os.remove(marker)
 
@@ -435,7 +427,7 @@ def _finish(ray, ref, asset, c_hash: str, s_hash: str, out: str) -> dict:
         result = {"status": "crashed", "reason": str(cause) if cause else str(error).splitlines()[0]}
     except ray.exceptions.RayError as error:  # its worker or node died after the last retry
         result = {"status": "crashed", "reason": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-    marker = os.path.join(out, task.STAGING, f"{asset.id}.attempts")
+    marker = task.attempts_marker(out, asset.id)
     if "attempts" not in result and os.path.exists(marker):
         result["attempts"] = os.path.getsize(marker)
     return _record(asset, c_hash, s_hash, out, result)

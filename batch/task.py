@@ -66,15 +66,25 @@ def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
             proc.wait()
 
 
+def error_line(text: str) -> str:
+    """The CLI's first ``splatsketch: error:`` line (the asset's reason, not the closing summary), else
+    the last line of ``text``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line.split("error:", 1)[1].strip() for line in lines if line.startswith("splatsketch: error:")]
+    return errors[0] if errors else (lines[-1][:300] if lines else "")
+
+
 def _error_line(log_path: str) -> str:
-    """The CLI's first ``splatsketch: error:`` line (its one-line reason), else the log's last line."""
     try:
         with open(log_path, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
+            return error_line(f.read())
     except OSError:
         return ""
-    errors = [line.split("error:", 1)[1].strip() for line in lines if line.startswith("splatsketch: error:")]
-    return errors[0] if errors else (lines[-1][:300] if lines else "")  # the first: the asset's, not the summary
+
+
+def attempts_marker(out: str, asset: str) -> str:
+    """How many times the asset started in this batch: one byte per start (works on shared storage)."""
+    return os.path.join(out, STAGING, f"{asset}.attempts")
 
 
 def _place(staging: str, final: str) -> None:
@@ -89,7 +99,6 @@ def _place(staging: str, final: str) -> None:
 
 
 def _count_attempt(marker: str) -> int:
-    """How many times this asset has started in this batch (one byte per start: works on shared storage)."""
     with open(marker, "ab") as f:
         f.write(b".")
     return os.path.getsize(marker)
@@ -102,7 +111,7 @@ def run_asset(spec: dict) -> dict:
     out, asset = spec["out"], spec["id"]
     staging_root = os.path.join(out, STAGING)
     os.makedirs(staging_root, exist_ok=True)
-    attempt = _count_attempt(os.path.join(staging_root, f"{asset}.attempts"))
+    attempt = _count_attempt(attempts_marker(out, asset))
     staging = os.path.join(staging_root, f"{asset}.{uuid.uuid4().hex[:8]}")
     os.makedirs(staging)
     log_path = os.path.join(staging, "log.txt")
