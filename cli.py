@@ -24,7 +24,7 @@ import bpy
 from .backend.config import SettingsError, settings_from_dict
 from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, check_stop, clear_stop, request_stop, safe_name
-from .jobs.sketch import SketchRun
+from .jobs.sketch import CaptureSketchRun, SketchRun
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
 from .settings_map import active_losses, add_flags, apply_flags
 
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="every mesh object in this collection (repeatable)")
     src.add_argument("--input", action="append", default=[], metavar="FILE",
                      help="import .obj/.ply/.stl/.gltf/.glb and sketch it (repeatable)")
+    src.add_argument("--images", action="append", default=[], metavar="DIR_OR_JSON",
+                     help="sketch a multi-view capture instead of a mesh: a folder with transforms_train.json "
+                          "(NeRF synthetic layout: camera_angle_x, camera-to-world poses, RGBA pictures; held-out "
+                          "pictures from transforms_test.json) or the json itself (repeatable). The sketch lands "
+                          "in the capture's world frame")
+    src.add_argument("--masks", metavar="DIR", default="",
+                     help="with --images: silhouettes from these masks (same file names, white = object) "
+                          "instead of the pictures' alpha")
     src.add_argument("--demo", action="store_true", help="add Blender's Suzanne and sketch it")
     st = p.add_argument_group("settings")
     st.add_argument("--preset", choices=["preview", "final"],
@@ -314,8 +322,8 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
     names = list(args.object) + [n.strip() for n in args.objects.split(",") if n.strip()]
     # No file was opened: the saved .blend should hold the assets and their sketches, not the factory
     # Cube, Camera and Light. They go once something was brought in, so a failed import changes nothing.
-    startup = list(bpy.data.objects) if (args.demo or args.input) and not names and not args.collection \
-        and _is_startup_scene() else []
+    startup = list(bpy.data.objects) if (args.demo or args.input or args.images) and not names \
+        and not args.collection and _is_startup_scene() else []
     if args.demo:
         bpy.ops.mesh.primitive_monkey_add()
         context.active_object.name = "Suzanne"
@@ -336,13 +344,31 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
             found.append((obj.name, obj, source_problem(obj) or ""))
         except ValueError as error:
             found.append((os.path.basename(path), None, str(error)))
-    if startup and any(obj is not None for _, obj, _ in found):
+    found += _captures(args)
+    if startup and any(obj is not None and not isinstance(obj, str) for _, obj, _ in found):
         clear_startup_scene(startup)
     if not found:
         obj = context.active_object
         if obj is None:
             raise UsageError("no object to sketch: use --object NAME, --objects A,B, --collection NAME or --input FILE")
         found.append((obj.name, obj, source_problem(obj) or ""))
+    return found
+
+
+def _captures(args) -> list[tuple[str, object, str]]:
+    """``(label, Capture or its path when unusable, problem)`` for every ``--images``; json and file problems are found
+    here, before anything runs (the pictures themselves are checked as they load)."""
+    from .scene.capture import CaptureError, read_capture
+
+    if args.masks and not args.images:
+        raise UsageError("--masks needs --images")
+    found = []
+    for path in args.images:
+        try:
+            capture = read_capture(path, os.path.abspath(os.path.expanduser(args.masks)) if args.masks else "")
+            found.append((capture.name, capture, ""))
+        except CaptureError as error:
+            found.append((os.path.basename(os.path.normpath(path)) or path, path, str(error)))  # the path: bad
     return found
 
 
@@ -363,9 +389,12 @@ def _run(args, log_path: str) -> int:
                     "python": python}
         _say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
         return CLI_OK
+    from .scene.capture import Capture
+
     reports, status = [], CLI_OK
     sources = _sources(args, context)
     good = sum(1 for _, obj, problem in sources if not problem)
+    bad_captures = 0  # captures whose input was unusable: if nothing else ran, that is a usage error
     for label, obj, problem in sources:
         check_stop()
         report = {"name": label, "status": "failed", "message": problem}
@@ -373,12 +402,19 @@ def _run(args, log_path: str) -> int:
         if problem:
             _error(f"{label}: {problem}")
             status = CLI_ASSET_FAILED
+            bad_captures += isinstance(obj, str)
             continue
-        _say(f"[{label}] rendering {params['train_views']} + {params['heldout_views']} views, "
-             f"{settings['curves']} curves, {settings['iterations']} iterations")
         job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
-        run = SketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
-                        keep_job=bool(args.job_dir), log=_say)
+        if isinstance(obj, Capture):
+            _say(f"[{label}] {len(obj.train)} + {len(obj.test)} pictures ({min(len(obj.train), params['train_views'])}"
+                 f" used to train), {settings['curves']} curves, {settings['iterations']} iterations")
+            run = CaptureSketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False,
+                                   job_dir=job_dir, keep_job=bool(args.job_dir), log=_say)
+        else:
+            _say(f"[{label}] rendering {params['train_views']} + {params['heldout_views']} views, "
+                 f"{settings['curves']} curves, {settings['iterations']} iterations")
+            run = SketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
+                            keep_job=bool(args.job_dir), log=_say)
         started = time.monotonic()
         try:
             run.run_blocking()
@@ -390,7 +426,8 @@ def _run(args, log_path: str) -> int:
             _say(f"[{label}] done: {run.summary}")
             if preview:
                 try:
-                    report["preview"] = _preview(obj, run.result_name, preview, label, good > 1)
+                    report["preview"] = _preview(obj, run.result_name, preview, label, good > 1,
+                                                 getattr(run, "center", None), getattr(run, "radius", None))
                 except Exception as error:  # the sketch is made; a failed picture must not hide that
                     _error(f"{label}: preview failed: {error}")
                     report["preview_error"], status = str(error), CLI_ASSET_FAILED
@@ -400,10 +437,14 @@ def _run(args, log_path: str) -> int:
         else:
             _error(f"{label}: {run.message}")
             status = CLI_ASSET_FAILED
+            bad_captures += bool(getattr(run, "bad_input", False))
             if run.state == CANCELLED:
                 status = CLI_INTERRUPTED
                 break
     sketched = sum(1 for r in reports if r["status"] == "ok")
+    if bad_captures and bad_captures == len(reports):  # nothing could run: bad input, as a bad argument is
+        _error("nothing sketched: every capture given was unusable (see above); nothing written")
+        return CLI_USAGE
     if output and sketched:
         bpy.ops.wm.save_as_mainfile(filepath=output, copy=True)
         _say(f"saved {output}")
@@ -459,12 +500,17 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
             shutil.rmtree(run.folder, ignore_errors=True)
 
 
-def _preview(source, result_name: str, path: str, label: str, several: bool) -> str:
-    from .scene.preview import render_contact_sheet
+def _preview(source, result_name: str, path: str, label: str, several: bool, center=None, radius=None) -> str:
+    from .scene.capture import Capture
+    from .scene.preview import render_capture_sheet, render_contact_sheet
 
     if several:
         stem, ext = os.path.splitext(path)
         path = f"{stem}_{safe_name(label)}{ext}"
-    render_contact_sheet(source, bpy.data.objects[result_name], path, title=f"{label} - SplatSketch")
+    if isinstance(source, Capture):
+        render_capture_sheet(source, bpy.data.objects[result_name], center, radius, path,
+                             title=f"{label} - SplatSketch from pictures")
+    else:
+        render_contact_sheet(source, bpy.data.objects[result_name], path, title=f"{label} - SplatSketch")
     _say(f"[{label}] preview {path}")
     return path

@@ -13,6 +13,7 @@ import json
 import os
 
 import bpy
+import numpy as np
 
 from ..backend import protocol
 from .runner import Run, RunError
@@ -50,9 +51,19 @@ class EvaluationRun(Run):
         return bpy.data.objects.get(self.sketch_name)
 
     def validate(self) -> None:
+        from ..scene.capture import CaptureError, read_capture
+
         sketch = self.sketch()
         if sketch is None:
             raise RunError(f"object '{self.sketch_name}' no longer exists")
+        self.capture = None
+        if sketch.get("splatsketch_capture"):  # made from pictures: scored on the capture's held-out ones
+            try:
+                self.capture = read_capture(sketch["splatsketch_capture"], sketch.get("splatsketch_masks", ""))
+            except CaptureError as error:
+                raise RunError(f"'{self.sketch_name}' was made from a capture that cannot be read now: {error}") \
+                    from None
+            return
         if sketch_source(sketch) is None:
             raise RunError(f"'{self.sketch_name}' has no source object to compare with (its "
                            f"'splatsketch_source' is {sketch.get('splatsketch_source')!r})")
@@ -61,6 +72,13 @@ class EvaluationRun(Run):
         from ..scene.evaluation import iter_write_evaluation
 
         sketch = self.sketch()
+        if self.capture is not None:
+            from ..scene.capture_job import iter_write_capture_evaluation
+
+            self.status = "Loading held-out pictures"
+            return (yield from iter_write_capture_evaluation(
+                folder, sketch, self.capture, np.asarray(sketch["splatsketch_center"], np.float64),
+                float(sketch["splatsketch_radius"])))
         self.status = "Rendering evaluation views"
         return (yield from iter_write_evaluation(folder, sketch, sketch_source(sketch),
                                                  bpy.context.evaluated_depsgraph_get(), turntable=self.with_pictures))

@@ -66,11 +66,22 @@ class SketchRun(Run):
         if event.get("type") == protocol.SNAPSHOT and self.live_preview:
             self._show(np.asarray(event["control_points"], dtype=np.float32))
 
+    def sketch_source(self):
+        """The object the sketch belongs to (None for pictures); RunError if it went away."""
+        if self.source() is None:
+            raise RunError(f"object '{self.source_name}' was removed during the run")
+        return self.source()
+
+    def sketch_properties(self) -> dict:
+        return {}
+
+    def source_gone(self) -> bool:
+        return self.source() is None
+
     def collect(self) -> None:
         from ..scene.sketch_object import create_sketch
 
-        if self.source() is None:
-            raise RunError(f"object '{self.source_name}' was removed during the run")
+        source = self.sketch_source()
         with np.load(os.path.join(self.folder, protocol.RESULT_NPZ), allow_pickle=False) as data:
             control_points = np.asarray(data["control_points"], dtype=np.float32)
         summary_path = os.path.join(self.folder, protocol.RESULT_JSON)
@@ -84,10 +95,12 @@ class SketchRun(Run):
             "splatsketch_metrics": json.dumps(self.metrics, sort_keys=True),
             "splatsketch_seed": int(self.metrics.get("seed", self.settings.get("seed", 0))),
             "splatsketch_seconds": round(seconds, 2),
+            **self.sketch_properties(),
         }
         self.discard_scene()
-        obj = create_sketch(self.source(), control_points, self.center, self.radius,
-                            self.settings.get("stroke_width", 0.012), properties=properties)
+        obj = create_sketch(source, control_points, self.center, self.radius,
+                            self.settings.get("stroke_width", 0.012), name=f"{self.source_name} Sketch",
+                            properties=properties)
         self.result_name, self.control_points = obj.name, control_points
         loss = self.metrics.get("heldout_loss")
         self.summary = (f"{obj.name}: {len(control_points)} curves, {self.metrics.get('iterations', '?')} "
@@ -106,12 +119,66 @@ class SketchRun(Run):
     def _show(self, control_points) -> None:
         from ..scene.sketch_object import create_sketch, update_sketch
 
-        if not len(control_points) or self.source() is None:
+        if not len(control_points) or self.source_gone():
             return
         preview = bpy.data.objects.get(self.preview_name) if self.preview_name else None
         if preview is not None:
             update_sketch(preview, control_points, self.center, self.radius)
         else:
             preview = create_sketch(self.source(), control_points, self.center, self.radius,
-                                    self.settings.get("stroke_width", 0.012))
+                                    self.settings.get("stroke_width", 0.012), name=f"{self.source_name} Sketch")
             self.preview_name = preview.name
+
+
+class CaptureSketchRun(SketchRun):
+    """A sketch from a multi-view capture (``transforms_train.json`` + pictures) instead of a mesh:
+    the same run, preview and result, in the capture's own world frame (scene/capture_job.py)."""
+
+    def __init__(self, capture, settings: dict, params: dict, python: str, *, user_dir: str, live_preview: bool,
+                 job_dir: str | None = None, keep_job: bool = False, log=None):
+        """``capture``: a checked :class:`scene.capture.Capture` (``read_capture``)."""
+        self.capture = capture
+        self.bad_input = False  # the pictures themselves were unusable (sizes, alpha, poses)
+        Run.__init__(self, self.capture.name, python, user_dir=user_dir, folder=job_dir, keep_folder=keep_job,
+                     log=log)
+        self.source_name = self.capture.name
+        self.settings, self.params, self.live_preview = settings, params, live_preview
+        self.preview_name = self.result_name = ""
+        self.center = self.radius = None
+        self.metrics: dict = {}
+        self.control_points = None
+        self.placed: dict = {}
+
+    def source(self):
+        return None
+
+    def validate(self) -> None:
+        pass  # read_capture checked the json files and that every picture exists
+
+    def prepare(self, folder: str):
+        from ..scene.capture import CaptureError
+        from ..scene.capture_job import iter_write_capture_job
+
+        self.status = "Loading pictures"
+        try:
+            placed = yield from iter_write_capture_job(folder, self.capture, self.settings, **self.params)
+        except CaptureError:
+            self.bad_input = True
+            raise
+        self.center, self.radius = np.asarray(placed["center"], dtype=np.float64), float(placed["radius"])
+        self.placed = placed
+        return placed
+
+    def sketch_source(self):
+        return None
+
+    def source_gone(self) -> bool:
+        return False
+
+    def progress_preparing(self, done: int, total: int) -> None:
+        super().progress_preparing(done, total)
+        self.status = f"Loading picture {done}/{total}" + (" (then the visual hull)" if done == total else "")
+
+    def sketch_properties(self) -> dict:
+        return {"splatsketch_capture": self.capture.train_json, "splatsketch_masks": self.capture.masks,
+                "splatsketch_center": [float(c) for c in self.center], "splatsketch_radius": float(self.radius)}

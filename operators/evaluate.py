@@ -24,8 +24,9 @@ class SPLATSKETCH_OT_evaluate(ModalRun, bpy.types.Operator):
         state = context.window_manager.splatsketch
         if state.running:
             return False
-        if sketch_source(context.active_object) is None:
-            cls.poll_message_set("Select a SplatSketch result whose source object still exists")
+        obj = context.active_object
+        if sketch_source(obj) is None and not (obj is not None and obj.get("splatsketch_capture")):
+            cls.poll_message_set("Select a SplatSketch result whose source object (or capture) still exists")
             return False
         return True
 

@@ -113,7 +113,7 @@ class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and "splatsketch_source" in obj
+        return obj is not None and ("splatsketch_source" in obj or "splatsketch_capture" in obj)
 
     def draw(self, context):
         import json

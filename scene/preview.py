@@ -71,3 +71,34 @@ def render_contact_sheet(source_obj, sketch_obj, path: str, views: int = 4, size
             rows[1].append(pixels.over_white(targets.read_image_rgba(sketch)))
     sheet = pixels.contact_sheet(rows, SHEET_MARGIN)
     return pixels.write_png(path, sheet, text={"Title": title} if title else None)
+
+
+def render_capture_sheet(cap, sketch_obj, center, radius: float, path: str, views: int = 4, size: int = 256,
+                         title: str = "") -> str:
+    """The sheet for a sketch made from pictures: ``views`` of the capture's training pictures (top
+    row) above the sketch drawn from the same cameras (bottom row)."""
+    from . import capture
+
+    frames = [cap.train[i] for i in capture.pick_spread(cap.train, views)]
+    rows = [[], []]
+    with targets.temporary_data() as folder:
+        sketch_copy = sketch_obj.copy()
+        sketch_copy.data = sketch_obj.data.copy()
+        scene = None
+        for v, frame in enumerate(frames):
+            picture = targets.read_image_rgba(frame.image)
+            full = (picture.shape[1], picture.shape[0])
+            width, height = capture.target_size(*full, size)
+            viewmat, K = capture.camera(frame, *full)
+            K[:2] *= np.array([[width / full[0]], [height / full[1]]])
+            if scene is None:
+                world_per_px = float(np.linalg.norm(np.linalg.inv(viewmat)[:3, 3] - center)) / float(K[0, 0])
+                scene = _sketch_scene(sketch_copy, width, min_bevel=0.75 * world_per_px,
+                                      engine=targets.surface_engine())
+                targets.new_camera(scene)
+            targets.place_camera(scene.camera, capture.normalised_viewmat(viewmat, center, radius), K, width,
+                                 center, radius)
+            rows[0].append(pixels.over_white(capture.resize_rgba(picture, width, height)))
+            drawn = targets.render_still(scene, os.path.join(folder, f"sketch_{v}.png"))
+            rows[1].append(pixels.over_white(targets.read_image_rgba(drawn)))
+    return pixels.write_png(path, pixels.contact_sheet(rows, SHEET_MARGIN), text={"Title": title} if title else None)

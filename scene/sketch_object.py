@@ -108,7 +108,8 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
     """Make the result Curve object "<source> Sketch" in the "SplatSketch" collection.
 
     ``control_points`` [K,3S+1,3] and ``stroke_width`` are in normalised units; the bevel depth is
-    ``stroke_width * radius`` (scene units). ``source_obj`` is only read (its name).
+    ``stroke_width * radius`` (scene units). ``source_obj`` is only read (its name); it is None for a
+    sketch made from pictures (then ``name`` is required and ``properties`` say where it came from).
     """
     points = _world_points(control_points, center, radius)
     name = name or f"{source_obj.name} Sketch"
@@ -123,7 +124,8 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
     curve.materials.append(_ink_material())
     obj = bpy.data.objects.new(name, curve)  # Blender makes the name unique (".001")
     _sketch_collection(collection_name).objects.link(obj)
-    obj["splatsketch_source"] = source_obj.name
+    if source_obj is not None:
+        obj["splatsketch_source"] = source_obj.name
     for key, value in (properties or {}).items():
         if value is not None:
             obj[str(key)] = _property_value(value)

@@ -1,0 +1,454 @@
+"""Multi-view captures as sketch targets, numpy only: the NeRF-synthetic layout read, checked and
+turned into the job folder's arrays (docs/JOB_FORMAT.md) without a mesh.
+
+A capture is ``transforms_train.json`` (+ ``transforms_test.json``): ``camera_angle_x`` (or
+instant-ngp's ``fl_x``/``fl_y``/``cx``/``cy``) and per frame ``file_path`` and a 4x4 camera-to-world
+``transform_matrix`` in Blender's camera convention (-Z forward, +Y up), RGBA images whose alpha is
+the silhouette (or a mask folder). What a mesh gives the mesh path comes from the images instead:
+
+* the normalised space (centre, radius) is the bounding sphere of the silhouettes' visual hull;
+* ``mesh.npz`` is that hull, carved from every training silhouette and meshed by surface nets, so the
+  ``surface`` term, the ``features`` start and re-seeding work unchanged (it bounds the object from
+  outside: concavities no silhouette sees are filled);
+* ``lines`` are the silhouette's boundary plus the image's own edges (Canny on luminance), which is
+  what an artist reads in a picture: occluding contours, creases and strong colour boundaries.
+
+Image decoding is the caller's (Blender's loader handles every format); everything else is here, so
+the bad-input checks and the geometry are testable without Blender. Every problem is a
+:class:`CaptureError` with one line naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backend import cameras
+
+TRAIN_JSON, TEST_JSON, SINGLE_JSON = "transforms_train.json", "transforms_test.json", "transforms.json"
+IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
+ALPHA_THRESHOLD = 0.5
+HULL_COARSE, HULL_FINE = 48, 128  # voxels per side: where the object is, then its hull
+EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per pixel, after a 1 px blur)
+TEST_SPLIT_EVERY = 8  # without transforms_test.json every 8th training frame is held out
+
+
+class CaptureError(ValueError):
+    """A capture that cannot be sketched: one line naming the file and the problem."""
+
+
+@dataclass
+class Frame:
+    image: str  # resolved path of the picture
+    camera_to_world: np.ndarray  # [4,4] float64, Blender camera convention
+    intrinsics: dict  # fx, fy, cx, cy (pixels) or angle_x (radians); resolved against the image size later
+    mask: str = ""  # resolved path of its mask, when the capture has a mask folder
+
+
+@dataclass
+class Capture:
+    name: str
+    train_json: str
+    train: list[Frame]
+    test: list[Frame] = field(default_factory=list)
+    test_source: str = ""  # the test json, or "every Nth training frame"
+    masks: str = ""  # the mask folder, if the silhouettes come from masks
+
+
+# -- reading and checking ------------------------------------------------------------------------
+
+def resolve(path: str) -> tuple[str, str | None]:
+    """``(train json, test json or None)`` for a capture folder or one of its json files."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        for name in (TRAIN_JSON, SINGLE_JSON):
+            if os.path.isfile(os.path.join(path, name)):
+                train = os.path.join(path, name)
+                break
+        else:
+            raise CaptureError(f"{path}: no {TRAIN_JSON} or {SINGLE_JSON} in this folder")
+    elif os.path.isfile(path):
+        if not path.lower().endswith(".json"):
+            raise CaptureError(f"{path}: expected a capture folder or its transforms json")
+        train = path
+    else:
+        raise CaptureError(f"{path}: no such file or folder")
+    test = os.path.join(os.path.dirname(train), TEST_JSON)
+    return train, test if os.path.basename(train) != TEST_JSON and os.path.isfile(test) else None
+
+
+def _number(value, where: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CaptureError(f"{where}: '{what}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _intrinsics(block: dict, where: str, inherited: dict | None = None) -> dict:
+    """Focal length and principal point of a file or frame (instant-ngp keys win over the angle)."""
+    found = dict(inherited or {})
+    if "fl_x" in block:
+        found = {"fx": _number(block["fl_x"], where, "fl_x")}
+        found["fy"] = _number(block.get("fl_y", block["fl_x"]), where, "fl_y")
+    elif "camera_angle_x" in block:
+        angle = _number(block["camera_angle_x"], where, "camera_angle_x")
+        if not 0.0 < angle < math.pi:
+            raise CaptureError(f"{where}: 'camera_angle_x' {angle} is not an angle in radians between 0 and pi")
+        found = {"angle_x": angle}
+    for key in ("cx", "cy"):
+        if key in block:
+            found[key] = _number(block[key], where, key)
+    if any(k in found and found[k] <= 0 for k in ("fx", "fy")):
+        raise CaptureError(f"{where}: the focal length must be positive")
+    return found
+
+
+def _rigid(matrix, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        m = None
+    if m is None or m.shape != (4, 4):
+        raise CaptureError(f"{where}: 'transform_matrix' must be a 4x4 list of numbers")
+    if not np.isfinite(m).all():
+        raise CaptureError(f"{where}: 'transform_matrix' has non-finite values")
+    rotation = m[:3, :3]
+    if (np.abs(m[3] - [0, 0, 0, 1]).max() > 1e-6 or np.abs(rotation.T @ rotation - np.eye(3)).max() > 1e-3
+            or np.linalg.det(rotation) < 0):
+        raise CaptureError(f"{where}: 'transform_matrix' is not a rigid camera-to-world matrix "
+                           "(rotation + translation, last row 0 0 0 1)")
+    return m
+
+
+def _image_path(folder: str, relative, where: str) -> str:
+    if not isinstance(relative, str) or not relative.strip():
+        raise CaptureError(f"{where}: 'file_path' must name an image")
+    base = os.path.normpath(os.path.join(folder, relative))
+    for ext in IMAGE_EXTENSIONS:
+        if os.path.isfile(base + ext):
+            return base + ext
+    raise CaptureError(f"{where}: image '{relative}' not found (looked for {base}"
+                       f"{' with .png/.jpg' if not os.path.splitext(base)[1] else ''})")
+
+
+def read_frames(path: str, masks: str = "") -> list[Frame]:
+    """Every frame of one transforms json, checked; images must exist (they are not decoded here)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as error:
+        raise CaptureError(f"{path}: malformed JSON ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CaptureError(f"{path}: cannot read it ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
+        raise CaptureError(f"{path}: expected an object with a 'frames' list (NeRF synthetic layout)")
+    shared = _intrinsics(data, path)
+    folder, frames = os.path.dirname(path), []
+    for i, entry in enumerate(data["frames"]):
+        where = f"{path}: frame {i}"
+        if not isinstance(entry, dict):
+            raise CaptureError(f"{where}: expected an object with 'file_path' and 'transform_matrix'")
+        intrinsics = _intrinsics(entry, where, shared)
+        if "fx" not in intrinsics and "angle_x" not in intrinsics:
+            raise CaptureError(f"{path}: no 'camera_angle_x' (or 'fl_x'): the field of view is unknown")
+        image = _image_path(folder, entry.get("file_path"), where)
+        mask = ""
+        if masks:
+            stem = os.path.splitext(os.path.basename(image))[0]
+            mask = next((os.path.join(masks, stem + ext) for ext in (".png", ".PNG", ".jpg")
+                         if os.path.isfile(os.path.join(masks, stem + ext))), "")
+            if not mask:
+                raise CaptureError(f"{where}: no mask '{stem}.png' in {masks}")
+        if "transform_matrix" not in entry:
+            raise CaptureError(f"{where}: no 'transform_matrix'")
+        frames.append(Frame(image, _rigid(entry["transform_matrix"], where), intrinsics, mask))
+    return frames
+
+
+def read_capture(path: str, masks: str = "") -> Capture:
+    """The capture at ``path`` (folder or json), every frame checked; held-out frames from
+    ``transforms_test.json`` beside it, else every ``TEST_SPLIT_EVERY``-th training frame."""
+    if masks and not os.path.isdir(masks):
+        raise CaptureError(f"{masks}: the mask folder does not exist")
+    train_json, test_json = resolve(path)
+    train = read_frames(train_json, masks)
+    test = read_frames(test_json, masks) if test_json else []
+    source = test_json or ""
+    if not test and len(train) >= 2 * TEST_SPLIT_EVERY:
+        test, train = train[::TEST_SPLIT_EVERY], [f for i, f in enumerate(train) if i % TEST_SPLIT_EVERY]
+        source = f"every {TEST_SPLIT_EVERY}th frame of {os.path.basename(train_json)}"
+    if len(train) < 2:
+        raise CaptureError(f"{train_json}: {len(train)} frame(s); a sketch needs at least 2 views")
+    folder = os.path.dirname(train_json)
+    name = os.path.basename(folder) or "capture"
+    return Capture(name, train_json, train, test, source, os.path.abspath(masks) if masks else "")
+
+
+def camera(frame: Frame, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV ``(viewmat [4,4], K [3,3])`` of a frame whose image is ``width`` x ``height`` px."""
+    i = frame.intrinsics
+    fx = i["fx"] if "fx" in i else 0.5 * width / math.tan(0.5 * i["angle_x"])
+    fy = i.get("fy", fx)
+    K = np.array([[fx, 0.0, i.get("cx", width / 2.0)], [0.0, fy, i.get("cy", height / 2.0)], [0.0, 0.0, 1.0]])
+    return cameras.viewmat_from_blender(frame.camera_to_world), K
+
+
+def pick_spread(frames: list[Frame], count: int) -> list[int]:
+    """Indices of ``count`` frames whose cameras are spread as evenly as possible (farthest point
+    sampling of the viewing directions, starting at frame 0), in the capture's order."""
+    if count >= len(frames):
+        return list(range(len(frames)))
+    forward = np.stack([-f.camera_to_world[:3, 2] for f in frames])  # Blender cameras look down -Z
+    chosen, distance = [0], np.linalg.norm(forward - forward[0], axis=1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(forward - forward[nxt], axis=1))
+    return sorted(chosen)
+
+
+# -- pixels ----------------------------------------------------------------------------------------
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` box-filter weights: each output pixel averages the input it covers."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    left, right = edges[:-1, None], edges[1:, None]
+    j = np.arange(n_in)[None]
+    overlap = np.clip(np.minimum(right, j + 1) - np.maximum(left, j), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-averaged resize of straight-alpha uint8 ``[H,W,4]`` (colour averaged premultiplied)."""
+    if rgba.shape[:2] == (height, width):
+        return rgba
+    wy, wx = _area_weights(rgba.shape[0], height), _area_weights(rgba.shape[1], width)
+    f = rgba.astype(np.float64) / 255.0
+    f[..., :3] *= f[..., 3:]
+    h, w, c = f.shape
+    rows = (wy @ f.reshape(h, w * c)).reshape(height, w, c)  # two separable passes (a 3-operand einsum
+    out = np.einsum("xw,ywc->yxc", wx, rows)  # would loop over every input pixel per output pixel)
+    alpha = out[..., 3:]
+    out[..., :3] = np.where(alpha > 1e-6, out[..., :3] / np.maximum(alpha, 1e-6), 0.0)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def target_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The job's image size: the longer side ``size`` (never enlarged)."""
+    scale = min(1.0, size / max(width, height))
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def _blur(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(image, radius, mode="edge")
+    rows = sum(k * padded[:, i:i + image.shape[1]] for i, k in enumerate(kernel))
+    return sum(k * rows[i:i + image.shape[0]] for i, k in enumerate(kernel))
+
+
+def _grow(mask: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Pixels of ``within`` 8-connected to ``mask`` (hysteresis)."""
+    grown = mask.copy()
+    while True:
+        p = np.pad(grown, 1)
+        near = np.zeros_like(grown)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                near |= p[dy:dy + grown.shape[0], dx:dx + grown.shape[1]]
+        nxt = near & within | grown
+        if (nxt == grown).all():
+            return grown
+        grown = nxt
+
+
+def _erode(mask: np.ndarray, steps: int = 1) -> np.ndarray:
+    for _ in range(steps):
+        p = np.pad(mask, 1)
+        mask = mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return mask
+
+
+def silhouette(rgba: np.ndarray) -> np.ndarray:
+    return rgba[..., 3] >= 255 * ALPHA_THRESHOLD
+
+
+def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW) -> np.ndarray:
+    """uint8 ``[H,W]`` (255 = line): the silhouette's boundary plus Canny edges of the luminance
+    inside it. Smooth shading varies slowly and stays under the thresholds; creases, occluding
+    contours in front of the body and strong colour boundaries cross them."""
+    inside = silhouette(rgba)
+    boundary = inside & ~_erode(inside)
+    colour = rgba[..., :3].astype(np.float64) / 255.0
+    luminance = colour @ np.array([0.2126, 0.7152, 0.0722])
+    # Edges are looked for on the object only: its own mean fills the background, so the silhouette
+    # (drawn from alpha) does not show up a second time, offset by the blur.
+    fill = luminance[inside].mean() if inside.any() else 0.0
+    smooth = _blur(np.where(inside, luminance, fill))
+    gy, gx = np.gradient(smooth)
+    magnitude = np.hypot(gx, gy)
+    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
+    p = np.pad(magnitude, 1)
+    h, w = magnitude.shape
+    neighbours = {0: (p[1:-1, :-2], p[1:-1, 2:]), 45: (p[:-2, 2:], p[2:, :-2]),
+                  90: (p[:-2, 1:-1], p[2:, 1:-1]), 135: (p[:-2, :-2], p[2:, 2:])}
+    direction = (np.rint(angle / 45.0).astype(int) % 4) * 45
+    peak = np.zeros((h, w), bool)
+    for d, (a, b) in neighbours.items():
+        peak |= (direction == d) & (magnitude >= a) & (magnitude >= b)
+    candidates = peak & _erode(inside, 2)
+    edges = _grow(candidates & (magnitude >= high), candidates & (magnitude >= low))
+    return np.where(boundary | edges, 255, 0).astype(np.uint8)
+
+
+# -- where the object is, and its visual hull -------------------------------------------------------
+
+def _sample(alpha: np.ndarray, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Bilinear alpha at pixel coordinates ``uv`` [N,2] (centres at +0.5); 0 off the image or behind."""
+    h, w = alpha.shape
+    x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+    inside = (z > 1e-6) & (x >= 0) & (y >= 0) & (x <= w - 1) & (y <= h - 1)
+    x, y = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
+    x0, y0 = np.minimum(x.astype(int), w - 2), np.minimum(y.astype(int), h - 2)
+    fx, fy = x - x0, y - y0
+    value = (alpha[y0, x0] * (1 - fx) * (1 - fy) + alpha[y0, x0 + 1] * fx * (1 - fy)
+             + alpha[y0 + 1, x0] * (1 - fx) * fy + alpha[y0 + 1, x0 + 1] * fx * fy)
+    return np.where(inside, value, 0.0)
+
+
+def carve(viewmats, Ks, alphas, lo, hi, n: int) -> np.ndarray:
+    """``[n,n,n]`` occupancy in 0..1: at each grid point the smallest alpha any view sees there
+    (off-image counts as empty, as every picture is assumed to show the whole object)."""
+    axis = [np.linspace(lo[i], hi[i], n, dtype=np.float32) for i in range(3)]
+    points = np.stack(np.meshgrid(*axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    field = np.ones(len(points), np.float32)
+    alive = np.arange(len(points))  # points no view has carved away yet: later views only look at these
+    for viewmat, K, alpha in zip(viewmats, Ks, alphas):
+        cam = points[alive] @ np.asarray(viewmat, np.float32)[:3, :3].T + np.asarray(viewmat, np.float32)[:3, 3]
+        z = cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = cam[:, :2] / z[:, None] * np.asarray(K, np.float32)[[0, 1], [0, 1]] + np.asarray(K, np.float32)[:2, 2]
+        field[alive] = np.minimum(field[alive], _sample(np.asarray(alpha, np.float32), uv, z))
+        alive = alive[field[alive] > 0]
+    return field.reshape(n, n, n)
+
+
+def locate(viewmats, Ks, alphas) -> tuple[np.ndarray, float]:
+    """A first guess of where the object is: the point nearest every ray through a silhouette's
+    centroid, and a half-size that holds each silhouette's extent at that distance."""
+    normal_sum, rhs, spans = np.zeros((3, 3)), np.zeros(3), []
+    origins = []
+    for viewmat, K, alpha in zip(viewmats, Ks, alphas):
+        ys, xs = np.nonzero(alpha >= ALPHA_THRESHOLD)
+        inv = np.linalg.inv(viewmat)
+        origin = inv[:3, 3]
+        pixel = np.array([(xs.mean() + 0.5 - K[0, 2]) / K[0, 0], (ys.mean() + 0.5 - K[1, 2]) / K[1, 1], 1.0])
+        direction = inv[:3, :3] @ pixel
+        direction /= np.linalg.norm(direction)
+        projector = np.eye(3) - np.outer(direction, direction)
+        normal_sum += projector
+        rhs += projector @ origin
+        spans.append(max(xs.max() - xs.min(), ys.max() - ys.min()) / 2.0 / min(K[0, 0], K[1, 1]))
+        origins.append(origin)
+    center = np.linalg.lstsq(normal_sum, rhs, rcond=None)[0]
+    depths = np.array([(viewmat[:3, :3] @ center + viewmat[:3, 3])[2] for viewmat in viewmats])
+    if (depths <= 0).any():
+        raise CaptureError(f"the cameras do not look at one object: {int((depths <= 0).sum())} of {len(depths)} "
+                           "have the point their silhouettes point at behind them (check the poses' convention: "
+                           "camera-to-world, Blender/OpenGL axes)")
+    half = 1.5 * max(s * d for s, d in zip(spans, depths))
+    return center, float(half)
+
+
+def surface_nets(field: np.ndarray, lo, hi, level: float = ALPHA_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """Triangle mesh ``(vertices [N,3], faces [F,3])`` of ``field``'s ``level`` set on the grid
+    spanning ``lo``..``hi``: one vertex per cell the surface crosses (the mean of its edge crossings),
+    two triangles per crossed grid edge, wound so normals point out of the region above ``level``."""
+    n = np.array(field.shape)
+    inside = field > level
+    cells = n - 1
+    corner = lambda c: inside[c[0]:c[0] + cells[0], c[1]:c[1] + cells[1], c[2]:c[2] + cells[2]]  # noqa: E731
+    any_in, all_in = np.zeros(tuple(cells), bool), np.ones(tuple(cells), bool)
+    for c in np.ndindex(2, 2, 2):
+        any_in |= corner(c)
+        all_in &= corner(c)
+    active = any_in & ~all_in
+    where = np.stack(np.nonzero(active), axis=1)  # [M,3] cells the surface crosses
+    total, count = np.zeros((len(where), 3)), np.zeros(len(where))
+    for a in np.ndindex(2, 2, 2):
+        for axis in range(3):
+            if a[axis]:
+                continue
+            b = tuple(a[i] + (i == axis) for i in range(3))
+            va = field[where[:, 0] + a[0], where[:, 1] + a[1], where[:, 2] + a[2]]
+            vb = field[where[:, 0] + b[0], where[:, 1] + b[1], where[:, 2] + b[2]]
+            crossed = (va > level) != (vb > level)
+            t = np.where(crossed, (level - va) / np.where(crossed, vb - va, 1.0), 0.0)
+            offset = np.array(a, float) + np.eye(3)[axis] * t[:, None]
+            total += np.where(crossed[:, None], offset, 0.0)
+            count += crossed
+    index = np.full(tuple(cells), -1, np.int64)
+    index[active] = np.arange(len(where))
+    grid = where + total / count[:, None]
+    step = (np.asarray(hi, float) - np.asarray(lo, float)) / (n - 1)
+    vertices = np.asarray(lo, float) + grid * step
+    faces = []
+    for axis in range(3):
+        u, v = (axis + 1) % 3, (axis + 2) % 3
+        a = inside[tuple(slice(0, n[i] - 1) if i == axis else slice(1, n[i] - 1) for i in range(3))]
+        b = inside[tuple(slice(1, n[i]) if i == axis else slice(1, n[i] - 1) for i in range(3))]
+        sign = a & ~b  # inside at the low end: the outward normal points along +axis
+        for edges, flip in ((np.nonzero(sign), False), (np.nonzero(b & ~a), True)):
+            e = np.stack(edges, axis=1)
+            e[:, u] += 1
+            e[:, v] += 1  # back to grid-point coordinates of the edge's start
+            quad = []
+            for du, dv in ((-1, -1), (0, -1), (0, 0), (-1, 0)):
+                c = e.copy()
+                c[:, u] += du
+                c[:, v] += dv
+                quad.append(index[c[:, 0], c[:, 1], c[:, 2]])
+            q = np.stack(quad, axis=1)
+            if flip:
+                q = q[:, ::-1]
+            faces += [q[:, [0, 1, 2]], q[:, [0, 2, 3]]]
+    faces = np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)
+    return vertices, faces[(faces >= 0).all(axis=1)].astype(np.int32)
+
+
+def visual_hull(viewmats, Ks, alphas) -> tuple[np.ndarray, np.ndarray]:
+    """The silhouettes' visual hull as a mesh in the capture's world frame."""
+    center, half = locate(viewmats, Ks, alphas)
+    for _ in range(4):  # grow the box until the hull is inside it
+        lo, hi = center - half, center + half
+        field = carve(viewmats, Ks, alphas, lo, hi, HULL_COARSE)
+        occupied = field > ALPHA_THRESHOLD
+        if not occupied.any():
+            raise CaptureError("the silhouettes have no common volume: the cameras do not look at one object "
+                               "(check the poses: camera-to-world, Blender/OpenGL axes)")
+        touches = occupied[[0, -1]].any() or occupied[:, [0, -1]].any() or occupied[:, :, [0, -1]].any()
+        if not touches:
+            break
+        half *= 2.0
+    idx = np.stack(np.nonzero(occupied), axis=1)
+    step = 2 * half / (HULL_COARSE - 1)
+    box_lo, box_hi = lo + (idx.min(0) - 1.5) * step, lo + (idx.max(0) + 1.5) * step
+    middle, extent = (box_lo + box_hi) / 2, (box_hi - box_lo).max() / 2
+    lo, hi = middle - extent, middle + extent
+    vertices, faces = surface_nets(carve(viewmats, Ks, alphas, lo, hi, HULL_FINE), lo, hi)
+    if len(faces) == 0:
+        raise CaptureError("the silhouettes' common volume is too thin to mesh")
+    return vertices, faces
+
+
+def normalised_viewmat(viewmat, center, radius: float) -> np.ndarray:
+    """The same camera in normalised space (``p = (world - center) / radius``): camera coordinates
+    scaled by 1 / radius, which projects every point to the same pixel."""
+    out = np.array(viewmat, dtype=np.float64)
+    out[:3, 3] = (out[:3, :3] @ np.asarray(center, np.float64) + out[:3, 3]) / radius
+    return out

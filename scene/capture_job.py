@@ -1,0 +1,144 @@
+"""Job and evaluation folders from a multi-view capture (``--images``, *Add > Sketch from Images*).
+
+The Blender half of :mod:`.capture`: pictures are decoded by Blender's own loader (any format it
+reads; one picture per step, so a modal operator stays responsive), then the capture's numpy code
+makes the targets, the visual hull and the normalisation. Nothing is written until every picture has
+loaded and been checked, and a failure removes what was written, as for meshes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+
+from ..backend import protocol
+from . import capture, mesh, targets
+from .capture import CaptureError
+from .sketch_object import world_control_points
+
+EVAL_FRAMES = 24  # held-out frames scored by --evaluate (spread over the test set)
+
+
+def _picture(frame: capture.Frame, masked: bool) -> np.ndarray:
+    try:
+        rgba = targets.read_image_rgba(frame.image)
+    except RuntimeError as error:  # Blender: "Error: Cannot read image ..."
+        raise CaptureError(f"{frame.image}: Blender cannot read this image ({error})") from None
+    if masked:
+        try:
+            mask = targets.read_image_rgba(frame.mask)
+        except RuntimeError as error:
+            raise CaptureError(f"{frame.mask}: Blender cannot read this mask ({error})") from None
+        if mask.shape != rgba.shape:
+            raise CaptureError(f"{frame.mask}: the mask is {mask.shape[1]}x{mask.shape[0]} px but its image "
+                               f"is {rgba.shape[1]}x{rgba.shape[0]} px")
+        rgba = rgba.copy()
+        rgba[..., 3] = mask[..., :3].max(axis=-1) * (mask[..., 3].astype(np.float32) / 255.0)
+    return rgba
+
+
+def iter_load(frames: list, size: int, expect: tuple | None = None):
+    """Decode, check and resize ``frames``; yields once per picture, returns ``(rgba [V,h,w,4],
+    viewmats [V,4,4], Ks [V,3,3], full size (W, H))`` with K for the resized pictures."""
+    rgbas, viewmats, Ks = [], [], []
+    for i, frame in enumerate(frames):
+        rgba = _picture(frame, bool(frame.mask))
+        full = (rgba.shape[1], rgba.shape[0])
+        if expect is None:
+            expect = full
+        elif full != expect:
+            raise CaptureError(f"{frame.image}: {full[0]}x{full[1]} px, but the capture's first picture is "
+                               f"{expect[0]}x{expect[1]} px; every picture must have the same size")
+        if not (rgba[..., 3] < 255).any():
+            raise CaptureError(f"{frame.image}: the picture has no transparent background (no alpha), so the "
+                               "object's silhouette is unknown; give masks with --masks DIR (white = object)")
+        if not capture.silhouette(rgba).any():
+            raise CaptureError(f"{frame.image}: the object is not in the picture (alpha is empty)")
+        width, height = capture.target_size(*full, size)
+        viewmat, K = capture.camera(frame, *full)
+        K[:2] *= np.array([[width / full[0]], [height / full[1]]])
+        rgbas.append(capture.resize_rgba(rgba, width, height))
+        viewmats.append(viewmat)
+        Ks.append(K)
+        yield i + 1, len(frames)
+    return np.stack(rgbas), np.stack(viewmats), np.stack(Ks), expect
+
+
+def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, train_views: int = 24,
+                           heldout_views: int = 8, size: int = 224):
+    """``job.json``, ``views.npz`` (training pictures, held-out test pictures, their line images) and
+    ``mesh.npz`` (the visual hull) for a capture. Yields ``(pictures_done, pictures)``; returns
+    ``{"center", "radius", "views", "train", "heldout", "hull_faces"}`` (centre and radius in the
+    capture's world frame). On any failure the files written so far are removed."""
+    held = [cap.test[i] for i in capture.pick_spread(cap.test, heldout_views)] if cap.test and heldout_views else []
+    total = len(cap.train) + len(held)
+    rgba, viewmats, Ks, full = yield from _counted(iter_load(cap.train, size), 0, total)
+    if held:
+        test_rgba, test_viewmats, test_Ks, _ = yield from _counted(iter_load(held, size, full), len(cap.train), total)
+    vertices, faces = capture.visual_hull(viewmats, Ks, rgba[..., 3].astype(np.float32) / 255.0)
+    center, radius = mesh.bounding_sphere(vertices)
+    picked = capture.pick_spread(cap.train, train_views)
+    views = {"rgba": rgba[picked], "viewmats": viewmats[picked], "Ks": Ks[picked]}
+    if held:
+        views = {k: np.concatenate([views[k], v]) for k, v in
+                 (("rgba", test_rgba), ("viewmats", test_viewmats), ("Ks", test_Ks))}
+    views["viewmats"] = np.stack([capture.normalised_viewmat(v, center, radius) for v in views["viewmats"]])
+    views["is_train"] = np.arange(len(views["rgba"])) < len(picked)
+    views["lines"] = np.stack([capture.line_image(image) for image in views["rgba"]])
+    source = {"name": cap.name, "center": [float(c) for c in center], "radius": float(radius),
+              "capture": cap.train_json}
+    created_dir = not os.path.isdir(job_dir)
+    try:
+        protocol.write_job_folder(job_dir, settings, source, views=views,
+                                  mesh={"vertices": (vertices - center) / radius, "faces": faces})
+    except BaseException:
+        for name in protocol.JOB_INPUTS:
+            if os.path.exists(os.path.join(job_dir, name)):
+                os.remove(os.path.join(job_dir, name))
+        if created_dir and os.path.isdir(job_dir) and not os.listdir(job_dir):
+            os.rmdir(job_dir)
+        raise
+    return {**source, "views": len(views["rgba"]), "train": len(picked), "heldout": len(held),
+            "hull_faces": int(len(faces))}
+
+
+def _counted(steps, start: int, total: int):
+    """``yield from steps`` with its ``(done, _)`` counted from ``start`` out of ``total``."""
+    while True:
+        try:
+            done, _ = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield start + done, total
+
+
+def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture, center, radius: float,
+                                  size: int = 256):
+    """What ``python -m backend evaluate`` needs to score ``sketch_obj`` on the capture's held-out
+    pictures (never used to make it): ``result.npz``, ``job.json`` and ``eval.npz`` with their line
+    images. Yields ``(pictures_done, pictures)``; on any failure ``folder`` is removed."""
+    if not cap.test:
+        raise CaptureError(f"{cap.train_json}: no held-out pictures to score on (no {capture.TEST_JSON} and "
+                           f"fewer than {2 * capture.TEST_SPLIT_EVERY} training frames to split)")
+    frames = [cap.test[i] for i in capture.pick_spread(cap.test, EVAL_FRAMES)]
+    os.makedirs(folder, exist_ok=True)
+    try:
+        rgba, viewmats, Ks, _ = yield from iter_load(frames, size)
+        center = np.asarray(center, np.float64)
+        control_points = (world_control_points(sketch_obj) - center) / radius
+        width = float(sketch_obj.data.bevel_depth) / radius
+        source = {"name": cap.name, "center": [float(c) for c in center], "radius": float(radius),
+                  "sketch": sketch_obj.name, "capture": cap.train_json}
+        protocol.write_job_folder(
+            folder, {}, source,
+            result={"control_points": control_points.astype(np.float32),
+                    "widths": np.full(len(control_points), width, np.float32)},
+            eval={"viewmats": np.stack([capture.normalised_viewmat(v, center, radius) for v in viewmats])
+                  .astype(np.float32), "Ks": Ks.astype(np.float32), "rgba": rgba,
+                  "lines": np.stack([capture.line_image(image) for image in rgba])})
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return source
