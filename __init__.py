@@ -2,7 +2,7 @@
 
 Registration only. Every UI module exposes a ``CLASSES`` tuple; they are registered in order and
 unregistered in reverse, and the ``splatsketch`` command-line handle is kept so that disabling the
-add-on leaves nothing behind (no classes, properties, CLI commands or running workers).
+add-on leaves nothing behind (no classes, properties, menu entries, CLI commands or running workers).
 """
 
 from . import cli, operators, panels, preferences, properties
@@ -17,6 +17,8 @@ def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     properties.register_properties()
+    for menu, draw in operators.MENUS:
+        getattr(bpy.types, menu).append(draw)
     if hasattr(bpy.utils, "register_cli_command"):  # Blender 4.2+
         _cli_handles.append(bpy.utils.register_cli_command("splatsketch", cli.main))
 
@@ -29,6 +31,8 @@ def unregister():
     abort_all()  # a worker must not outlive its add-on
     while _cli_handles:
         bpy.utils.unregister_cli_command(_cli_handles.pop())
+    for menu, draw in operators.MENUS:
+        getattr(bpy.types, menu).remove(draw)
     properties.unregister_properties()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "pictures from transforms_test.json) or the json itself (repeatable). The sketch lands "
                           "in the capture's world frame")
     src.add_argument("--masks", metavar="DIR", default="",
-                     help="with --images: silhouettes from these masks (same file names, white = object) "
-                          "instead of the pictures' alpha")
+                     help="with --images: silhouettes from these masks instead of the pictures' alpha (white = "
+                          "object; DIR mirrors the pictures' paths: DIR/train/r_0.png for ./train/r_0)")
     src.add_argument("--demo", action="store_true", help="add Blender's Suzanne and sketch it")
     st = p.add_argument_group("settings")
     st.add_argument("--preset", choices=["preview", "final"],
@@ -314,8 +314,9 @@ def _is_startup_scene() -> bool:
     return not bpy.data.filepath and {o.name for o in bpy.data.objects} <= {"Cube", "Camera", "Light"}
 
 
-def _sources(args, context) -> list[tuple[str, object, str]]:
-    """``(label, object or None, problem)`` for every requested asset, in the order given."""
+def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
+    """``(label, object or None, problem)`` for every requested asset, in the order given, and the
+    factory objects still to clear once a capture is sketched (an empty list when not to)."""
     from .scene.mesh import source_problem
 
     found: list[tuple[str, object, str]] = []
@@ -344,15 +345,16 @@ def _sources(args, context) -> list[tuple[str, object, str]]:
             found.append((obj.name, obj, source_problem(obj) or ""))
         except ValueError as error:
             found.append((os.path.basename(path), None, str(error)))
-    found += _captures(args)
-    if startup and any(obj is not None and not isinstance(obj, str) for _, obj, _ in found):
+    if startup and any(obj is not None for _, obj, _ in found):
         clear_startup_scene(startup)
+        startup = []
+    found += _captures(args)  # pictures bring nothing into the scene until their sketch is made
     if not found:
         obj = context.active_object
         if obj is None:
             raise UsageError("no object to sketch: use --object NAME, --objects A,B, --collection NAME or --input FILE")
         found.append((obj.name, obj, source_problem(obj) or ""))
-    return found
+    return found, startup
 
 
 def _captures(args) -> list[tuple[str, object, str]]:
@@ -392,7 +394,7 @@ def _run(args, log_path: str) -> int:
     from .scene.capture import Capture
 
     reports, status = [], CLI_OK
-    sources = _sources(args, context)
+    sources, startup = _sources(args, context)
     good = sum(1 for _, obj, problem in sources if not problem)
     bad_captures = 0  # captures whose input was unusable: if nothing else ran, that is a usage error
     for label, obj, problem in sources:
@@ -422,6 +424,9 @@ def _run(args, log_path: str) -> int:
             run.state, run.message = "FAILED", str(error)
         report.update(seconds=round(time.monotonic() - started, 2), message=run.message)
         if run.state == SUCCEEDED:
+            if startup and isinstance(obj, Capture):  # the saved file should hold the sketch, not the Cube
+                clear_startup_scene(startup)
+                startup = []
             report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics)
             _say(f"[{label}] done: {run.summary}")
             if preview:
@@ -443,7 +448,6 @@ def _run(args, log_path: str) -> int:
                 break
     sketched = sum(1 for r in reports if r["status"] == "ok")
     if bad_captures and bad_captures == len(reports):  # nothing could run: bad input, as a bad argument is
-        _error("nothing sketched: every capture given was unusable (see above); nothing written")
         return CLI_USAGE
     if output and sketched:
         bpy.ops.wm.save_as_mainfile(filepath=output, copy=True)

@@ -116,7 +116,7 @@ def one_mesh(name: str, out: Path, python: str, extra: list[str], args) -> dict:
                                                      "settings": image_meta["settings"]}), encoding="utf-8")
         seconds["mesh"] = run([python, "-m", "backend", "run", mesh_run], logfile, env)
     timing_path.write_text(json.dumps(seconds), encoding="utf-8")
-    row = {"mesh": name, "seconds": seconds, "hull_radius": image_meta["source"]["radius"],
+    row = {"name": name, "seconds": seconds, "hull_radius": image_meta["source"]["radius"],
            "mesh_radius": mesh_meta["source"]["radius"]}
     for kind, result, meta in (("images", image_job / RESULT_NPZ, image_meta["source"]),
                                ("mesh", mesh_run / RESULT_NPZ, mesh_meta["source"])):
@@ -142,7 +142,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         m, i = r["mesh"], r["images"]
         own = r.get("images_on_pictures", {}).get("f_mean")
-        lines.append(f"| {r['mesh']} | {m['f_mean']:.3f} | {i['f_mean']:.3f} | {r['ratio']:.2f} | {m['f_min']:.3f} / "
+        lines.append(f"| {r['name']} | {m['f_mean']:.3f} | {i['f_mean']:.3f} | {r['ratio']:.2f} | {m['f_min']:.3f} / "
                      f"{i['f_min']:.3f} | {m['chamfer_px_mean']:.1f} / {i['chamfer_px_mean']:.1f} | "
                      f"{own:.3f} | {r['seconds'].get('mesh', 0):.0f} / {r['seconds'].get('images', 0):.0f} |"
                      if own is not None else

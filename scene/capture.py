@@ -34,6 +34,8 @@ IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
 ALPHA_THRESHOLD = 0.5
 HULL_COARSE, HULL_FINE = 48, 128  # voxels per side: where the object is, then its hull
 EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per pixel, after a 1 px blur)
+DEPTH_JUMP = 0.1  # normalised units (radius 1) between neighbour pixels: an occluding contour
+HULL_SAMPLES_PER_EDGE = 3  # surface samples per triangle edge for the hull's depth maps
 TEST_SPLIT_EVERY = 8  # without transforms_test.json every 8th training frame is held out
 
 
@@ -156,12 +158,12 @@ def read_frames(path: str, masks: str = "") -> list[Frame]:
             raise CaptureError(f"{path}: no 'camera_angle_x' (or 'fl_x'): the field of view is unknown")
         image = _image_path(folder, entry.get("file_path"), where)
         mask = ""
-        if masks:
-            stem = os.path.splitext(os.path.basename(image))[0]
+        if masks:  # the mask mirrors the picture's path under the capture: masks/train/r_0.png
+            stem = os.path.splitext(os.path.relpath(image, folder))[0]
             mask = next((os.path.join(masks, stem + ext) for ext in (".png", ".PNG", ".jpg")
                          if os.path.isfile(os.path.join(masks, stem + ext))), "")
             if not mask:
-                raise CaptureError(f"{where}: no mask '{stem}.png' in {masks}")
+                raise CaptureError(f"{where}: no mask {os.path.join(masks, stem)}.png for {image}")
         if "transform_matrix" not in entry:
             raise CaptureError(f"{where}: no 'transform_matrix'")
         frames.append(Frame(image, _rigid(entry["transform_matrix"], where), intrinsics, mask))
@@ -278,10 +280,27 @@ def silhouette(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., 3] >= 255 * ALPHA_THRESHOLD
 
 
-def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW) -> np.ndarray:
+def depth_edges(depth: np.ndarray, inside: np.ndarray, jump: float = DEPTH_JUMP) -> np.ndarray:
+    """Occluding contours inside the silhouette: pixels whose 4-neighbour lies ``jump`` or more
+    behind them (the line is drawn on the near surface, as Freestyle draws it)."""
+    known = inside & (depth > 0)
+    edges = np.zeros_like(known)
+    h, w = depth.shape
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        shifted = np.zeros_like(depth)
+        ok = np.zeros_like(known)
+        ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
+        xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+        shifted[yd, xd], ok[yd, xd] = depth[ys, xs], known[ys, xs]
+        edges |= known & ok & (shifted - depth > jump)
+    return edges & _erode(inside, 2)
+
+
+def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW, depth=None) -> np.ndarray:
     """uint8 ``[H,W]`` (255 = line): the silhouette's boundary plus Canny edges of the luminance
-    inside it. Smooth shading varies slowly and stays under the thresholds; creases, occluding
-    contours in front of the body and strong colour boundaries cross them."""
+    inside it, plus (given a ``depth`` map, e.g. of the visual hull) its occluding contours. Smooth
+    shading varies slowly and stays under the thresholds; creases and strong colour boundaries cross
+    them; a part in front of a body of the same shade shows only in depth."""
     inside = silhouette(rgba)
     boundary = inside & ~_erode(inside)
     colour = rgba[..., :3].astype(np.float64) / 255.0
@@ -303,6 +322,8 @@ def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW)
         peak |= (direction == d) & (magnitude >= a) & (magnitude >= b)
     candidates = peak & _erode(inside, 2)
     edges = _grow(candidates & (magnitude >= high), candidates & (magnitude >= low))
+    if depth is not None:
+        edges |= depth_edges(depth, inside)
     return np.where(boundary | edges, 255, 0).astype(np.uint8)
 
 
@@ -452,3 +473,22 @@ def normalised_viewmat(viewmat, center, radius: float) -> np.ndarray:
     out = np.array(viewmat, dtype=np.float64)
     out[:3, 3] = (out[:3, :3] @ np.asarray(center, np.float64) + out[:3, 3]) / radius
     return out
+
+
+def surface_samples(vertices, faces, per_edge: int = HULL_SAMPLES_PER_EDGE) -> np.ndarray:
+    """Points on every triangle on a barycentric grid (``per_edge`` steps per edge), dense enough
+    that a z-buffer of them has no holes where the triangles are about a pixel across."""
+    steps = [(i, j) for i in range(per_edge + 1) for j in range(per_edge + 1 - i)]
+    weights = np.array([(i, j, per_edge - i - j) for i, j in steps], np.float64) / per_edge  # [B,3]
+    tri = np.asarray(vertices, np.float64)[np.asarray(faces)]  # [F,3,3]
+    return np.einsum("bk,fkc->fbc", weights, tri).reshape(-1, 3)
+
+
+def depth_map(points, viewmat, K, width: int, height: int) -> np.ndarray:
+    """Camera z of the nearest of ``points`` in each pixel (0 where none): a point z-buffer."""
+    uv, z = cameras.project_points(points, viewmat, K)
+    x, y = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    ok = (z > 1e-6) & (x >= 0) & (y >= 0) & (x < width) & (y < height)
+    flat = np.full(width * height, np.inf)
+    np.minimum.at(flat, y[ok] * width + x[ok], z[ok])
+    return np.where(np.isfinite(flat), flat, 0.0).reshape(height, width).astype(np.float32)

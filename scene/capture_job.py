@@ -86,13 +86,21 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
                  (("rgba", test_rgba), ("viewmats", test_viewmats), ("Ks", test_Ks))}
     views["viewmats"] = np.stack([capture.normalised_viewmat(v, center, radius) for v in views["viewmats"]])
     views["is_train"] = np.arange(len(views["rgba"])) < len(picked)
-    views["lines"] = np.stack([capture.line_image(image) for image in views["rgba"]])
+    hull = (vertices - center) / radius
+    samples = capture.surface_samples(hull, faces)
+    height, width = views["rgba"].shape[1:3]
+    # The hull's depth: where a picture cannot show a contour (a part in front of a body of the same
+    # shade) the hull still has it; the depth also lifts line pixels onto the surface for the starts.
+    views["depth"] = np.stack([capture.depth_map(samples, v, K, width, height) * capture.silhouette(image)
+                               for v, K, image in zip(views["viewmats"], views["Ks"], views["rgba"])])
+    views["lines"] = np.stack([capture.line_image(image, depth=depth) for image, depth in
+                               zip(views["rgba"], views["depth"])])
     source = {"name": cap.name, "center": [float(c) for c in center], "radius": float(radius),
               "capture": cap.train_json}
     created_dir = not os.path.isdir(job_dir)
     try:
         protocol.write_job_folder(job_dir, settings, source, views=views,
-                                  mesh={"vertices": (vertices - center) / radius, "faces": faces})
+                                  mesh={"vertices": hull, "faces": faces})
     except BaseException:
         for name in protocol.JOB_INPUTS:
             if os.path.exists(os.path.join(job_dir, name)):
