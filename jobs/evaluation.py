@@ -75,7 +75,7 @@ class EvaluationRun(Run):
         if self.capture is not None:
             from ..scene.capture_job import iter_write_capture_evaluation
 
-            self.status = "Loading held-out pictures"
+            self.status, self.preparing_what = "Loading held-out pictures", "loading held-out picture"
             return (yield from iter_write_capture_evaluation(
                 folder, sketch, self.capture, np.asarray(sketch["splatsketch_center"], np.float64),
                 float(sketch["splatsketch_radius"])))

@@ -230,12 +230,14 @@ class Run:
         _ACTIVE.add(self)
         self.status, self.changed = "Backend started", True
 
+    preparing_what = "rendering view"  # what one prepare step does, for the status line and the log
+
     def progress_preparing(self, done: int, total: int) -> None:
-        self.status, self.changed = f"Rendering view {done}/{total}", True
+        self.status, self.changed = f"{self.preparing_what.capitalize()} {done}/{total}", True
         now = time.monotonic()
         if now - self._logged >= self.log_every_s or done == total:
             self._logged = now
-            self.log(f"[{self.name}] rendering view {done}/{total}")
+            self.log(f"[{self.name}] {self.preparing_what} {done}/{total}")
 
     def start(self) -> None:
         """Everything up to a running backend, blocking; raise RunError with the reason."""

@@ -175,9 +175,7 @@ class CaptureSketchRun(SketchRun):
     def source_gone(self) -> bool:
         return False
 
-    def progress_preparing(self, done: int, total: int) -> None:
-        super().progress_preparing(done, total)
-        self.status = f"Loading picture {done}/{total}" + (" (then the visual hull)" if done == total else "")
+    preparing_what = "loading picture"
 
     def sketch_properties(self) -> dict:
         return {"splatsketch_capture": self.capture.train_json, "splatsketch_masks": self.capture.masks,

@@ -492,3 +492,46 @@ def depth_map(points, viewmat, K, width: int, height: int) -> np.ndarray:
     flat = np.full(width * height, np.inf)
     np.minimum.at(flat, y[ok] * width + x[ok], z[ok])
     return np.where(np.isfinite(flat), flat, 0.0).reshape(height, width).astype(np.float32)
+
+
+class HullContours:
+    """The hull's contour generators, seen from any camera: where the (smoothed) vertex normals turn
+    from facing the camera to facing away, on the mesh's edges. Behind the hull's own depth map they
+    are the lines a picture cannot show but a wire sketch may draw (Freestyle's hidden lines)."""
+
+    def __init__(self, vertices, faces, smoothing: int = 2):
+        self.vertices = np.asarray(vertices, np.float64)
+        faces = np.asarray(faces, np.int64)
+        tri = self.vertices[faces]
+        face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # area-weighted
+        normals = np.zeros_like(self.vertices)
+        for k in range(3):
+            np.add.at(normals, faces[:, k], face_normals)
+        edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+        self.edges = np.unique(edges, axis=0)
+        for _ in range(smoothing):  # the voxel staircase would make the contour zig-zag
+            summed = normals.copy()
+            np.add.at(summed, self.edges[:, 0], normals[self.edges[:, 1]])
+            np.add.at(summed, self.edges[:, 1], normals[self.edges[:, 0]])
+            normals = summed
+        self.normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+    def hidden(self, viewmat, K, depth: np.ndarray, margin: float = 0.05) -> np.ndarray:
+        """bool ``[H,W]``: contour-generator pixels more than ``margin`` behind ``depth``."""
+        eye = np.linalg.inv(np.asarray(viewmat, np.float64))[:3, 3]
+        facing = np.einsum("nc,nc->n", self.normals, eye - self.vertices)
+        a, b = self.edges[:, 0], self.edges[:, 1]
+        crossing = np.sign(facing[a]) != np.sign(facing[b])
+        a, b = a[crossing], b[crossing]
+        t = (facing[a] / (facing[a] - facing[b]))[:, None]
+        points = self.vertices[a] + t * (self.vertices[b] - self.vertices[a])
+        uv, z = cameras.project_points(points, viewmat, K)
+        h, w = depth.shape
+        x, y = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+        ok = (z > 1e-6) & (x >= 0) & (y >= 0) & (x < w) & (y < h)
+        x, y, z = x[ok], y[ok], z[ok]
+        front = depth[y, x]
+        behind = (front > 0) & (z > front + margin)
+        out = np.zeros((h, w), bool)
+        out[y[behind], x[behind]] = True
+        return out

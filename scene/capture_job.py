@@ -68,10 +68,11 @@ def iter_load(frames: list, size: int, expect: tuple | None = None):
 
 def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, train_views: int = 24,
                            heldout_views: int = 8, size: int = 224):
-    """``job.json``, ``views.npz`` (training pictures, held-out test pictures, their line images) and
-    ``mesh.npz`` (the visual hull) for a capture. Yields ``(pictures_done, pictures)``; returns
-    ``{"center", "radius", "views", "train", "heldout", "hull_faces"}`` (centre and radius in the
-    capture's world frame). On any failure the files written so far are removed."""
+    """``job.json``, ``views.npz`` (training pictures, held-out test pictures, their line images, the
+    hull's depth and hidden contours) and ``mesh.npz`` (the visual hull) for a capture. Yields
+    ``(pictures_done, pictures)``; returns ``{"center", "radius", "views", "train", "heldout",
+    "hull_faces"}`` (centre and radius in the capture's world frame). On any failure the files
+    written so far are removed."""
     held = [cap.test[i] for i in capture.pick_spread(cap.test, heldout_views)] if cap.test and heldout_views else []
     total = len(cap.train) + len(held)
     rgba, viewmats, Ks, full = yield from _counted(iter_load(cap.train, size), 0, total)
@@ -95,6 +96,9 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
                                for v, K, image in zip(views["viewmats"], views["Ks"], views["rgba"])])
     views["lines"] = np.stack([capture.line_image(image, depth=depth) for image, depth in
                                zip(views["rgba"], views["depth"])])
+    contours = capture.HullContours(hull, faces)
+    views["lines_hidden"] = np.stack([np.where(contours.hidden(v, K, depth), 255, 0).astype(np.uint8)
+                                      for v, K, depth in zip(views["viewmats"], views["Ks"], views["depth"])])
     source = {"name": cap.name, "center": [float(c) for c in center], "radius": float(radius),
               "capture": cap.train_json}
     created_dir = not os.path.isdir(job_dir)
