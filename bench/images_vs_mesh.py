@@ -99,7 +99,8 @@ def one_mesh(name: str, out: Path, python: str, extra: list[str], args) -> dict:
     if not (images / name / RESULT_NPZ).exists() and not any(images.glob(f"*/{RESULT_NPZ}")):
         shutil.rmtree(images, ignore_errors=True)
         seconds["images"] = run([python, "bin/splatsketch", "--images", capture, "--no-clip", "--job-dir", images,
-                                 "--evaluate", "--json", folder / "images.json", *extra], logfile, env)
+                                 "--evaluate", "--json", folder / "images.json", "--preview",
+                                 folder / "images_sheet.png", *extra], logfile, env)
     image_job = next(images.glob(f"*/{RESULT_NPZ}")).parent
     image_meta = json.loads((image_job / JOB_JSON).read_text())
     mesh_job = folder / "job"

@@ -114,6 +114,24 @@ def test_tiny_real_run(installed):
     assert "SPLINES 3 {3} {'ALIGNED'}" in check.stdout, check.stdout + check.stderr
 
 
+def test_images_in_the_real_blender(installed, addon):
+    """--images in a real Blender: its own image loader decodes the capture (NeRF layout, pictures
+    without extensions in the json), the sketch is saved and scored on the held-out pictures."""
+    from test_images import write_sphere_capture
+
+    if not os.path.isfile(BACKEND_PYTHON):
+        pytest.skip(f"no backend Python at {BACKEND_PYTHON}: run `make backend`")
+    command, env, work = installed
+    capture = write_sphere_capture(addon, os.path.join(work, "ball"))
+    out = os.path.join(work, "ball.blend")
+    done = run_blender(command, ["-b", "-c", "splatsketch", "--images", capture, "--no-clip", "--curves", "3",
+                                 "--iterations", "4", "--views", "4", "--heldout-views", "1", "--image-size", "64",
+                                 "--views-per-step", "2", "--evaluate", "--python", BACKEND_PYTHON, "--output", out],
+                       env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "done: ball Sketch" in done.stdout and "held-out F" in done.stdout and os.path.isfile(out)
+
+
 def test_batch_drives_the_real_blender(installed):
     """bin/splatsketch-batch --blender: the installed extension in a real Blender, one asset, a local Ray."""
     command, env, work = installed
