@@ -26,6 +26,7 @@ class SketchRun(Run):
 
     def __init__(self, source, settings: dict, params: dict, python: str, *, user_dir: str, live_preview: bool,
                  job_dir: str | None = None, keep_job: bool = False, log=None):
+        """``source``: the mesh object (only its name is kept: see the module's docstring)."""
         super().__init__(source.name, python, user_dir=user_dir, folder=job_dir, keep_folder=keep_job, log=log)
         self.source_name = source.name
         self.settings, self.params, self.live_preview = settings, params, live_preview
@@ -136,18 +137,12 @@ class CaptureSketchRun(SketchRun):
 
     def __init__(self, capture, settings: dict, params: dict, python: str, *, user_dir: str, live_preview: bool,
                  job_dir: str | None = None, keep_job: bool = False, log=None):
-        """``capture``: a checked :class:`scene.capture.Capture` (``read_capture``)."""
+        """``capture``: a checked :class:`scene.capture.Capture` (``read_capture``); like a source
+        object, it has a ``name``."""
+        super().__init__(capture, settings, params, python, user_dir=user_dir, live_preview=live_preview,
+                         job_dir=job_dir, keep_job=keep_job, log=log)
         self.capture = capture
         self.bad_input = False  # the pictures themselves were unusable (sizes, alpha, poses)
-        Run.__init__(self, self.capture.name, python, user_dir=user_dir, folder=job_dir, keep_folder=keep_job,
-                     log=log)
-        self.source_name = self.capture.name
-        self.settings, self.params, self.live_preview = settings, params, live_preview
-        self.preview_name = self.result_name = ""
-        self.center = self.radius = None
-        self.metrics: dict = {}
-        self.control_points = None
-        self.placed: dict = {}
 
     def source(self):
         return None
@@ -166,7 +161,6 @@ class CaptureSketchRun(SketchRun):
             self.bad_input = True
             raise
         self.center, self.radius = np.asarray(placed["center"], dtype=np.float64), float(placed["radius"])
-        self.placed = placed
         return placed
 
     def sketch_source(self):

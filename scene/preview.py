@@ -73,6 +73,21 @@ def render_contact_sheet(source_obj, sketch_obj, path: str, views: int = 4, size
     return pixels.write_png(path, sheet, text={"Title": title} if title else None)
 
 
+def _centred(picture: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The picture padded to a square around its principal point, and its K there: the only camera
+    Blender's renders take (square pixels, centred principal point)."""
+    h, w = picture.shape[:2]
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    size = int(np.ceil(2 * max(cx, w - cx, cy, h - cy)))
+    left, top = int(round(size / 2 - cx)), int(round(size / 2 - cy))
+    square = np.zeros((size, size, 4), np.uint8)
+    square[top:top + h, left:left + w] = picture[:size - top, :size - left]
+    K = K.copy()
+    K[0, 2] = K[1, 2] = size / 2
+    K[1, 1] = K[0, 0]  # place_camera refuses non-square pixels rather than drawing them wrong
+    return square, K
+
+
 def render_capture_sheet(cap, sketch_obj, center, radius: float, path: str, views: int = 4, size: int = 256,
                          title: str = "") -> str:
     """The sheet for a sketch made from pictures: ``views`` of the capture's training pictures (top
@@ -84,21 +99,24 @@ def render_capture_sheet(cap, sketch_obj, center, radius: float, path: str, view
     with targets.temporary_data() as folder:
         sketch_copy = sketch_obj.copy()
         sketch_copy.data = sketch_obj.data.copy()
-        scene = None
+        scenes: dict = {}
         for v, frame in enumerate(frames):
             picture = targets.read_image_rgba(frame.image)
             full = (picture.shape[1], picture.shape[0])
             width, height = capture.target_size(*full, size)
             viewmat, K = capture.camera(frame, *full)
             K[:2] *= np.array([[width / full[0]], [height / full[1]]])
-            if scene is None:
+            picture, K = _centred(capture.resize_rgba(picture, width, height), K)
+            side = picture.shape[0]
+            if side not in scenes:
                 world_per_px = float(np.linalg.norm(np.linalg.inv(viewmat)[:3, 3] - center)) / float(K[0, 0])
-                scene = _sketch_scene(sketch_copy, width, min_bevel=0.75 * world_per_px,
-                                      engine=targets.surface_engine())
-                targets.new_camera(scene)
-            targets.place_camera(scene.camera, capture.normalised_viewmat(viewmat, center, radius), K, width,
+                scenes[side] = _sketch_scene(sketch_copy if not scenes else sketch_copy.copy(), side,
+                                             min_bevel=0.75 * world_per_px, engine=targets.surface_engine())
+                targets.new_camera(scenes[side])
+            scene = scenes[side]
+            targets.place_camera(scene.camera, capture.normalised_viewmat(viewmat, center, radius), K, side,
                                  center, radius)
-            rows[0].append(pixels.over_white(capture.resize_rgba(picture, width, height)))
+            rows[0].append(pixels.over_white(picture))
             drawn = targets.render_still(scene, os.path.join(folder, f"sketch_{v}.png"))
             rows[1].append(pixels.over_white(targets.read_image_rgba(drawn)))
     return pixels.write_png(path, pixels.contact_sheet(rows, SHEET_MARGIN), text={"Title": title} if title else None)

@@ -292,3 +292,12 @@ def test_add_menu_operator_sketches_a_capture(addon, backend_python, tmp_path):
     with pytest.raises(RuntimeError, match="r_1"):
         bpy.ops.splatsketch.sketch_from_images(filepath=os.path.join(folder, "transforms_train.json"))
     assert scene_state() == state and state != before
+
+
+def test_preview_pads_a_wide_picture_around_its_principal_point(addon):
+    centred = mod(addon, "scene.preview")._centred
+    picture = np.full((64, 96, 4), 200, np.uint8)
+    K = np.array([[80.0, 0, 48.0], [0, 80.0, 32.0], [0, 0, 1]])
+    square, K2 = centred(picture, K)
+    assert square.shape == (96, 96, 4) and K2[0, 2] == K2[1, 2] == 48.0
+    assert (square[16:80, :, 3] == 200).all() and (square[:16, :, 3] == 0).all()
