@@ -169,7 +169,7 @@ class CaptureSketchRun(SketchRun):
     def source_gone(self) -> bool:
         return False
 
-    preparing_what = "loading picture"
+    preparing_what = "reading pictures, step"  # decoding, then the hull, then each view's lines
 
     def sketch_properties(self) -> dict:
         return {"splatsketch_capture": self.capture.train_json, "splatsketch_masks": self.capture.masks,

@@ -74,13 +74,16 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     "hull_faces"}`` (centre and radius in the capture's world frame). On any failure the files
     written so far are removed."""
     held = [cap.test[i] for i in capture.pick_spread(cap.test, heldout_views)] if cap.test and heldout_views else []
-    total = len(cap.train) + len(held)
+    picked = capture.pick_spread(cap.train, train_views)
+    # Steps: every picture, the hull, then each job view's depth and lines (so a modal stays responsive).
+    total = len(cap.train) + len(held) + 1 + len(picked) + len(held)
     rgba, viewmats, Ks, full = yield from _counted(iter_load(cap.train, size), 0, total)
     if held:
         test_rgba, test_viewmats, test_Ks, _ = yield from _counted(iter_load(held, size, full), len(cap.train), total)
     vertices, faces = capture.visual_hull(viewmats, Ks, rgba[..., 3].astype(np.float32) / 255.0)
+    done = len(cap.train) + len(held) + 1
+    yield done, total
     center, radius = mesh.bounding_sphere(vertices)
-    picked = capture.pick_spread(cap.train, train_views)
     views = {"rgba": rgba[picked], "viewmats": viewmats[picked], "Ks": Ks[picked]}
     if held:
         views = {k: np.concatenate([views[k], v]) for k, v in
@@ -89,16 +92,19 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     views["is_train"] = np.arange(len(views["rgba"])) < len(picked)
     hull = (vertices - center) / radius
     samples = capture.surface_samples(hull, faces)
-    height, width = views["rgba"].shape[1:3]
-    # The hull's depth: where a picture cannot show a contour (a part in front of a body of the same
-    # shade) the hull still has it; the depth also lifts line pixels onto the surface for the starts.
-    views["depth"] = np.stack([capture.depth_map(samples, v, K, width, height) * capture.silhouette(image)
-                               for v, K, image in zip(views["viewmats"], views["Ks"], views["rgba"])])
-    views["lines"] = np.stack([capture.line_image(image, depth=depth) for image, depth in
-                               zip(views["rgba"], views["depth"])])
     contours = capture.HullContours(hull, faces)
-    views["lines_hidden"] = np.stack([np.where(contours.hidden(v, K, depth), 255, 0).astype(np.uint8)
-                                      for v, K, depth in zip(views["viewmats"], views["Ks"], views["depth"])])
+    height, width = views["rgba"].shape[1:3]
+    depths, lines, hidden = [], [], []
+    for v, K, image in zip(views["viewmats"], views["Ks"], views["rgba"]):
+        # The hull's depth: where a picture cannot show a contour (a part in front of a body of the
+        # same shade) the hull still has it; it also lifts line pixels onto the surface for the starts.
+        depth = capture.depth_map(samples, v, K, width, height) * capture.silhouette(image)
+        depths.append(depth)
+        lines.append(capture.line_image(image, depth=depth))
+        hidden.append(np.where(contours.hidden(v, K, depth), 255, 0).astype(np.uint8))
+        done += 1
+        yield done, total
+    views.update(depth=np.stack(depths), lines=np.stack(lines), lines_hidden=np.stack(hidden))
     source = {"name": cap.name, "center": [float(c) for c in center], "radius": float(radius),
               "capture": cap.train_json}
     created_dir = not os.path.isdir(job_dir)
