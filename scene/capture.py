@@ -32,7 +32,6 @@ from ..backend import cameras
 TRAIN_JSON, TEST_JSON, SINGLE_JSON = "transforms_train.json", "transforms_test.json", "transforms.json"
 IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
 ALPHA_THRESHOLD = 0.5
-OUTLINE_ALPHA = 0.25  # the outline is drawn where alpha crosses this (a 1 px wire is all outline)
 HULL_COARSE, HULL_FINE = 48, 128  # voxels per side: where the object is, then its hull
 EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per pixel, after a 1 px blur)
 DEPTH_JUMP = 0.1  # normalised units (radius 1) between neighbour pixels: an occluding contour
@@ -303,8 +302,7 @@ def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW,
     shading varies slowly and stays under the thresholds; creases and strong colour boundaries cross
     them; a part in front of a body of the same shade shows only in depth."""
     inside = silhouette(rgba)
-    faint = rgba[..., 3] >= 255 * OUTLINE_ALPHA  # thin wires are faint after down-sampling: keep them whole
-    boundary = faint & ~_erode(faint)
+    boundary = inside & ~_erode(inside)
     colour = rgba[..., :3].astype(np.float64) / 255.0
     luminance = colour @ np.array([0.2126, 0.7152, 0.0722])
     # Edges are looked for on the object only: its own mean fills the background, so the silhouette
@@ -444,18 +442,8 @@ def surface_nets(field: np.ndarray, lo, hi, level: float = ALPHA_THRESHOLD) -> t
     return vertices, faces[(faces >= 0).all(axis=1)].astype(np.int32)
 
 
-def dilate(image: np.ndarray) -> np.ndarray:
-    """3x3 maximum filter: each silhouette grown by a pixel."""
-    p = np.pad(image, 1)
-    h, w = image.shape
-    return np.max([p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=0)
-
-
 def visual_hull(viewmats, Ks, alphas) -> tuple[np.ndarray, np.ndarray]:
-    """The silhouettes' visual hull as a mesh in the capture's world frame. Each silhouette is grown
-    by a pixel first: a hull must hold the whole object, and a wire one or two pixels thin (a chair's
-    legs) would otherwise be carved away by the one view where a voxel centre just misses it."""
-    alphas = np.stack([dilate(np.asarray(a, np.float32)) for a in alphas])
+    """The silhouettes' visual hull as a mesh in the capture's world frame."""
     center, half = locate(viewmats, Ks, alphas)
     for _ in range(4):  # grow the box until the hull is inside it
         lo, hi = center - half, center + half

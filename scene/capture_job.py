@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .capture import CaptureError
 from .sketch_object import world_control_points
 
 EVAL_FRAMES = 24  # held-out frames scored by --evaluate (spread over the test set)
+HULL_PICTURE_SIZE = 512  # silhouettes are carved at up to this many pixels (the job's pictures are smaller)
 
 
 def _picture(frame: capture.Frame, masked: bool) -> np.ndarray:
@@ -39,10 +41,20 @@ def _picture(frame: capture.Frame, masked: bool) -> np.ndarray:
     return rgba
 
 
-def iter_load(frames: list, size: int, expect: tuple | None = None):
-    """Decode, check and resize ``frames``; yields once per picture, returns ``(rgba [V,h,w,4],
-    viewmats [V,4,4], Ks [V,3,3], full size (W, H))`` with K for the resized pictures."""
-    rgbas, viewmats, Ks = [], [], []
+class Loaded(NamedTuple):
+    rgba: np.ndarray  # [V,h,w,4] uint8, the job's size
+    viewmats: np.ndarray  # [V,4,4] world-to-camera (OpenCV), the capture's world frame
+    Ks: np.ndarray  # [V,3,3] for ``rgba``
+    full: tuple  # (W, H) of the pictures as stored
+    hull_alpha: np.ndarray | None = None  # [V,H',W'] float32 in 0..1, at HULL_PICTURE_SIZE
+    hull_Ks: np.ndarray | None = None  # [V,3,3] for ``hull_alpha``
+
+
+def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool = False):
+    """Decode, check and resize ``frames``; yields once per picture, returns :class:`Loaded` (with
+    ``hull``, also the silhouettes at up to ``HULL_PICTURE_SIZE`` px: the hull is carved from sharper
+    silhouettes than the job's, so a wire a pixel thin at the job's size is still in it)."""
+    rgbas, viewmats, Ks, alphas, hull_Ks = [], [], [], [], []
     for i, frame in enumerate(frames):
         rgba = _picture(frame, bool(frame.mask))
         full = (rgba.shape[1], rgba.shape[0])
@@ -62,8 +74,13 @@ def iter_load(frames: list, size: int, expect: tuple | None = None):
         rgbas.append(capture.resize_rgba(rgba, width, height))
         viewmats.append(viewmat)
         Ks.append(K)
+        if hull:
+            w, h = capture.target_size(*full, HULL_PICTURE_SIZE)
+            alphas.append(capture.resize_rgba(rgba, w, h)[..., 3].astype(np.float32) / 255.0)
+            hull_Ks.append(K * np.array([[w / width], [h / height], [1.0]]))
         yield i + 1, len(frames)
-    return np.stack(rgbas), np.stack(viewmats), np.stack(Ks), expect
+    return Loaded(np.stack(rgbas), np.stack(viewmats), np.stack(Ks), expect,
+                  np.stack(alphas) if hull else None, np.stack(hull_Ks) if hull else None)
 
 
 def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, train_views: int = 24,
@@ -77,10 +94,12 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     picked = capture.pick_spread(cap.train, train_views)
     # Steps: every picture, the hull, then each job view's depth and lines (so a modal stays responsive).
     total = len(cap.train) + len(held) + 1 + len(picked) + len(held)
-    rgba, viewmats, Ks, full = yield from _counted(iter_load(cap.train, size), 0, total)
+    train = yield from _counted(iter_load(cap.train, size, hull=True), 0, total)
+    rgba, viewmats, Ks = train.rgba, train.viewmats, train.Ks
     if held:
-        test_rgba, test_viewmats, test_Ks, _ = yield from _counted(iter_load(held, size, full), len(cap.train), total)
-    vertices, faces = capture.visual_hull(viewmats, Ks, rgba[..., 3].astype(np.float32) / 255.0)
+        test_rgba, test_viewmats, test_Ks, *_ = yield from _counted(iter_load(held, size, train.full),
+                                                                   len(cap.train), total)
+    vertices, faces = capture.visual_hull(viewmats, train.hull_Ks, train.hull_alpha)
     done = len(cap.train) + len(held) + 1
     yield done, total
     center, radius = mesh.bounding_sphere(vertices)
@@ -143,7 +162,7 @@ def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture,
     frames = [cap.test[i] for i in capture.pick_spread(cap.test, EVAL_FRAMES)]
     os.makedirs(folder, exist_ok=True)
     try:
-        rgba, viewmats, Ks, _ = yield from iter_load(frames, size)
+        rgba, viewmats, Ks, *_ = yield from iter_load(frames, size)
         center = np.asarray(center, np.float64)
         control_points = (world_control_points(sketch_obj) - center) / radius
         width = float(sketch_obj.data.bevel_depth) / radius

@@ -157,7 +157,7 @@ def test_masks_give_the_silhouettes(addon, capsys, tmp_path):
     cap = mod(addon, "scene.capture").read_capture(folder, str(masks))
     assert cap.masks == str(masks) and all(f.mask for f in cap.train + cap.test)
     assert cap.test[0].mask.endswith(os.path.join("test", "r_0.png"))
-    rgba, _, _, _ = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train[:2], 64))
+    rgba = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train[:2], 64)).rgba
     expected = mod(addon, "scene.pixels").read_png(os.path.join(with_alpha, "train", "r_0.png"))[..., 3]
     assert np.array_equal(rgba[0, ..., 3], expected)
 
@@ -181,8 +181,9 @@ def test_surface_nets_make_a_closed_outward_sphere(addon):
 def test_visual_hull_and_normalisation_find_the_sphere(addon, tmp_path):
     capture = mod(addon, "scene.capture")
     cap = capture.read_capture(write_sphere_capture(addon, str(tmp_path / "c"), train=16, size=96))
-    rgba, viewmats, Ks, _ = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train, 96))
-    vertices, faces = capture.visual_hull(viewmats, Ks, rgba[..., 3] / 255.0)
+    loaded = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train, 96, hull=True))
+    viewmats, Ks = loaded.viewmats, loaded.Ks
+    vertices, faces = capture.visual_hull(viewmats, loaded.hull_Ks, loaded.hull_alpha)
     center, radius = mod(addon, "scene.mesh").bounding_sphere(vertices)
     assert np.linalg.norm(center - CENTER) < 0.05 * RADIUS
     assert RADIUS * 0.99 < radius < RADIUS * 1.12  # a hull bounds the object from outside
