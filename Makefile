@@ -37,9 +37,12 @@ lint: $(VENV)/.ready
 	$(BIN)/ruff check .
 
 test: $(VENV)/.ready $(VENV42)/.ready real-blender lint
-	# the backend and bpy 4.2 suites on 2 workers (independent tests; about 2.5 minutes saved on 2 cores)
+	# the backend and add-on suites on 2 workers (independent tests; minutes saved on 2 cores); the
+	# modules that drive a whole Blender binary or a backend set-up run on their own
 	$(BIN)/python -m pytest tests/backend -q -n 2
-	$(BIN)/python -m pytest tests/addon -q
+	$(BIN)/python -m pytest tests/addon -q -n 2 --ignore=tests/addon/test_real_blender.py \
+		--ignore=tests/addon/test_setup_backend_e2e.py
+	$(BIN)/python -m pytest tests/addon/test_real_blender.py tests/addon/test_setup_backend_e2e.py -q
 	$(BIN)/python -m pytest tests/batch -q
 	# the real-Blender modules run a Blender binary, whichever wheel hosts pytest: once is enough
 	$(VENV42)/bin/python -m pytest tests/addon -q -n 2 --ignore=tests/addon/test_real_blender.py \

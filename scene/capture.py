@@ -231,8 +231,8 @@ def resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
     f = rgba.astype(np.float64) / 255.0
     f[..., :3] *= f[..., 3:]
     h, w, c = f.shape
-    rows = (wy @ f.reshape(h, w * c)).reshape(height, w, c)  # two separable passes (a 3-operand einsum
-    out = np.einsum("xw,ywc->yxc", wx, rows)  # would loop over every input pixel per output pixel)
+    rows = (wy @ f.reshape(h, w * c)).reshape(height, w, c)  # two separable passes, both matrix products
+    out = np.matmul(wx, rows)  # [width, w] @ [height, w, c] -> [height, width, c]
     alpha = out[..., 3:]
     out[..., :3] = np.where(alpha > 1e-6, out[..., :3] / np.maximum(alpha, 1e-6), 0.0)
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
