@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import BoolProperty, StringProperty
 
 from ..backend.config import SettingsError
 from ..jobs.runner import RunError
@@ -32,11 +32,16 @@ class SPLATSKETCH_OT_sketch_from_images(ModalRun, bpy.types.Operator):
                           description="Optional folder of masks (white = object) mirroring the pictures' paths, "
                                       "for pictures without a transparent background")
 
+    new_seed: BoolProperty(name="New Seed", default=False, options={"SKIP_SAVE", "HIDDEN"},
+                           description="Increase the seed first and run the capture again (Run Again)")
+
     @classmethod
     def poll(cls, context):
         return context.scene is not None and not context.window_manager.splatsketch.running
 
     def invoke(self, context, _event):
+        if self.new_seed and self.filepath:  # Run Again: the capture is known, no file browser
+            return ModalRun.invoke(self, context, None)
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
@@ -49,6 +54,8 @@ class SPLATSKETCH_OT_sketch_from_images(ModalRun, bpy.types.Operator):
         from ..scene.capture import CaptureError, read_capture
 
         state = context.window_manager.splatsketch
+        if self.new_seed:
+            context.scene.splatsketch.seed += 1
         try:
             if not self.filepath:
                 raise RunError("no capture chosen: pick its transforms_train.json")

@@ -99,7 +99,13 @@ class SPLATSKETCH_PT_result(_SketchPanel, bpy.types.Panel):
         col = layout.column(align=True)
         col.operator("splatsketch.select_result", icon="RESTRICT_SELECT_OFF")
         col.operator("splatsketch.convert_grease_pencil", icon="OUTLINER_OB_GREASEPENCIL")
-        op = col.operator("splatsketch.generate", text="Run Again (New Seed)", icon="FILE_REFRESH")
+        result = bpy.data.objects.get(state.last_result) if state.last_result else None
+        capture = result.get("splatsketch_capture") if result is not None else None
+        if capture:  # made from pictures: run the same capture again, not Generate on a mesh
+            op = col.operator("splatsketch.sketch_from_images", text="Run Again (New Seed)", icon="FILE_REFRESH")
+            op.filepath, op.masks = capture, result.get("splatsketch_masks", "")
+        else:
+            op = col.operator("splatsketch.generate", text="Run Again (New Seed)", icon="FILE_REFRESH")
         op.new_seed = True
 
 

@@ -302,3 +302,29 @@ def test_preview_pads_a_wide_picture_around_its_principal_point(addon):
     square, K2 = centred(picture, K)
     assert square.shape == (96, 96, 4) and K2[0, 2] == K2[1, 2] == 48.0
     assert (square[16:80, :, 3] == 200).all() and (square[:16, :, 3] == 0).all()
+
+
+def test_run_again_after_a_picture_sketch_reruns_the_capture(addon, backend_python, tmp_path):
+    """The Result box's Run Again on a sketch made from pictures runs that capture again with the next
+    seed (not Generate, which would ask for a mesh)."""
+    folder = write_sphere_capture(addon, str(tmp_path / "ball"))
+    props = bpy.context.scene.splatsketch
+    props.use_clip, props.curves, props.iterations = False, 2, 3
+    props.train_views, props.heldout_views, props.image_size = 4, 1, 64
+    prefs = addon.preferences.get_preferences()
+    prefs.backend_python = backend_python
+    try:
+        path = os.path.join(folder, "transforms_train.json")
+        assert bpy.ops.splatsketch.sketch_from_images(filepath=path) == {"FINISHED"}
+        seed = props.seed
+        assert bpy.ops.splatsketch.sketch_from_images(filepath=path, new_seed=True) == {"FINISHED"}
+    finally:
+        prefs.backend_python = ""
+    assert props.seed == seed + 1 and "ball Sketch.001" in bpy.data.objects
+    assert bpy.data.objects["ball Sketch.001"]["splatsketch_seed"] == seed + 1
+    from test_addon import _draw
+
+    state = bpy.context.window_manager.splatsketch
+    assert state.last_result == "ball Sketch.001"
+    log = _draw(addon.panels.CLASSES[1], bpy.context)  # the Result box offers the capture again
+    assert ("operator", "splatsketch.sketch_from_images") in log and ("operator", "splatsketch.generate") not in log
