@@ -68,14 +68,20 @@ class SPLATSKETCH_OT_generate(ModalRun, bpy.types.Operator):
         return run
 
     def _end(self, context, run: SketchRun) -> set[str]:
-        state = context.window_manager.splatsketch
-        state.running = False
-        sync_state(state, run)
-        for warning in run.warnings:
-            self.report({"WARNING"}, warning)
-            if warning.startswith("CLIP WEIGHTS MISSING"):
-                state.clip_status = "missing"
-        return self._conclude(run, "Generate Sketch", "Sketch cancelled")
+        return end_sketch(self, context, run, "Generate Sketch")
+
+
+def end_sketch(operator, context, run: SketchRun, undo_message: str) -> set[str]:
+    """The end of a sketch run from any operator (Generate, Sketch from Images): mirror it into the
+    panel, pass its warnings on, and conclude (one undo step on success)."""
+    state = context.window_manager.splatsketch
+    state.running = False
+    sync_state(state, run)
+    for warning in run.warnings:
+        operator.report({"WARNING"}, warning)
+        if warning.startswith("CLIP WEIGHTS MISSING"):
+            state.clip_status = "missing"
+    return operator._conclude(run, undo_message, "Sketch cancelled")
 
 
 

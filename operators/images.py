@@ -15,6 +15,7 @@ from ..jobs.sketch import CaptureSketchRun
 from ..preferences import backend_python, get_preferences, user_dir
 from ..properties import job_params, settings_dict
 from .driver import ModalRun
+from .generate import end_sketch
 
 
 class SPLATSKETCH_OT_sketch_from_images(ModalRun, bpy.types.Operator):
@@ -73,14 +74,7 @@ class SPLATSKETCH_OT_sketch_from_images(ModalRun, bpy.types.Operator):
         return run
 
     def _end(self, context, run: CaptureSketchRun) -> set[str]:
-        from .driver import sync_state
-
-        state = context.window_manager.splatsketch
-        state.running = False
-        sync_state(state, run)
-        for warning in run.warnings:
-            self.report({"WARNING"}, warning)
-        return self._conclude(run, "Sketch from Images", "Sketch cancelled")
+        return end_sketch(self, context, run, "Sketch from Images")
 
 
 def menu_add(self, _context):

@@ -363,7 +363,6 @@ def locate(viewmats, Ks, alphas) -> tuple[np.ndarray, float]:
     """A first guess of where the object is: the point nearest every ray through a silhouette's
     centroid, and a half-size that holds each silhouette's extent at that distance."""
     normal_sum, rhs, spans = np.zeros((3, 3)), np.zeros(3), []
-    origins = []
     for viewmat, K, alpha in zip(viewmats, Ks, alphas):
         ys, xs = np.nonzero(alpha >= ALPHA_THRESHOLD)
         inv = np.linalg.inv(viewmat)
@@ -375,7 +374,6 @@ def locate(viewmats, Ks, alphas) -> tuple[np.ndarray, float]:
         normal_sum += projector
         rhs += projector @ origin
         spans.append(max(xs.max() - xs.min(), ys.max() - ys.min()) / 2.0 / min(K[0, 0], K[1, 1]))
-        origins.append(origin)
     center = np.linalg.lstsq(normal_sum, rhs, rcond=None)[0]
     depths = np.array([(viewmat[:3, :3] @ center + viewmat[:3, 3])[2] for viewmat in viewmats])
     if (depths <= 0).any():

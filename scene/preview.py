@@ -84,7 +84,7 @@ def _centred(picture: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray
     square[top:top + h, left:left + w] = picture[:size - top, :size - left]
     K = K.copy()
     K[0, 2] = K[1, 2] = size / 2
-    K[1, 1] = K[0, 0]  # place_camera refuses non-square pixels rather than drawing them wrong
+    K[1, 1] = K[0, 0]  # Blender's camera has square pixels: a capture with fx != fy is previewed stretched
     return square, K
 
 

@@ -263,31 +263,31 @@ def test_round_trip_mesh_to_capture_to_curves_on_the_mesh(addon, capsys, tmp_pat
     assert sketch["splatsketch_capture"].endswith("transforms_train.json")
 
 
-def test_add_menu_operator_sketches_a_capture(addon, backend_python, tmp_path):
-    """Add > Sketch from Images... is in the Add menu; run as a script it runs (blocking) like Generate,
-    and the panel's Evaluate scores its sketch on the capture's held-out pictures."""
-    draws = bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
-    assert mod(addon, "operators.images").menu_add in draws
-    folder = write_sphere_capture(addon, str(tmp_path / "ball"))
+@pytest.fixture
+def tiny_panel(addon, backend_python):
+    """The Sketch panel set to a tiny geometry-only run, with the backend Python in the preferences."""
     props = bpy.context.scene.splatsketch
     props.use_clip, props.curves, props.iterations = False, 3, 4
     props.train_views, props.heldout_views, props.image_size = 4, 1, 64
     prefs = addon.preferences.get_preferences()
     prefs.backend_python = backend_python
+    yield props
+    prefs.backend_python = ""
+
+
+def test_add_menu_operator_sketches_a_capture(addon, tiny_panel, tmp_path):
+    """Add > Sketch from Images... is in the Add menu; run as a script it runs (blocking) like Generate,
+    and the panel's Evaluate scores its sketch on the capture's held-out pictures."""
+    draws = bpy.types.VIEW3D_MT_add._dyn_ui_initialize()
+    assert mod(addon, "operators.images").menu_add in draws
+    folder = write_sphere_capture(addon, str(tmp_path / "ball"))
     before = scene_state()
-    try:
-        assert bpy.ops.splatsketch.sketch_from_images(filepath=os.path.join(folder, "transforms_train.json")) \
-            == {"FINISHED"}
-    finally:
-        prefs.backend_python = ""
+    assert bpy.ops.splatsketch.sketch_from_images(filepath=os.path.join(folder, "transforms_train.json")) \
+        == {"FINISHED"}
     sketch = bpy.data.objects["ball Sketch"]
     assert len(sketch.data.splines) == 3 and sketch["splatsketch_capture"].endswith("transforms_train.json")
     bpy.context.view_layer.objects.active = sketch
-    prefs.backend_python = backend_python
-    try:
-        assert bpy.ops.splatsketch.evaluate() == {"FINISHED"} and "splatsketch_evaluation" in sketch
-    finally:
-        prefs.backend_python = ""
+    assert bpy.ops.splatsketch.evaluate() == {"FINISHED"} and "splatsketch_evaluation" in sketch
     os.remove(os.path.join(folder, "train", "r_1.png"))
     state = scene_state()
     with pytest.raises(RuntimeError, match="r_1"):
@@ -304,22 +304,14 @@ def test_preview_pads_a_wide_picture_around_its_principal_point(addon):
     assert (square[16:80, :, 3] == 200).all() and (square[:16, :, 3] == 0).all()
 
 
-def test_run_again_after_a_picture_sketch_reruns_the_capture(addon, backend_python, tmp_path):
+def test_run_again_after_a_picture_sketch_reruns_the_capture(addon, tiny_panel, tmp_path):
     """The Result box's Run Again on a sketch made from pictures runs that capture again with the next
     seed (not Generate, which would ask for a mesh)."""
     folder = write_sphere_capture(addon, str(tmp_path / "ball"))
-    props = bpy.context.scene.splatsketch
-    props.use_clip, props.curves, props.iterations = False, 2, 3
-    props.train_views, props.heldout_views, props.image_size = 4, 1, 64
-    prefs = addon.preferences.get_preferences()
-    prefs.backend_python = backend_python
-    try:
-        path = os.path.join(folder, "transforms_train.json")
-        assert bpy.ops.splatsketch.sketch_from_images(filepath=path) == {"FINISHED"}
-        seed = props.seed
-        assert bpy.ops.splatsketch.sketch_from_images(filepath=path, new_seed=True) == {"FINISHED"}
-    finally:
-        prefs.backend_python = ""
+    props, path = tiny_panel, os.path.join(folder, "transforms_train.json")
+    assert bpy.ops.splatsketch.sketch_from_images(filepath=path) == {"FINISHED"}
+    seed = props.seed
+    assert bpy.ops.splatsketch.sketch_from_images(filepath=path, new_seed=True) == {"FINISHED"}
     assert props.seed == seed + 1 and "ball Sketch.001" in bpy.data.objects
     assert bpy.data.objects["ball Sketch.001"]["splatsketch_seed"] == seed + 1
     from test_addon import _draw
