@@ -121,6 +121,16 @@ def _clip_loader(cfg, device, opts):
     return load
 
 
+def _clip_settings(opts: dict) -> dict:
+    """``--bank`` / ``--views-per-pass`` as settings (absent: the defaults)."""
+    out = {}
+    if opts.get("bank", -1) >= 0:
+        out["augmentation_bank"] = int(opts["bank"])
+    if opts.get("views_per_pass", -1) >= 0:
+        out["clip_views_per_pass"] = int(opts["views_per_pass"])
+    return out
+
+
 def _apply_opts(device, opts: dict) -> None:
     import torch
 
@@ -285,9 +295,11 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
         weights = {"clip_geometric": 1.0, "clip_semantic": 0.1}
     else:
         weights = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
-    cfg = OptimizeConfig(curves=16, views_per_step=vps, augmentations=4, losses=weights)
+    cfg = OptimizeConfig(curves=16, views_per_step=vps, augmentations=4, losses=weights, **_clip_settings(opts))
     load = _clip_loader(cfg, device, opts) if "clip_geometric" in weights else None
-    losses = build_losses(LossContext(t, cfg, device, load_clip=load), weights)
+    ctx = LossContext(t, cfg, device, load_clip=load)
+    losses = build_losses(ctx, weights)
+    ctx.losses_built()
     sketch = Sketch(cfg, t, renderer)
     cp = (torch.randn(16, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.4).to(device).requires_grad_(True)
     opt = torch.optim.Adam([cp], lr=cfg.lr)
@@ -477,7 +489,8 @@ def run_final(device, renderer, why, opts: dict) -> dict:
     vps = int(opts.get("views_per_step") or 8)
     every = max(1, iterations // 10)
     settings = apply_preset("final", {"iterations": iterations, "views_per_step": vps, "snapshot_every": 0,
-                                      "progress_every": every, "seed": int(opts.get("seed") or 0)})
+                                      "progress_every": every, "seed": int(opts.get("seed") or 0),
+                                      **_clip_settings(opts)})
     cfg = settings_from_dict(settings)
     t, _ = _synthetic_targets(device, 24, 224)
     load = _clip_loader(cfg, device, opts)
@@ -554,6 +567,10 @@ def main(argv=None) -> int:
     parser.add_argument("--channels-last", action="store_true", help="CLIP weights in channels_last")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    parser.add_argument("--bank", type=int, default=-1,
+                        help="setting augmentation_bank (0 = fresh augmented targets every step; default: the setting's)")
+    parser.add_argument("--views-per-pass", type=int, default=-1,
+                        help="setting clip_views_per_pass (0 = auto; default: the setting's)")
     parser.add_argument("--sync-audit", type=int, default=0,
                         help="final_run on CUDA: count host-device syncs over this many extra iterations")
     parser.add_argument("--clip-config", default="", help="smoke tests: a tiny open_clip JSON config instead of RN101")
@@ -567,8 +584,10 @@ def main(argv=None) -> int:
                               "cudnn_benchmark": args.cudnn_benchmark, "threads": args.threads,
                               "views_per_step": args.views_per_step, "iterations": args.iterations,
                               "seed": args.seed, "sync_audit": args.sync_audit, "count_ops": args.count_ops,
+
                               "clip_config": os.path.abspath(args.clip_config) if args.clip_config else ""}.items()
             if v}
+    opts.update({k: v for k, v in {"bank": args.bank, "views_per_pass": args.views_per_pass}.items() if v >= 0})
     if args._child:
         print(json.dumps(run_case(args._child, args.device, args.repeat, args.renderer, opts)))
         return 0
@@ -577,7 +596,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", "backend.bench", "--_child", case, "--device", args.device,
                "--repeat", str(args.repeat), "--renderer", args.renderer, "--iterations", str(args.iterations),
                "--views-per-step", str(args.views_per_step), "--seed", str(args.seed), "--threads", str(args.threads),
-               "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", "")]
+               "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", ""),
+               "--bank", str(args.bank), "--views-per-pass", str(args.views_per_pass)]
         cmd += [flag for flag, on in (("--amp", args.amp), ("--channels-last", args.channels_last),
                                       ("--cudnn-benchmark", args.cudnn_benchmark), ("--count-ops", args.count_ops))
                 if on]

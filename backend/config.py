@@ -44,6 +44,9 @@ LIMITS = {
     "views_per_step": (1, 256),
     "samples_per_curve": (2, 4096),
     "augmentations": (0, 64),
+    "augmentation_bank": (0, 256),
+    "bank_refresh": (0, 256),
+    "clip_views_per_pass": (0, 256),
     "best_of": (1, 64),
     "snapshot_every": (0, 1_000_000),
     "hard_views": (0.0, 16.0),
@@ -89,6 +92,16 @@ class OptimizeConfig:
     lr: float = 0.02
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     augmentations: int = 4
+    # CLIP's augmented targets come from a bank of this many augmentations per training view, encoded
+    # once; a step warps its sketch with the bank's own warps and encodes only the sketch (the target
+    # pass was ~27% of a CPU step, docs/PERFORMANCE.md). 0 draws and encodes fresh ones every step
+    # (CLIPasso). ``bank_refresh`` entries (oldest first) are re-drawn and re-encoded each step.
+    augmentation_bank: int = 8
+    bank_refresh: int = 1
+    # Views per CLIP forward + backward inside a step: fewer hold fewer activations (peak memory);
+    # 0 = one on a CPU (peak RSS -1.4 GiB at ~4% more time with RN101), all at once on a GPU
+    # (fewer, larger launches). The result does not depend on it.
+    clip_views_per_pass: int = 0
     prompt: str = ""
     prune: bool = True
     # When the mid-run pruning removes strokes, start as many new ones where the training views still
@@ -194,6 +207,9 @@ def settings_from_dict(data: dict) -> OptimizeConfig:
         raise SettingsError(f"setting 'stroke_width' must be in (0, 64] pixels, got {cfg.stroke_width}")
     if not 0 < cfg.opacity <= 1:
         raise SettingsError(f"setting 'opacity' must be in (0, 1], got {cfg.opacity}")
+    if cfg.augmentation_bank and cfg.augmentation_bank < cfg.augmentations:
+        raise SettingsError(f"setting 'augmentation_bank' must be 0 or at least 'augmentations' "
+                            f"({cfg.augmentations}), got {cfg.augmentation_bank}")
     if not 0 < cfg.lr <= 10:
         raise SettingsError(f"setting 'lr' must be in (0, 10], got {cfg.lr}")
     for name in cfg.losses:

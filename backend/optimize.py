@@ -371,6 +371,7 @@ def optimize(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, *, emit:
     device = targets.rgb.device
     ctx = LossContext(targets, cfg, device, load_clip=load_clip)
     losses = build_losses(ctx, cfg.losses)
+    ctx.losses_built()
     best: RunResult | None = None
     summaries = []
     for run in range(cfg.best_of):

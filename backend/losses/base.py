@@ -81,3 +81,8 @@ class LossContext:
                 raise RuntimeError("this run has no CLIP loader")
             self._clip = self.load_clip()
         return self._clip
+
+    def losses_built(self) -> None:
+        """Every loss is built: CLIP's text tower (used only to encode a prompt) can go."""
+        if self._clip is not None and hasattr(self._clip, "release_text_tower"):
+            self._clip.release_text_tower()

@@ -2,13 +2,17 @@
 
 CLIP is by far the most expensive part of a step, so both losses read ONE shared pass
 (:class:`ClipPairFeatures`, stored on the LossContext): the sketch views and their augmented copies
-go through CLIP in a single batched call with gradients, the augmented targets in a single call
-without, and the un-augmented targets are encoded once when the losses are built. CLIP's
-parameters are frozen, so backward only computes gradients with respect to the sketch pixels.
+go through CLIP together. The targets are encoded up front: the un-augmented views when the losses
+are built, the augmented ones in a :class:`TargetBank` whose warps the step applies to its sketch
+(``augmentation_bank: 0`` encodes fresh augmented targets every step instead, as CLIPasso). CLIP's
+parameters are frozen, so backward only computes gradients with respect to the sketch pixels; on a
+CPU the pass runs a view at a time with its backward (:class:`_PassByPass`), holding one view's
+activations instead of all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -37,21 +41,29 @@ def _homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], dim=-1)
     a = torch.cat([rows_u, rows_v], dim=1)  # [N,8,8]
     b = torch.cat([u, v], dim=1)  # [N,8]
-    h = torch.linalg.solve(a, b)
+    h = torch.linalg.solve_ex(a, b)[0]  # no error check: corners move at most half-way, never singular
     return torch.cat([h, torch.ones_like(h[:, :1])], dim=1).view(-1, 3, 3)
 
 
-def augmentation_grids(n: int, size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+AUGMENTATION_NUMBERS = 11  # random numbers per augmentation: 8 corner moves, crop side, crop centre (2)
+
+
+def augmentation_rows(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``[n, AUGMENTATION_NUMBERS]`` uniform numbers, one row per augmentation (drawn on the generator's device)."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(n, AUGMENTATION_NUMBERS, generator=generator, device=gen_device).to(device)
+
+
+def grids_from_rows(r: torch.Tensor, size: int) -> torch.Tensor:
     """Sampling grids ``[n,size,size,2]`` for ``grid_sample``: a random perspective then a random crop.
 
     Both warps are composed into one grid (one interpolation, fully batched). Coordinates are
     normalised to [-1, 1]. The perspective moves each image corner inwards by up to
     ``DISTORTION`` of the half-side per axis (torchvision's RandomPerspective); the crop is a square
     covering a uniform ``CROP_SCALE`` fraction of the area at a uniform position, resized to the
-    full output. One row of random numbers per grid, drawn from ``generator`` for determinism.
+    full output. ``r`` holds one row of :func:`augmentation_rows` per grid.
     """
-    gen_device = generator.device if generator is not None else device
-    r = torch.rand(n, 11, generator=generator, device=gen_device).to(device)
+    n, device = r.shape[0], r.device
     corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device)
     moved = corners - corners * DISTORTION * r[:, :8].view(n, 4, 2)  # each corner inwards
     to_source = _homographies(moved, corners.expand(n, 4, 2))  # warped image coords -> source image coords
@@ -66,36 +78,164 @@ def augmentation_grids(n: int, size: int, generator: torch.Generator | None, dev
     return (pts[..., :2] / pts[..., 2:]).view(n, size, size, 2)
 
 
+def augmentation_grids(n: int, size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``n`` random augmentation grids (:func:`grids_from_rows` of fresh :func:`augmentation_rows`)."""
+    return grids_from_rows(augmentation_rows(n, generator, device), size)
+
+
 def warp(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
     """Resample ``[n,C,S,S]`` images in [0,1] along ``grids``; what falls outside is white paper."""
     return F.grid_sample(images - 1, grids, mode="bilinear", padding_mode="zeros", align_corners=False) + 1
 
 
 @dataclass
-class _StepFeatures:
-    """CLIP outputs of one step: rows are pair-major, ``[pairs * B]`` (pair 0 = un-augmented)."""
+class _Augmented:
+    """This step's augmentations: ``pairs`` rows per view, pair-major ``[pairs * B]`` (pair 0 = none)."""
 
-    images: torch.Tensor
-    view_ids: torch.Tensor
-    version: int
-    augment: bool
+    grids: torch.Tensor | None  # [(pairs-1) * B, S, S, 2] warps of the sketch (None: no augmentation)
+    target_emb: torch.Tensor | None  # [pairs * B, D]
+    target_acts: list[torch.Tensor]  # per layer [pairs * B, C, h, w]
     pairs: int
-    sketch_emb: torch.Tensor | None
-    target_emb: torch.Tensor
-    sketch_acts: list[torch.Tensor]
-    target_acts: list[torch.Tensor]
-    taken: set[str] = field(default_factory=set)
+
+    def views(self, lo: int, hi: int, batch: int) -> _Augmented:
+        """The rows of views ``lo:hi`` of a batch of ``batch`` views, still pair-major."""
+        rows = torch.cat([torch.arange(lo, hi) + p * batch for p in range(self.pairs)]).to(self.target_acts[0].device)
+        grids = None if self.grids is None else self.grids[rows[hi - lo:] - batch]
+        return _Augmented(grids, None if self.target_emb is None else self.target_emb[rows],
+                          [a[rows] for a in self.target_acts], self.pairs)
+
+
+class TargetBank:
+    """``per_view`` augmentations of every training view's target, encoded once: a step picks
+    ``augmentations`` of them per view (distinct, at random) and warps its sketch with the same warps,
+    so it runs CLIP on the sketch only. ``refresh`` entries, oldest first, are re-drawn each step.
+
+    Activations are stored in float16 (half the memory; 3 significant digits, far below the sketch-
+    target differences the geometric loss measures), in float32 if a value would not fit."""
+
+    def __init__(self, shared: ClipPairFeatures, train_ids: list[int], per_view: int, refresh: int,
+                 generator: torch.Generator, embed: bool):
+        b = shared.bundle
+        self.shared, self.per_view, self.refresh, self.embed = shared, per_view, refresh, embed
+        self.entry_view = torch.tensor(train_ids, device=b.device).repeat_interleave(per_view)  # [N]
+        first = torch.full((shared.targets.shape[0],), -1, dtype=torch.long)
+        first[train_ids] = torch.arange(len(train_ids)) * per_view
+        self.first = first.to(b.device)  # a view's first entry
+        self.rows = augmentation_rows(len(self.entry_view), generator, b.device)
+        self.emb: torch.Tensor | None = None
+        self.acts: list[torch.Tensor] = []
+        self.oldest = 0
+        self._encode(torch.arange(len(self.entry_view), device=b.device))
+
+    def __len__(self) -> int:
+        return int(self.entry_view.shape[0])
+
+    @torch.no_grad()
+    def _encode(self, entries: torch.Tensor) -> None:
+        s, b = self.shared, self.shared.bundle
+        for chunk in entries.split(_CHUNK):
+            warped = warp(s.targets[self.entry_view[chunk]], grids_from_rows(self.rows[chunk], b.input_size))
+            emb, acts = b.features(b.normalize(warped), s.layers, embed=self.embed)
+            if not self.acts:  # first chunk: allocate
+                self.emb = None if emb is None else emb.new_zeros((len(self),) + emb.shape[1:], dtype=torch.float32)
+                fits = all(a.abs().max() < 6e4 for a in acts)  # once, at build: float16 holds < 65504
+                self.acts = [a.new_zeros((len(self),) + a.shape[1:], dtype=torch.float16 if fits else torch.float32)
+                             for a in acts]
+            if emb is not None:
+                self.emb[chunk] = emb.float()
+            for store, a in zip(self.acts, acts, strict=True):
+                store[chunk] = a.to(store.dtype)
+
+    def step(self, views: torch.Tensor, count: int, generator: torch.Generator | None) -> _Augmented:
+        """``count`` augmentations per view of ``views`` (rows pair-major), after this step's refresh."""
+        if self.refresh:
+            entries = (self.oldest + torch.arange(min(self.refresh, len(self)))) % len(self)
+            self.oldest = (self.oldest + len(entries)) % len(self)
+            entries = entries.to(self.entry_view.device)
+            self.rows[entries] = augmentation_rows(len(entries), generator, self.rows.device)
+            self._encode(entries)
+        gen_device = generator.device if generator is not None else views.device
+        pick = torch.rand(len(views), self.per_view, generator=generator, device=gen_device).argsort(dim=1)[:, :count]
+        entries = (self.first[views][:, None] + pick.to(views.device)).T.reshape(-1)  # pair-major
+        return _Augmented(grids_from_rows(self.rows[entries], self.shared.bundle.input_size),
+                          None if self.emb is None else self.emb[entries],
+                          [a[entries].float() for a in self.acts], count + 1)
+
+
+class _PassByPass(torch.autograd.Function):
+    """The CLIP losses' per-view values, differentiable w.r.t. the sketch pixels, where CLIP ran (and
+    its backward) a few views at a time during the forward, so only one pass's activations were held.
+
+    The backward that ran used the configured loss weights; when the gradients arriving are the
+    weighted sum (per-view factors allowed: ``hard_views``), the stored gradient is exact. Otherwise
+    (a loss used on its own) the passes are run again with the gradients that arrived."""
+
+    @staticmethod
+    def forward(ctx, images, step):
+        ctx.step = step
+        return tuple(step.values[user].clone() for user in step.users)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *upstream):
+        return ctx.step.gradient(torch.stack(upstream)), None
+
+
+class _Passes:
+    """One step's CLIP passes run view chunk by view chunk, with their backward (see _PassByPass)."""
+
+    def __init__(self, shared: ClipPairFeatures, images: torch.Tensor, views: torch.Tensor,
+                 aug: _Augmented | None, per_pass: int):
+        self.shared, self.views, self.aug, self.per_pass = shared, views, aug, per_pass
+        self.images = images.detach()
+        self.users = list(shared.users)
+        self.weights = torch.tensor([shared.weights[u] for u in self.users], device=images.device)
+        self.grad, values = self._run(self.weights[:, None].expand(-1, len(views)))
+        self.values = values
+
+    def _run(self, coefficients: torch.Tensor):
+        """Forward + backward per chunk: values per user ``[B]`` and d(sum coefficients * values)/d images."""
+        grad = torch.zeros_like(self.images)
+        parts: dict[str, list[torch.Tensor]] = {u: [] for u in self.users}
+        batch = len(self.views)
+        for lo in range(0, batch, self.per_pass):
+            hi = min(lo + self.per_pass, batch)
+            with torch.enable_grad():
+                x = self.images[lo:hi].clone().requires_grad_(True)
+                aug = None if self.aug is None else self.aug.views(lo, hi, batch)
+                values = self.shared.values(x, self.views[lo:hi], aug)
+                weighted = sum((coefficients[i, lo:hi] * values[u]).sum() for i, u in enumerate(self.users))
+                grad[lo:hi] = torch.autograd.grad(weighted, x)[0]
+            for u in self.users:
+                parts[u].append(values[u].detach())
+        return grad, {u: torch.cat(v) for u, v in parts.items()}
+
+    def gradient(self, upstream: torch.Tensor) -> torch.Tensor:
+        """d loss / d images for ``upstream[u, v]`` = d loss / d values[u][v]."""
+        factor = upstream[0] / self.weights[0]  # per view
+        if torch.allclose(upstream, factor[None] * self.weights[:, None], rtol=1e-5, atol=1e-30):
+            return self.grad * factor[:, None, None]
+        return self._run(upstream)[0]
 
 
 class ClipPairFeatures:
-    """Shared by both CLIP losses of a run: caches target features and this step's CLIP pass."""
+    """Shared by both CLIP losses of a run: target features, the augmentation bank and this step's
+    CLIP pass (computed by the first loss that asks, read by the other)."""
 
     def __init__(self, ctx: LossContext):
         self.bundle: ClipBundle = ctx.clip()
-        self.augmentations = int(ctx.config.augmentations)
+        cfg = ctx.config
+        self.augmentations = int(cfg.augmentations)
         self.layers = tuple(self.bundle.geometric_layers)
-        self.users: set[str] = set()
-        self._step: _StepFeatures | None = None
+        self.users: dict[str, Callable] = {}  # loss name -> per-row loss of a features batch
+        self.weights: dict[str, float] = {}
+        self._step: _Step | None = None
+        self._bank_size, self._bank_refresh = int(cfg.augmentation_bank), int(cfg.bank_refresh)
+        self._bank_seed = int(cfg.seed)
+        self.bank: TargetBank | None = None
+        self._train_ids = torch.nonzero(ctx.targets.is_train.cpu()).flatten().tolist()
+        cuda = self.bundle.device.type == "cuda"
+        self.per_pass = int(cfg.clip_views_per_pass) or (256 if cuda else 1)
         b = self.bundle
         with torch.no_grad():
             self.targets = _resize(ctx.targets.rgb.to(b.device, torch.float32), b.input_size)  # [V,3,S,S]
@@ -108,21 +248,22 @@ class ClipPairFeatures:
             self.target_acts = [torch.cat(layer) for layer in zip(*acts, strict=True)]
 
     @classmethod
-    def of(cls, ctx: LossContext, user: str) -> ClipPairFeatures:
+    def of(cls, ctx: LossContext, user: str, per_row: Callable) -> ClipPairFeatures:
         """The context's shared instance (built on first use), with ``user`` registered as a reader."""
         shared = getattr(ctx, "_clip_pair_features", None)
         if shared is None:
             shared = cls(ctx)
             ctx._clip_pair_features = shared
-        shared.users.add(user)
+        shared.users[user] = per_row
+        shared.weights[user] = float(ctx.config.losses.get(user, 1.0)) or 1.0
         return shared
 
     def forget_step(self) -> None:
         """Drop this step's cached CLIP pass, so the next reader computes it again (e.g. in another precision)."""
         self._step = None
 
-    def step(self, inputs: LossInputs, user: str) -> _StepFeatures:
-        """This step's features; computed by the first reader, reused by the others, then dropped."""
+    def value(self, inputs: LossInputs, user: str) -> torch.Tensor:
+        """``user``'s per-view value this step; computed for every user by the first, then dropped."""
         s = self._step
         augment = bool(inputs.augment) and self.augmentations > 0
         fresh = (
@@ -136,63 +277,102 @@ class ClipPairFeatures:
         if fresh:
             s = self._compute(inputs, augment)
         s.taken.add(user)
-        self._step = None if s.taken >= self.users else s
-        return s
+        self._step = None if s.taken >= set(self.users) else s
+        return s.values[user]
 
-    def _compute(self, inputs: LossInputs, augment: bool) -> _StepFeatures:
+    def _augmentations(self, views: torch.Tensor, generator: torch.Generator | None) -> _Augmented:
+        """The step's augmented pairs: from the bank, or drawn and encoded now (no bank)."""
         b = self.bundle
-        size, views = b.input_size, inputs.view_ids.to(self.targets.device)
-        sketch = _resize(inputs.images[:, None].float(), size)  # [B,1,S,S]; grey, expanded to RGB below
-        target_emb, target_acts = self.target_emb[views], [a[views] for a in self.target_acts]
-        pairs = 1
-        if augment:
-            pairs += self.augmentations
-            grids = augmentation_grids(self.augmentations * len(views), size, inputs.generator, b.device)
-            sketch = torch.cat([sketch, warp(sketch.repeat(self.augmentations, 1, 1, 1), grids)])
+        if self._bank_size:
+            if self.bank is None:  # built on first use, when every reader is known (embeddings or not)
+                self.bank = TargetBank(self, self._train_ids, self._bank_size, self._bank_refresh,
+                                       torch.Generator().manual_seed(self._bank_seed), "clip_semantic" in self.users)
+            aug = self.bank.step(views, self.augmentations, generator)
+        else:
+            rows = augmentation_rows(self.augmentations * len(views), generator, b.device)
+            grids = grids_from_rows(rows, b.input_size)
             with torch.no_grad():
-                aug_targets = warp(self.targets[views].repeat(self.augmentations, 1, 1, 1), grids)
-                emb, acts = b.features(b.normalize(aug_targets), self.layers, embed="clip_semantic" in self.users)
-            if emb is not None:
-                target_emb = torch.cat([target_emb, emb.float()])
-            target_acts = [torch.cat([t, a]) for t, a in zip(target_acts, acts, strict=True)]
+                warped = warp(self.targets[views].repeat(self.augmentations, 1, 1, 1), grids)
+                emb, acts = b.features(b.normalize(warped), self.layers, embed="clip_semantic" in self.users)
+            aug = _Augmented(grids, None if emb is None else emb.float(), acts, self.augmentations + 1)
+        plain_emb = self.target_emb[views]
+        return _Augmented(aug.grids, None if aug.target_emb is None else torch.cat([plain_emb, aug.target_emb]),
+                          [torch.cat([t[views], a]) for t, a in zip(self.target_acts, aug.target_acts, strict=True)],
+                          aug.pairs)
+
+    def values(self, images: torch.Tensor, views: torch.Tensor, aug: _Augmented | None) -> dict[str, torch.Tensor]:
+        """Every user's per-view values ``[B]`` for sketch ``images [B,H,W]`` (one CLIP call)."""
+        b = self.bundle
+        sketch = _resize(images[:, None].float(), b.input_size)  # [B,1,S,S]; grey, expanded to RGB below
+        if aug is None:
+            aug = _Augmented(None, self.target_emb[views], [a[views] for a in self.target_acts], 1)
+        elif aug.grids is not None:
+            sketch = torch.cat([sketch, warp(sketch.repeat(aug.pairs - 1, 1, 1, 1), aug.grids)])
         emb, acts = b.features(b.normalize(sketch.expand(-1, 3, -1, -1)), self.layers, "clip_semantic" in self.users)
-        return _StepFeatures(
-            inputs.images, inputs.view_ids, inputs.images._version, augment, pairs,
-            None if emb is None else emb.float(), target_emb, acts, target_acts,
-        )  # fmt: skip
+        features = _Features(None if emb is None else emb.float(), aug.target_emb, acts, aug.target_acts)
+        return {u: per_row(features).view(aug.pairs, -1).mean(dim=0) for u, per_row in self.users.items()}
+
+    def _compute(self, inputs: LossInputs, augment: bool) -> _Step:
+        images, views = inputs.images, inputs.view_ids.to(self.bundle.device)
+        aug = self._augmentations(views, inputs.generator) if augment else None
+        if images.requires_grad and torch.is_grad_enabled() and self.per_pass < len(views):
+            passes = _Passes(self, images, views, aug, self.per_pass)
+            values = dict(zip(passes.users, _PassByPass.apply(images, passes), strict=True))
+        else:
+            values = self.values(images, views, aug)
+        return _Step(inputs.images, inputs.view_ids, inputs.images._version, augment, values)
+
+
+@dataclass
+class _Features:
+    """One CLIP call's rows, pair-major ``[pairs * B]``, beside the targets' matching rows."""
+
+    sketch_emb: torch.Tensor | None
+    target_emb: torch.Tensor | None
+    sketch_acts: list[torch.Tensor]
+    target_acts: list[torch.Tensor]
+
+
+@dataclass
+class _Step:
+    """This step's values per user, kept until every user has read its own."""
+
+    images: torch.Tensor
+    view_ids: torch.Tensor
+    version: int
+    augment: bool
+    values: dict[str, torch.Tensor]
+    taken: set[str] = field(default_factory=set)
 
 
 class _ClipLoss:
     """A named loss reading the shared pass: ``(inputs) -> [B]``, averaged over the augmented pairs."""
 
-    def __init__(self, name: str, shared: ClipPairFeatures, per_row):
-        self.name, self.shared, self.per_row = name, shared, per_row
+    def __init__(self, name: str, shared: ClipPairFeatures):
+        self.name, self.shared = name, shared
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        s = self.shared.step(inputs, self.name)
-        return self.per_row(s).view(s.pairs, -1).mean(dim=0)
+        return self.shared.value(inputs, self.name)
 
 
 def clip_geometric(ctx: LossContext) -> _ClipLoss:
     """Mean squared difference of CLIP activations (RN: layer2 + layer3), sketch vs target."""
-    shared = ClipPairFeatures.of(ctx, "clip_geometric")
 
-    def per_row(s: _StepFeatures) -> torch.Tensor:
+    def per_row(s: _Features) -> torch.Tensor:
         return sum((a - t).square().flatten(1).mean(dim=1) for a, t in zip(s.sketch_acts, s.target_acts, strict=True))
 
-    return _ClipLoss("clip_geometric", shared, per_row)
+    return _ClipLoss("clip_geometric", ClipPairFeatures.of(ctx, "clip_geometric", per_row))
 
 
 def clip_semantic(ctx: LossContext) -> _ClipLoss:
     """1 - cos between CLIP image embeddings of sketch and target (plus 1 - cos to the prompt's text)."""
-    shared = ClipPairFeatures.of(ctx, "clip_semantic")
     prompt = ctx.config.prompt.strip()
-    text = shared.bundle.encode_text(prompt) if prompt else None
+    text = ctx.clip().encode_text(prompt) if prompt else None
 
-    def per_row(s: _StepFeatures) -> torch.Tensor:
+    def per_row(s: _Features) -> torch.Tensor:
         loss = 1 - F.cosine_similarity(s.sketch_emb, s.target_emb, dim=-1)
         if text is not None:
             loss = loss + 1 - F.cosine_similarity(s.sketch_emb, text[None], dim=-1)
         return loss
 
-    return _ClipLoss("clip_semantic", shared, per_row)
+    return _ClipLoss("clip_semantic", ClipPairFeatures.of(ctx, "clip_semantic", per_row))

@@ -88,9 +88,21 @@ class ClipBundle:
                 acts[i] = x
         return (visual.attnpool(x) if embed else None), [acts[int(i)] for i in layers]
 
+    def release_text_tower(self) -> None:
+        """Drop everything but the image tower (RN101: 242 of 456 MiB of weights) once prompts are encoded."""
+        for name, _ in list(self.model.named_children()):
+            if name != "visual":
+                delattr(self.model, name)
+        for name, _ in list(self.model.named_parameters(recurse=False)):
+            delattr(self.model, name)
+        self.tokenizer = None
+        self.text_released = True
+
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
         """Text embedding ``[D]`` of one prompt (no gradient: it is a fixed target)."""
+        if getattr(self, "text_released", False):
+            raise RuntimeError("this CLIP model's text tower was released after the losses were built")
         if self.tokenizer is None:
             raise ClipWeightsUnavailable(f"no tokenizer available offline for CLIP model {self.name}")
         tokens = self.tokenizer([prompt]).to(self.device)

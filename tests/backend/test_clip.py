@@ -14,7 +14,7 @@ import torch
 from backend.config import ClipConfig, OptimizeConfig
 from backend.errors import BadJob, ClipWeightsUnavailable
 from backend.losses.base import LossContext, LossInputs, Targets
-from backend.losses.clip import ClipPairFeatures, augmentation_grids, clip_geometric, clip_semantic, warp
+from backend.losses.clip import augmentation_grids, clip_geometric, clip_semantic, grids_from_rows, warp
 from backend.losses.clip_model import _fold_batchnorm, load_clip
 
 CPU = torch.device("cpu")
@@ -54,7 +54,7 @@ def shared_bundle(model: str, config_path: str):
     return lively(load_clip(ClipConfig(model=model, model_config=config_path, pretrained=""), CPU))
 
 
-def make_ctx(clip_cfg: ClipConfig, target_images: torch.Tensor, prompt: str = "", augmentations: int = 2):
+def make_ctx(clip_cfg: ClipConfig, target_images: torch.Tensor, prompt: str = "", augmentations: int = 2, **settings):
     """A LossContext whose target RGB views are ``target_images`` (grey) composited over white."""
     targets = Targets(
         viewmats=torch.eye(4).repeat(V, 1, 1),
@@ -63,7 +63,7 @@ def make_ctx(clip_cfg: ClipConfig, target_images: torch.Tensor, prompt: str = ""
         rgb=target_images[:, None].expand(-1, 3, -1, -1).contiguous(),
         alpha=1 - target_images,
     )
-    cfg = OptimizeConfig(augmentations=augmentations, prompt=prompt, clip=clip_cfg)
+    cfg = OptimizeConfig(augmentations=augmentations, prompt=prompt, clip=clip_cfg, **settings)
     return LossContext(targets, cfg, CPU, load_clip=lambda: shared_bundle(clip_cfg.model, clip_cfg.model_config))
 
 
@@ -128,24 +128,91 @@ def test_gradients_reach_the_sketch_not_clip(tiny_rn):
     assert all(p.grad is None for p in ctx.clip().model.parameters())
 
 
-def test_one_clip_pass_per_step_shared_by_both_losses(tiny_rn, monkeypatch):
-    ctx = make_ctx(tiny_rn, strokes(V, seed=1), augmentations=3)
-    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
-    shared = ClipPairFeatures.of(ctx, "clip_geometric")
-    batches = []
+def count_clip_calls(shared, monkeypatch) -> list:
+    """(rows, with grad) of every CLIP call the model makes from now on."""
+    calls = []
     original = type(shared.bundle).features
 
     def counting(self, x, layers, embed=True):
-        batches.append((x.shape[0], torch.is_grad_enabled()))
+        calls.append((x.shape[0], torch.is_grad_enabled()))
         return original(self, x, layers, embed)
 
     monkeypatch.setattr(type(shared.bundle), "features", counting)
+    return calls
+
+
+def test_one_clip_pass_per_step_shared_by_both_losses(tiny_rn, monkeypatch):
+    ctx = make_ctx(tiny_rn, strokes(V, seed=1), augmentations=3, augmentation_bank=0, clip_views_per_pass=8)
+    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+    calls = count_clip_calls(geo.shared, monkeypatch)
     step = inputs(strokes(2, seed=4), [0, 1])
     geo(step), sem(step)
     # sketch: 2 views x (1 + 3 pairs) in one call with grad; augmented targets: 2 x 3 without
-    assert sorted(batches) == [(6, False), (8, True)]
+    assert sorted(calls) == [(6, False), (8, True)]
     geo(step)  # the same loss again on the same images is a new evaluation (fresh augmentations)
-    assert len(batches) == 4
+    assert len(calls) == 4
+
+
+def test_the_bank_encodes_targets_once_and_a_step_runs_clip_on_the_sketch_only(tiny_rn, monkeypatch):
+    ctx = make_ctx(tiny_rn, strokes(V, seed=1), augmentations=3, augmentation_bank=6, bank_refresh=1)
+    geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+    calls = count_clip_calls(geo.shared, monkeypatch)
+    images = strokes(2, seed=4).requires_grad_(True)
+    geo(inputs(images, [0, 1])), sem(inputs(images, [0, 1]))
+    assert calls[:2] == [(16, False), (14, False)]  # the bank: 5 views x 6, in chunks of 16
+    calls.clear()
+    step = inputs(images, [3, 1], seed=5)
+    geo(step), sem(step)
+    # one refreshed entry (no grad), then the sketch a view at a time (CPU default) with 1 + 3 pairs
+    assert calls == [(1, False), (4, True), (4, True)]
+    bank = geo.shared.bank
+    assert len(bank) == 30 and bank.acts[0].dtype == torch.float16
+
+
+def test_bank_entries_are_the_targets_warped_by_their_own_grids(tiny_rn):
+    ctx = make_ctx(tiny_rn, strokes(V, seed=1), augmentations=2, augmentation_bank=4)
+    geo = clip_geometric(ctx)
+    geo(inputs(strokes(1, seed=2), [0]))  # builds the bank
+    shared, bank = geo.shared, geo.shared.bank
+    b = shared.bundle
+    entries = torch.tensor([0, 5, 19])
+    warped = warp(shared.targets[bank.entry_view[entries]], grids_from_rows(bank.rows[entries], b.input_size))
+    _, acts = b.features(b.normalize(warped), shared.layers, embed=False)
+    for stored, fresh in zip(bank.acts, acts, strict=True):
+        torch.testing.assert_close(stored[entries].float(), fresh, rtol=2e-3, atol=2e-3 * fresh.abs().max().item())
+    # identical sketch and target stay identical under the bank's warps: the loss is ~0
+    same = inputs(ctx.targets.rgb[[2, 4], 0].clone(), [2, 4])
+    assert geo(same).abs().max() < 1e-3 * geo(inputs(strokes(2, seed=3), [2, 4])).min()
+
+
+@pytest.mark.parametrize("hard", [0.0, 6.0])
+def test_view_by_view_passes_give_the_gradient_of_one_pass(tiny_rn, hard):
+    from backend.optimize import total_loss
+
+    sketch = strokes(V, seed=1)
+    grads, values = {}, {}
+    for per_pass in (1, 2, 8):
+        ctx = make_ctx(tiny_rn, sketch, augmentations=2, clip_views_per_pass=per_pass)
+        losses = {"clip_geometric": (1.0, clip_geometric(ctx)), "clip_semantic": (0.1, clip_semantic(ctx))}
+        images = strokes(3, seed=7).requires_grad_(True)
+        total, parts = total_loss(losses, inputs(images, [0, 2, 4], seed=3), hard_views=hard)
+        total.backward()
+        grads[per_pass], values[per_pass] = images.grad, float(total.detach())
+    for per_pass in (1, 2):
+        assert values[per_pass] == pytest.approx(values[8], rel=1e-5)
+        torch.testing.assert_close(grads[per_pass], grads[8], rtol=1e-4, atol=1e-4 * grads[8].abs().max().item())
+
+
+def test_a_clip_loss_used_alone_gets_its_own_gradient_from_view_by_view_passes(tiny_rn):
+    sketch = strokes(V, seed=1)
+    grads = []
+    for per_pass in (1, 8):
+        ctx = make_ctx(tiny_rn, sketch, augmentations=2, clip_views_per_pass=per_pass)
+        geo, _ = clip_geometric(ctx), clip_semantic(ctx)  # both readers, but only one in the total
+        images = strokes(2, seed=8).requires_grad_(True)
+        geo(inputs(images, [1, 3], seed=4)).sum().backward()
+        grads.append(images.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4 * grads[1].abs().max().item())
 
 
 def test_augmentation_is_one_shared_warp_and_deterministic():
