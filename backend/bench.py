@@ -568,9 +568,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--bank", type=int, default=-1,
-                        help="setting augmentation_bank (0 = fresh augmented targets every step; default: the setting's)")
+                        help="setting augmentation_bank (0: fresh augmented targets every step; default: the setting)")
     parser.add_argument("--views-per-pass", type=int, default=-1,
-                        help="setting clip_views_per_pass (0 = auto; default: the setting's)")
+                        help="setting clip_views_per_pass (0: auto; default: the setting)")
     parser.add_argument("--sync-audit", type=int, default=0,
                         help="final_run on CUDA: count host-device syncs over this many extra iterations")
     parser.add_argument("--clip-config", default="", help="smoke tests: a tiny open_clip JSON config instead of RN101")
