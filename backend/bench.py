@@ -181,6 +181,7 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
     step()  # warm-up: lazy init, caches, kernels
     _sync(device)
     ops = _count_ops(step) if opts.get("count_ops") else None
+    syncs = _count_syncs(step) if opts.get("count_syncs") else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _peak_reset()
@@ -199,9 +200,35 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
            "threads": torch.get_num_threads()}
     if ops is not None:
         out["ops_per_step"] = ops
+    if syncs is not None:
+        out["syncs_per_step"] = syncs
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def _count_syncs(step) -> dict:
+    """What in one ``step()`` would make the host wait for the device (backend.syncs), and on CUDA what did."""
+    import torch
+
+    from .syncs import SyncGuard
+
+    with SyncGuard() as guard:
+        step()
+    out = {"total": guard.total, "what": dict(guard.counts)}
+    if torch.cuda.is_available():
+        import warnings
+
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        out["cuda_sync_warnings"] = sum("synchroniz" in str(w.message) for w in caught)
     return out
 
 
@@ -290,24 +317,25 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
     from .optimize import Sketch, total_loss
 
     vps = views_per_step or opts.get("views_per_step") or 4
-    t, _ = _synthetic_targets(device, 24, 224)
+    curves, size = int(opts.get("curves") or 16), int(opts.get("size") or 224)
+    t, _ = _synthetic_targets(device, 24, size)
     if case in ("step_final", "profile"):
         weights = {"clip_geometric": 1.0, "clip_semantic": 0.1}
     else:
         weights = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
-    cfg = OptimizeConfig(curves=16, views_per_step=vps, augmentations=4, losses=weights, **_clip_settings(opts))
+    cfg = OptimizeConfig(curves=curves, views_per_step=vps, augmentations=4, losses=weights, **_clip_settings(opts))
     load = _clip_loader(cfg, device, opts) if "clip_geometric" in weights else None
     ctx = LossContext(t, cfg, device, load_clip=load)
     losses = build_losses(ctx, weights)
     ctx.losses_built()
     sketch = Sketch(cfg, t, renderer)
-    cp = (torch.randn(16, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.4).to(device).requires_grad_(True)
-    opt = torch.optim.Adam([cp], lr=cfg.lr)
-    gen = torch.Generator().manual_seed(0)
+    cp = (torch.randn(curves, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.4).to(device).requires_grad_(True)
+    opt = torch.optim.Adam([cp], lr=cfg.lr, fused=device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(0)  # on the device, as the loop's: no copies to wait for
     train = torch.nonzero(t.is_train).flatten()
 
     def step():
-        ids = train[torch.randperm(len(train), generator=gen)[:vps].to(train.device)]
+        ids = train[torch.randperm(len(train), generator=gen, device=device)[:vps]]
         samples = sketch.samples(cp)
         images = sketch.render(samples, ids)
         total, _ = total_loss(losses, LossInputs(images, ids, cp, samples, 0.5, gen))
@@ -315,7 +343,7 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
         total.backward()
         opt.step()
 
-    settings = {"curves": 16, "views_per_step": vps, "size": 224, "losses": weights, "augmentations": 4,
+    settings = {"curves": curves, "views_per_step": vps, "size": size, "losses": weights, "augmentations": 4,
                 "clip": cfg.clip.model if load else None}
     step.parts = (t, cfg, losses, sketch, cp, opt, gen, train)
     return step, settings
@@ -577,6 +605,11 @@ def main(argv=None) -> int:
     parser.add_argument("--count-ops", action="store_true",
                         help="also count the ATen operators of one step (on a GPU most launch a kernel: a host-bound "
                              "loop costs about the same per operator)")
+    parser.add_argument("--count-syncs", action="store_true",
+                        help="also count what in one step would make the host wait for the device (and, on CUDA, "
+                             "the synchronisations torch.cuda.set_sync_debug_mode reports)")
+    parser.add_argument("--curves", type=int, default=0, help="step_final/step_geometry: strokes (default 16)")
+    parser.add_argument("--size", type=int, default=0, help="step_final/step_geometry: image side in px (default 224)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -584,6 +617,7 @@ def main(argv=None) -> int:
                               "cudnn_benchmark": args.cudnn_benchmark, "threads": args.threads,
                               "views_per_step": args.views_per_step, "iterations": args.iterations,
                               "seed": args.seed, "sync_audit": args.sync_audit, "count_ops": args.count_ops,
+                              "count_syncs": args.count_syncs, "curves": args.curves, "size": args.size,
 
                               "clip_config": os.path.abspath(args.clip_config) if args.clip_config else ""}.items()
             if v}
@@ -597,9 +631,11 @@ def main(argv=None) -> int:
                "--repeat", str(args.repeat), "--renderer", args.renderer, "--iterations", str(args.iterations),
                "--views-per-step", str(args.views_per_step), "--seed", str(args.seed), "--threads", str(args.threads),
                "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", ""),
-               "--bank", str(args.bank), "--views-per-pass", str(args.views_per_pass)]
+               "--bank", str(args.bank), "--views-per-pass", str(args.views_per_pass),
+               "--curves", str(args.curves), "--size", str(args.size)]
         cmd += [flag for flag, on in (("--amp", args.amp), ("--channels-last", args.channels_last),
-                                      ("--cudnn-benchmark", args.cudnn_benchmark), ("--count-ops", args.count_ops))
+                                      ("--cudnn-benchmark", args.cudnn_benchmark), ("--count-ops", args.count_ops),
+                                      ("--count-syncs", args.count_syncs))
                 if on]
         rc, stdout, stderr = _run_child(cmd, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if rc != 0 or not stdout.strip():
@@ -636,6 +672,7 @@ def _print_row(r: dict) -> None:
     else:
         extra = f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
         extra += f"  {r['ops_per_step']['total']} ATen ops/step" if "ops_per_step" in r else ""
+        extra += f"  {r['syncs_per_step']['total']} host reads/step" if "syncs_per_step" in r else ""
         print(f"{case:14s} {r['device']:5s} {r['renderer']:6s} {r['sec_per_iter']*1000:9.1f} ms/iter "
               f"({r['cpu_sec_per_iter']*1000:.0f} ms CPU) {r['iters_per_sec']:7.2f} it/s  peak RSS "
               f"{r['peak_rss_mib']:.0f} MiB (+{r['peak_rss_over_setup_mib']:.0f} over setup){extra}", flush=True)

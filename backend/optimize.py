@@ -196,7 +196,13 @@ def _start_run(cfg: OptimizeConfig, targets: Targets, generator: torch.Generator
     """The initial curves (the initialisation consumes ``generator`` first) and their optimiser."""
     points = initial_curves(cfg.init, cfg.curves, targets, generator, device, cfg.segments).detach().clone()
     points.requires_grad_(True)
-    return _RunState(points, torch.optim.Adam([points], lr=cfg.lr), list(range(cfg.curves)))
+    return _RunState(points, _adam(points, cfg.lr), list(range(cfg.curves)))
+
+
+def _adam(points: torch.Tensor, lr: float) -> torch.optim.Adam:
+    """Adam; fused on a GPU: one launch per step, and its step count stays on the device (the for-loop
+    version reads it on the host each step: free on a CPU, whose results stay those measured so far)."""
+    return torch.optim.Adam([points], lr=lr, fused=points.device.type == "cuda")
 
 
 def _learning_rate(cfg: OptimizeConfig, progress: float) -> float:
@@ -220,6 +226,13 @@ def _step(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, ids: to
     state.last_total = total.detach()
     state.history.append(state.last_total)
     state.steps += 1
+
+
+def _to_device(ids: list[int], device: torch.device) -> torch.Tensor:
+    """A step's view ids on the device; on a GPU through pinned memory, so the copy need not be waited for."""
+    if device.type != "cuda":
+        return torch.tensor(ids, device=device)
+    return torch.tensor(ids).pin_memory().to(device, non_blocking=True)
 
 
 UNCOVERED_AT = 0.3  # a visible line pixel is uncovered while the blurred ink there is below this
@@ -272,7 +285,7 @@ def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState
             state.alive = state.alive + list(range(first, first + fresh.shape[0]))
             message += f"; {fresh.shape[0]} new where lines were still missing"
     state.points = kept.clone().requires_grad_(True)
-    state.optimizer = torch.optim.Adam([state.points], lr=cfg.lr)
+    state.optimizer = _adam(state.points, cfg.lr)
     emit({"type": INFO, "message": f"{message}; {len(state.alive)} left"})
 
 
@@ -347,6 +360,8 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
     device = targets.rgb.device
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
+    # Augmentations draw on the device's own generator on a GPU (a host draw would be a copy to wait for).
+    draws = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     sketch = Sketch(cfg, targets, renderer)
     state = _start_run(cfg, targets, generator, device)
     train_ids = torch.nonzero(targets.is_train).flatten().to(device)
@@ -358,10 +373,12 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
             state.cancelled = True
             break
         progress = it / max(cfg.iterations - 1, 1)
-        _step(cfg, sketch, losses, state, torch.tensor(next(schedule), device=device), progress, generator)
+        _step(cfg, sketch, losses, state, _to_device(next(schedule), device), progress, draws)
         if it == prune_step:
             _prune_mid_run(cfg, sketch, losses, state, train_ids, emit, generator)
         _report(cfg, state, clock, emit, run_index, runs)
+        if hasattr(renderer, "settle") and state.steps % (cfg.progress_every or 50) == 0:
+            renderer.settle()  # a fixed-shape renderer grows its patches (one device read, like progress)
     return _finish_run(cfg, sketch, losses, state, train_ids, seed, started)
 
 

@@ -85,6 +85,14 @@ if py is not None:
                     or "ms" in l][:40]}
 fig["bench"] = {k: load(f"bench_{k}.json")
                 for k in ("gsplat_render", "gsplat", "torch_during_build", "gsplat_tuned", "torch")}
+sizes = {}
+for name in sorted(os.listdir(parts)):
+    if name.startswith("sizes_") and name.endswith(".json"):
+        doc = load(name)
+        r = (doc or {}).get("results", [{}])[0] if isinstance(doc, dict) else {}
+        sizes[name[6:-5]] = {k: r.get(k) for k in ("sec_per_iter", "peak_cuda_mib", "syncs_per_step", "renderer",
+                                                   "settings", "error")}
+fig["step_final_by_strokes_and_size"] = sizes
 runs = {}
 for name in sorted(os.listdir(parts)):
     if name.startswith("final_") and name.endswith(".json"):
@@ -243,6 +251,12 @@ if [ "$R" = gsplat ]; then
     stage bench_gsplat 120 bench_gsplat.json python3 -m backend.bench --device $DEV --renderer gsplat \
         --case step_final --case step_geometry --repeat $REPEAT --count-ops --json "${EXTRA[@]}"
 fi
+# Issue 15's table: 16 and 64 strokes at 224 and 512 px: ms per step, peak CUDA MiB, host reads per step.
+for C in 16 64; do for S in 224 512; do
+    STAGE_NOTE="renderer=$R curves=$C size=$S" stage "sizes_${C}_${S}" 60 "sizes_${C}_${S}.json" \
+        python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --curves $C --size $S \
+        --repeat $REPEAT --count-syncs --json "${EXTRA[@]}"
+done; done
 STAGE_NOTE="renderer=$R amp+channels_last+cudnn.benchmark" stage bench_tuned 90 bench_gsplat_tuned.json \
     python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --repeat $REPEAT --amp --channels-last \
     --cudnn-benchmark --json "${EXTRA[@]}"

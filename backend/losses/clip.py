@@ -149,9 +149,9 @@ class TargetBank:
     def step(self, views: torch.Tensor, count: int, generator: torch.Generator | None) -> _Augmented:
         """``count`` augmentations per view of ``views`` (rows pair-major), after this step's refresh."""
         if self.refresh:
-            entries = (self.oldest + torch.arange(min(self.refresh, len(self)))) % len(self)
-            self.oldest = (self.oldest + len(entries)) % len(self)
-            entries = entries.to(self.entry_view.device)
+            count_now = min(self.refresh, len(self))
+            entries = (self.oldest + torch.arange(count_now, device=self.entry_view.device)) % len(self)
+            self.oldest = (self.oldest + count_now) % len(self)
             self.rows[entries] = augmentation_rows(len(entries), generator, self.rows.device)
             self._encode(entries)
         gen_device = generator.device if generator is not None else views.device

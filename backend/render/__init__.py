@@ -91,7 +91,9 @@ def choose_renderer(requested: RendererRequest, device: torch.device | str) -> t
     if requested not in ("auto", "torch", "gsplat"):
         raise ValueError(f"renderer must be 'auto', 'torch' or 'gsplat', got {requested!r}")
     if requested == "torch":
-        return TorchRenderer(), f"torch renderer on {device.type}: requested"
+        fixed = device.type == "cuda"
+        what = "torch renderer (fixed shapes)" if fixed else "torch renderer"
+        return TorchRenderer(fixed_shapes=fixed), f"{what} on {device.type}: requested"
     on_cuda = device.type == "cuda" and torch.cuda.is_available()
     if requested == "gsplat":
         if not on_cuda:
@@ -110,12 +112,14 @@ def choose_renderer(requested: RendererRequest, device: torch.device | str) -> t
         why = "no CUDA device" if device.type in ("cpu", "cuda") else f"device is {device.type}"
         return TorchRenderer(), f"torch renderer on {device.type}: {why}"
     ready, why = _gsplat_extension_ready()
+    # On a GPU the torch renderer runs with fixed shapes: no host reads in a step.
     if not ready:
-        return TorchRenderer(), f"torch renderer on cuda: {why}"
+        return TorchRenderer(fixed_shapes=True), f"torch renderer (fixed shapes) on cuda: {why}"
     try:
         return _load_gsplat(), "gsplat on CUDA"
     except Exception as exc:
-        return TorchRenderer(), f"torch renderer on cuda: gsplat failed to load ({type(exc).__name__}: {exc})"
+        return (TorchRenderer(fixed_shapes=True),
+                f"torch renderer (fixed shapes) on cuda: gsplat failed to load ({type(exc).__name__}: {exc})")
 
 
 __all__ = ["Renderer", "RendererRequest", "TorchRenderer", "choose_renderer", "pixel_scales"]

@@ -28,6 +28,8 @@ allocations were the slowest steps when profiled).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -199,8 +201,9 @@ def _plan(means2d, radii, view, width, height):
     return order, _Plan(chunks, start, view[order] * (width * height), width)
 
 
+@functools.cache
 def _just_below(value: float, dtype: torch.dtype) -> float:
-    """The largest ``dtype`` number below ``value``'s rounding in ``dtype``."""
+    """The largest ``dtype`` number below ``value``'s rounding in ``dtype`` (worked out once per dtype)."""
     v = torch.tensor(value, dtype=dtype)
     return float(torch.nextafter(v, torch.zeros_like(v)))
 
@@ -266,8 +269,8 @@ class _PatchComposite(torch.autograd.Function):
             a, b, c = conics[lo:hi].unbind(-1)
             g_means2d[lo:hi] = torch.stack([a * s_dx + b * s_dy, b * s_dx + c * s_dy], -1)
             g_conics[lo:hi] = torch.stack([0.5 * s_dxx, s_dxy, 0.5 * s_dyy], -1)
-            if want_opac:
-                g_opac[lo:hi] = -w.sum((1, 2)) / opac[lo:hi]
+            if want_opac:  # (a culled splat of the fixed-shape plan has opacity 0 and no gradient)
+                g_opac[lo:hi] = -w.sum((1, 2)) / opac[lo:hi].clamp_min(1e-30)
         return g_means2d, g_conics, g_opac, None, None, None
 
 
@@ -285,12 +288,67 @@ def composite(proj: Projection, width: int, height: int) -> torch.Tensor:
     return _PatchComposite.apply(proj.means2d[vi, ni], proj.conics[vi, ni], opac, plan, views, height)
 
 
+def composite_fixed(proj: Projection, width: int, height: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`composite` with shapes that do not depend on the data: every splat of every view gets a
+    ``(2 half + 1)^2`` patch (culled ones with opacity 0), no sort, no host reads. Returns the image
+    and the largest radius seen (a device tensor): the same image as :func:`composite` while it is
+    at most ``half`` (outside its box a splat's alpha is below 1/255 and skipped anyway); a larger
+    splat loses its pixels beyond the patch until the caller grows ``half``."""
+    V, N = proj.valid.shape
+    size = (min(2 * half + 1, height), min(2 * half + 1, width))
+    means2d, conics = proj.means2d.reshape(V * N, 2), proj.conics.reshape(V * N, 3)
+    opac = (proj.opacities * proj.valid).reshape(V * N)
+    limit = means2d.new_tensor([width - size[1], height - size[0]]).long()
+    centre = torch.floor(means2d.detach().clamp(-1e6, 1e6)).long()
+    start = torch.minimum((centre - half).clamp_min(0), limit)
+    view_base = (torch.arange(V, device=means2d.device) * (width * height))[:, None].expand(V, N).reshape(-1)
+    step = max(1, CHUNK_PIXELS // (size[0] * size[1]))
+    plan = _Plan([(lo, min(lo + step, V * N), size) for lo in range(0, V * N, step)], start, view_base, width)
+    largest = (proj.radii * proj.valid[..., None]).amax()
+    return _PatchComposite.apply(means2d, conics, opac, plan, V, height), largest
+
+
 class TorchRenderer:
-    """Renderer on any torch device; see the module docstring for the rules it follows."""
+    """Renderer on any torch device; see the module docstring for the rules it follows.
+
+    ``fixed_shapes=True`` renders with :func:`composite_fixed`: no host reads and no data-dependent
+    shapes in a step (what a CUDA step needs to run ahead of the GPU or be captured). Its patch size
+    is measured on the first call (one read) and grown by :meth:`settle`, which the loop calls when it
+    reads the device anyway (progress events). Otherwise it sizes every patch to its splat (fewer
+    pixels when splats differ in size: the default on CPUs, where host reads cost nothing).
+    """
 
     name = "torch"
+
+    def __init__(self, fixed_shapes: bool = False):
+        self.fixed_shapes = fixed_shapes
+        self.half: int | None = None  # fixed patch half-size
+        self._largest: torch.Tensor | None = None  # largest radius rendered since the last settle
 
     def __call__(self, means, scales, opacity, viewmats, Ks, width: int, height: int) -> torch.Tensor:
         width, height = int(width), int(height)
         proj = project(means, scales, opacity, viewmats, Ks, width, height)
-        return composite(proj, width, height)
+        if not self.fixed_shapes:
+            return composite(proj, width, height)
+        if self.half is None:
+            self.half = _patch_half(int(proj.radii.amax()))
+        image, largest = composite_fixed(proj, width, height, self.half)
+        self._largest = largest if self._largest is None else torch.maximum(self._largest, largest)
+        return image
+
+    def settle(self) -> bool:
+        """Grow the fixed patch if a splat outgrew it since the last call (one device read); True if it grew."""
+        if self._largest is None:
+            return False
+        largest, self._largest = int(self._largest), None
+        if self.half is None or largest <= self.half:
+            return False
+        grown = _patch_half(largest)
+        grew, self.half = grown > self.half, grown
+        return grew
+
+
+def _patch_half(radius: int) -> int:
+    """The size class at or above ``radius`` with a quarter to spare (strokes move; fewer regrowths)."""
+    wanted = max(1, math.ceil(radius * 1.25))
+    return next((c for c in _SIZE_CLASSES if c >= wanted), _SIZE_CLASSES[-1])

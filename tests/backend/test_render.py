@@ -114,6 +114,42 @@ def test_large_and_near_splats_are_drawn_whole():
     assert (image - expected).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("seed,per_view,opacity", [(0, False, 1.0), (3, True, "random")])
+def test_fixed_shapes_give_the_same_image_and_gradients(seed, per_view, opacity):
+    means, scales, viewmats, Ks, width, height = random_case(seed, per_view=per_view)
+    if opacity == "random":
+        g = torch.Generator().manual_seed(seed)
+        opacity = 0.2 + 0.8 * torch.rand(means.shape[0], generator=g, dtype=means.dtype)
+    g = torch.Generator().manual_seed(1)
+    weights = torch.rand(viewmats.shape[0], height, width, generator=g, dtype=means.dtype)
+    out = {}
+    for fixed in (False, True):
+        leaf = means.clone().requires_grad_(True)
+        renderer = TorchRenderer(fixed_shapes=fixed)
+        image = renderer(leaf, scales, opacity, viewmats, Ks, width, height)
+        (image * weights).sum().backward()
+        out[fixed] = image.detach(), leaf.grad
+    largest = int(project(means, scales, opacity, viewmats, Ks, width, height).radii.max())
+    assert renderer.half >= largest or 2 * renderer.half + 1 >= max(width, height)  # whole splats, or whole image
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-9, atol=1e-12)
+
+
+def test_a_fixed_shape_patch_grows_when_a_splat_outgrows_it():
+    means, _, viewmats, Ks, width, height = random_case(4, splats=8)
+    means = means[8 - 3:] * 0.3  # on screen in every view
+    renderer = TorchRenderer(fixed_shapes=True)
+    renderer(means, torch.full((3,), 0.01, dtype=means.dtype), 1.0, viewmats, Ks, width, height)
+    small = renderer.half
+    assert not renderer.settle()
+    wide = torch.full((3,), 0.08, dtype=means.dtype)
+    expected = TorchRenderer()(means, wide, 1.0, viewmats, Ks, width, height)
+    clipped = renderer(means, wide, 1.0, viewmats, Ks, width, height)
+    assert (clipped - expected).abs().max() > 1e-3  # the patch cut the wide splats
+    assert renderer.settle() and renderer.half > small
+    torch.testing.assert_close(renderer(means, wide, 1.0, viewmats, Ks, width, height), expected, rtol=0, atol=1e-12)
+
+
 def test_nothing_visible_gives_white_paper_and_zero_gradients():
     means, scales, viewmats, Ks, width, height = random_case(9, splats=5)
     means = torch.linalg.inv(viewmats[0])[:3, 3] * 1.5 + 0 * means  # all behind camera 0
