@@ -122,12 +122,14 @@ def _clip_loader(cfg, device, opts):
 
 
 def _clip_settings(opts: dict) -> dict:
-    """``--bank`` / ``--views-per-pass`` as settings (absent: the defaults)."""
+    """``--bank`` / ``--views-per-pass`` / ``--compile`` as settings (absent: the defaults)."""
     out = {}
     if opts.get("bank", -1) >= 0:
         out["augmentation_bank"] = int(opts["bank"])
     if opts.get("views_per_pass", -1) >= 0:
         out["clip_views_per_pass"] = int(opts["views_per_pass"])
+    if opts.get("compile"):
+        out["clip_compile"] = opts["compile"]
     return out
 
 
@@ -605,6 +607,8 @@ def main(argv=None) -> int:
     parser.add_argument("--count-ops", action="store_true",
                         help="also count the ATen operators of one step (on a GPU most launch a kernel: a host-bound "
                              "loop costs about the same per operator)")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="",
+                        help="setting clip_compile (default: the setting; step cases run few steps, so auto is off)")
     parser.add_argument("--count-syncs", action="store_true",
                         help="also count what in one step would make the host wait for the device (and, on CUDA, "
                              "the synchronisations torch.cuda.set_sync_debug_mode reports)")
@@ -618,6 +622,7 @@ def main(argv=None) -> int:
                               "views_per_step": args.views_per_step, "iterations": args.iterations,
                               "seed": args.seed, "sync_audit": args.sync_audit, "count_ops": args.count_ops,
                               "count_syncs": args.count_syncs, "curves": args.curves, "size": args.size,
+                              "compile": args.compile,
 
                               "clip_config": os.path.abspath(args.clip_config) if args.clip_config else ""}.items()
             if v}
@@ -633,6 +638,7 @@ def main(argv=None) -> int:
                "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", ""),
                "--bank", str(args.bank), "--views-per-pass", str(args.views_per_pass),
                "--curves", str(args.curves), "--size", str(args.size)]
+        cmd += ["--compile", args.compile] if args.compile else []
         cmd += [flag for flag, on in (("--amp", args.amp), ("--channels-last", args.channels_last),
                                       ("--cudnn-benchmark", args.cudnn_benchmark), ("--count-ops", args.count_ops),
                                       ("--count-syncs", args.count_syncs))

@@ -229,6 +229,10 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
             events.emit({"type": WARNING, "message": f"CLIP WEIGHTS MISSING: {exc} -- running the geometry-only "
                                                        f"objective ({', '.join(weights)}) instead, as this job allows"})
             cfg = dataclasses.replace(cfg, losses=weights)
+    if cfg.uses_clip():
+        from .losses.clip import describe
+
+        events.emit({"type": INFO, "message": describe(cfg, device)})
     targets = build_targets(job.arrays, cfg, device)
     result = optimize(cfg, targets, renderer, emit=events.emit, should_stop=stop,
                       load_clip=(lambda: clip_bundle) if clip_bundle is not None else None)

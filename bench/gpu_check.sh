@@ -265,5 +265,8 @@ STAGE_NOTE="renderer=$R amp=fp32" stage final_2000_fp32 150 final_2000_fp32.json
 STAGE_NOTE="renderer=$R amp+channels_last+cudnn.benchmark" stage final_2000_tuned 150 final_2000_tuned.json \
     python3 -m backend.bench --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS \
     --amp --channels-last --cudnn-benchmark --json "${EXTRA[@]}"
+STAGE_NOTE="renderer=$R clip_compile=on (torch.compile reduce-overhead: CUDA graphs)" stage final_2000_compiled 200 \
+    final_2000_compiled.json python3 -m backend.bench --device $DEV --renderer "$R" --case final_run \
+    --iterations $ITERS --views-per-step $VIEWS --compile on --json "${EXTRA[@]}"
 STAGE_NOTE="after build, quiet CPU" stage bench_torch 90 bench_torch.json \
     python3 -m backend.bench --device $DEV --renderer torch --case render --case step_final --repeat $REPEAT --json "${EXTRA[@]}"

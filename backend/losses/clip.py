@@ -12,6 +12,7 @@ activations instead of all of them.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -218,6 +219,44 @@ class _Passes:
         return self._run(upstream)[0]
 
 
+def views_per_pass(setting: int, device: torch.device) -> int:
+    """``clip_views_per_pass`` resolved: 0 is one view per pass on a CPU, every view at once elsewhere."""
+    return int(setting) or (1 if torch.device(device).type == "cpu" else 256)
+
+
+# A compile (~100 s on 2 cores) pays back after ~70 RN101 steps; below this many steps a run starts at once.
+COMPILE_FROM = 1000
+
+
+def compile_choice(cfg, device: torch.device) -> tuple[bool, str]:
+    """Whether to torch.compile CLIP's image tower for this run, and why (setting ``clip_compile``)."""
+    if cfg.clip_compile == "off":
+        return False, "not compiled (setting)"
+    if cfg.clip_compile == "on":
+        return True, "image tower compiled (setting)"
+    if torch.device(device).type != "cpu":
+        return False, "not compiled (not measured on a GPU yet)"
+    if cfg.iterations * cfg.best_of < COMPILE_FROM:
+        return False, f"not compiled (run shorter than {COMPILE_FROM} steps)"
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++", "cl")):
+        return False, "not compiled (no C++ compiler on PATH)"
+    return True, "image tower compiled (a long CPU run)"
+
+
+def describe(cfg, device: torch.device) -> str:
+    """One line for the log: how this run's CLIP losses get their targets and run their passes."""
+    if not cfg.augmentations:
+        targets = "no augmentations"
+    elif cfg.augmentation_bank:
+        targets = (f"{cfg.augmentations} augmentations per view from a bank of {cfg.augmentation_bank} encoded "
+                   f"once ({cfg.bank_refresh} re-drawn per step)")
+    else:
+        targets = f"{cfg.augmentations} fresh augmentations per view, targets encoded every step"
+    per = views_per_pass(cfg.clip_views_per_pass, device)
+    passes = "all views in one pass" if per >= cfg.views_per_step else f"{per} view(s) per pass with its backward"
+    return f"CLIP: {targets}; {passes}; {compile_choice(cfg, device)[1]}"
+
+
 class ClipPairFeatures:
     """Shared by both CLIP losses of a run: target features, the augmentation bank and this step's
     CLIP pass (computed by the first loss that asks, read by the other)."""
@@ -234,8 +273,9 @@ class ClipPairFeatures:
         self._bank_seed = int(cfg.seed)
         self.bank: TargetBank | None = None
         self._train_ids = torch.nonzero(ctx.targets.is_train.cpu()).flatten().tolist()
-        cuda = self.bundle.device.type == "cuda"
-        self.per_pass = int(cfg.clip_views_per_pass) or (256 if cuda else 1)
+        self.per_pass = views_per_pass(cfg.clip_views_per_pass, self.bundle.device)
+        if compile_choice(cfg, self.bundle.device)[0] and self.bundle.compiled is None:
+            self.bundle.compile_image_tower()
         b = self.bundle
         with torch.no_grad():
             self.targets = _resize(ctx.targets.rgb.to(b.device, torch.float32), b.input_size)  # [V,3,S,S]

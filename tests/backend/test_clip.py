@@ -215,6 +215,35 @@ def test_a_clip_loss_used_alone_gets_its_own_gradient_from_view_by_view_passes(t
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4 * grads[1].abs().max().item())
 
 
+def test_a_compiled_image_tower_gives_the_eager_values_and_gradients(tiny_rn):
+    from backend.losses.clip import compile_choice
+
+    sketch = strokes(V, seed=1)
+    out = {}
+    for choice in ("off", "on"):
+        torch.manual_seed(0)  # open_clip initialises what `lively` leaves (attention pool) from the global RNG
+        bundle = lively(load_clip(tiny_rn, CPU))  # its own model: compiling must not touch the shared one
+        targets = make_ctx(tiny_rn, sketch).targets
+        cfg = OptimizeConfig(augmentations=2, clip=tiny_rn, clip_compile=choice)
+        ctx = LossContext(targets, cfg, CPU, load_clip=lambda b=bundle: b)
+        geo, sem = clip_geometric(ctx), clip_semantic(ctx)
+        assert (bundle.compiled is not None) == (choice == "on")
+        images = strokes(2, seed=9).requires_grad_(True)
+        step = inputs(images, [1, 4], seed=2)
+        total = geo(step).sum() + 0.1 * sem(step).sum()
+        total.backward()
+        out[choice] = float(total.detach()), images.grad
+    # the compiled kernels sum in another order: fp32 rounding only
+    assert out["on"][0] == pytest.approx(out["off"][0], rel=1e-5)
+    g_on, g_off = out["on"][1].flatten(), out["off"][1].flatten()
+    assert torch.nn.functional.cosine_similarity(g_on, g_off, dim=0) > 0.99999
+    assert float(g_on.norm() / g_off.norm()) == pytest.approx(1.0, abs=1e-4)
+    long_run = OptimizeConfig(iterations=2000)
+    assert compile_choice(OptimizeConfig(), CPU) == (False, "not compiled (run shorter than 1000 steps)")
+    assert compile_choice(long_run, torch.device("cuda"))[0] is False
+    assert compile_choice(dataclasses.replace(long_run, clip_compile="off"), CPU)[0] is False
+
+
 def test_augmentation_is_one_shared_warp_and_deterministic():
     img = torch.rand(3, 3, 32, 32)
     grids = augmentation_grids(3, 32, torch.Generator().manual_seed(7), CPU)

@@ -196,6 +196,19 @@ def test_missing_clip_weights_fall_back_to_geometry_when_allowed(tmp_path):
     assert json.loads((job / "result.json").read_text())["objective"] == {"lines": 1.0, "surface": 0.1}
 
 
+def test_a_clip_job_says_how_its_clip_passes_run(tmp_path, tiny_clip_config):
+    job = write_job(tmp_path / "job", settings={
+        "iterations": 3, "views_per_step": 2, "losses": {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0},
+        "clip": {"model": "tiny-rn", "model_config": str(tiny_clip_config), "pretrained": ""}})
+    proc = start(job)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    infos = [e["message"] for e in events_of(out) if e["type"] == "info"]
+    assert "CLIP: 4 augmentations per view from a bank of 8 encoded once (1 re-drawn per step); " \
+           "1 view(s) per pass with its backward; not compiled (run shorter than 1000 steps)" in infos, infos
+    assert json.loads((job / "result.json").read_text())["iterations"] == 3
+
+
 def test_a_reader_that_goes_away_cancels_cleanly(tmp_path):
     """Blender dying closes the event pipe: the worker stops as if cancelled, without a traceback."""
     job = write_job(tmp_path / "job", settings={"iterations": 100000, "progress_every": 1})
