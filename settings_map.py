@@ -46,6 +46,8 @@ FIELDS = (
     Field("views_per_step", "views_per_step", "--views-per-step", int, "views rendered per step"),
     Field("best_of", "best_of", "--best-of", int, "run N seeds, keep the lowest held-out loss"),
     Field("augmentations", "augmentations", "--augmentations", int, "augmented pairs per view for CLIP"),
+    Field("clip_compile", "clip_compile", "--clip-compile", str,
+          "torch.compile CLIP's image tower (auto: CPU runs of 1000+ steps)", ("auto", "on", "off")),
     Field("lr", "lr", "--lr", float, "learning rate"),
     Field("ink_budget", "ink_budget", "--ink-budget", int,
           "beyond N strokes, prune strokes that mostly fill the interior (0: off; default 16)"),

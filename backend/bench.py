@@ -14,6 +14,8 @@ Cases (each in its own subprocess, so peak memory is the case's own):
   the host-device synchronisations of N extra iterations on CUDA;
 - ``amp_check`` (not in the default set): the CLIP losses and their gradient w.r.t. the sketch pixels
   in fp32 and under bf16 autocast on the same model, images and augmentations (3 sketches);
+- ``bank_check`` (not in the default set): the CLIP losses of the same 3 sketches with augmented targets
+  from the bank and drawn fresh each time, mean and sd over ``--repeat`` draws (the same expectation);
 - ``profile`` (not in the default set): where one ``step_final`` step's CPU time goes (renderer,
   augmentations, CLIP forwards, backward of CLIP and of the renderer, geometric losses, optimiser).
 - ``projection`` (not in the default set, needs gsplat): our projection against gsplat's own pure-torch
@@ -40,7 +42,7 @@ import sys
 import time
 
 CASES = ("render", "step_final", "step_geometry")
-EXTRA_CASES = ("final_run", "profile", "amp_check", "projection")
+EXTRA_CASES = ("final_run", "profile", "amp_check", "projection", "bank_check")
 
 
 def _peak_reset():
@@ -162,6 +164,8 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
         return run_profile(device, renderer, why, repeat, opts)
     if case == "amp_check":
         return run_amp_check(device, renderer, why, opts)
+    if case == "bank_check":
+        return run_bank_check(device, renderer, why, dict(opts, repeat=repeat))
     if case == "projection":
         return run_projection(device, repeat)
     if case == "render":
@@ -474,6 +478,52 @@ def run_amp_check(device, renderer, why, opts: dict) -> dict:
             "note": "random CLIP weights; target features of un-augmented views stay fp32 (computed at load)"}
 
 
+def run_bank_check(device, renderer, why, opts: dict) -> dict:
+    """The CLIP losses of the same sketches with augmented targets from the bank and drawn fresh (the
+    old way): both estimate the same expectation over augmentations; mean and sd over ``--repeat`` draws."""
+    import torch
+
+    from .config import OptimizeConfig
+    from .losses import LossContext, build_losses
+    from .losses.base import LossInputs
+
+    repeat = int(opts.get("repeat") or 8)
+    t, _ = _synthetic_targets(device, 24, 224)
+    weights = {"clip_geometric": 1.0, "clip_semantic": 0.1}
+    losses_of = {}
+    bundle = None
+    for name, bank in (("bank", 8), ("fresh", 0)):
+        cfg = OptimizeConfig(curves=16, views_per_step=4, augmentations=4, losses=weights, augmentation_bank=bank)
+        bundle = bundle or _clip_loader(cfg, device, opts)()  # one model for both (random weights differ per load)
+        losses_of[name] = build_losses(LossContext(t, cfg, device, load_clip=lambda b=bundle: b), weights)
+    from .optimize import Sketch
+
+    sketch = Sketch(OptimizeConfig(), t, renderer)
+    train = torch.nonzero(t.is_train).flatten()
+    rows = []
+    for trial in range(3):
+        g = torch.Generator().manual_seed(200 + trial)
+        points = (torch.randn(16, 4, 3, generator=g) * 0.4).to(device)
+        ids = train[torch.randperm(len(train), generator=g)[:4].to(train.device)]
+        with torch.no_grad():
+            samples = sketch.samples(points)
+            images = sketch.render(samples, ids)
+            row = {}
+            for name, losses in losses_of.items():
+                gen = torch.Generator().manual_seed(300 + trial)
+                draws = {k: [] for k in weights}
+                for _ in range(repeat):
+                    inputs = LossInputs(images, ids, points, samples, 0.5, gen)
+                    for k, (_, loss) in losses.items():
+                        draws[k].append(float(loss(inputs).mean()))
+                row[name] = {k: {"mean": sum(v) / len(v), "sd": float(torch.tensor(v).std())} for k, v in draws.items()}
+        row["rel_diff"] = {k: abs(row["bank"][k]["mean"] - row["fresh"][k]["mean"]) / max(abs(row["fresh"][k]["mean"]),
+                                                                                        1e-12) for k in weights}
+        rows.append(row)
+    return {"case": "bank_check", "device": str(device), "renderer": renderer.name, "renderer_reason": why,
+            "draws": repeat, "trials": rows, "note": "random CLIP weights (RN101 unless --clip-config)"}
+
+
 def _sync_audit(run, iterations: int) -> dict:
     """Count host-device synchronisations (CUDA sync debug mode) of a short run, by source line."""
     import traceback
@@ -670,6 +720,12 @@ def _print_row(r: dict) -> None:
         for key in ("vs_gsplat_torch", "vs_gsplat_cuda"):
             if key in r:
                 print(f"  {key}: {json.dumps(r[key])}", flush=True)
+    elif case == "bank_check":
+        print(f"bank_check ({r['device']}, {r['draws']} draws): CLIP loss mean (sd), bank vs fresh augmentations")
+        for i, row in enumerate(r["trials"]):
+            parts = [f"{k} {row['bank'][k]['mean']:.5f} ({row['bank'][k]['sd']:.5f}) vs {row['fresh'][k]['mean']:.5f} "
+                     f"({row['fresh'][k]['sd']:.5f})" for k in row["bank"]]
+            print(f"  sketch {i}: " + "; ".join(parts), flush=True)
     elif case == "profile":
         print(f"profile ({r['device']}, {r['renderer']}, {r['threads']} threads), CPU seconds per step:")
         for name, sec in sorted(r["cpu_seconds"].items(), key=lambda kv: -kv[1]):

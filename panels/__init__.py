@@ -178,6 +178,9 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         col.prop(props, "image_size")
         col.prop(props, "heldout_views")
         col.prop(props, "augmentations")
+        row = col.row()
+        row.active = props.use_clip
+        row.prop(props, "clip_compile")
         col.prop(props, "lr")
         col.prop(props, "hard_views")
         col.prop(props, "ink_budget")

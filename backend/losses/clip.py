@@ -106,13 +106,22 @@ class _Augmented:
                           [a[rows] for a in self.target_acts], self.pairs)
 
 
+def _half_holds(values: torch.Tensor) -> bool:
+    """float16 keeps these activations: none above its range (65504), hardly any non-zero below its
+    normal range (2^-14, where it keeps fewer digits; untrained towers have such tiny activations)."""
+    magnitude = values.abs()
+    nonzero = magnitude > 0
+    tiny = (nonzero & (magnitude < 2.0**-14)).sum() / nonzero.sum().clamp_min(1)
+    return bool(magnitude.max() < 6e4) and bool(tiny < 0.01)
+
+
 class TargetBank:
     """``per_view`` augmentations of every training view's target, encoded once: a step picks
     ``augmentations`` of them per view (distinct, at random) and warps its sketch with the same warps,
     so it runs CLIP on the sketch only. ``refresh`` entries, oldest first, are re-drawn each step.
 
     Activations are stored in float16 (half the memory; 3 significant digits, far below the sketch-
-    target differences the geometric loss measures), in float32 if a value would not fit."""
+    target differences the geometric loss measures), in float32 where float16 would not hold them."""
 
     def __init__(self, shared: ClipPairFeatures, train_ids: list[int], per_view: int, refresh: int,
                  generator: torch.Generator, embed: bool):
@@ -139,7 +148,7 @@ class TargetBank:
             emb, acts = b.features(b.normalize(warped), s.layers, embed=self.embed)
             if not self.acts:  # first chunk: allocate
                 self.emb = None if emb is None else emb.new_zeros((len(self),) + emb.shape[1:], dtype=torch.float32)
-                fits = all(a.abs().max() < 6e4 for a in acts)  # once, at build: float16 holds < 65504
+                fits = all(_half_holds(a) for a in acts)  # checked once, on the first chunk
                 self.acts = [a.new_zeros((len(self),) + a.shape[1:], dtype=torch.float16 if fits else torch.float32)
                              for a in acts]
             if emb is not None:
