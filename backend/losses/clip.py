@@ -12,6 +12,7 @@ activations instead of all of them.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ def augmentation_rows(n: int, generator: torch.Generator | None, device: torch.d
     return torch.rand(n, AUGMENTATION_NUMBERS, generator=generator, device=gen_device).to(device)
 
 
+@functools.cache
+def _corners(device: torch.device) -> torch.Tensor:
+    """The image corners in [-1, 1], made once per device (a fresh host tensor each step is a copy to wait for)."""
+    return torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device)
+
+
 def grids_from_rows(r: torch.Tensor, size: int) -> torch.Tensor:
     """Sampling grids ``[n,size,size,2]`` for ``grid_sample``: a random perspective then a random crop.
 
@@ -65,7 +72,7 @@ def grids_from_rows(r: torch.Tensor, size: int) -> torch.Tensor:
     full output. ``r`` holds one row of :func:`augmentation_rows` per grid.
     """
     n, device = r.shape[0], r.device
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device)
+    corners = _corners(device)
     moved = corners - corners * DISTORTION * r[:, :8].view(n, 4, 2)  # each corner inwards
     to_source = _homographies(moved, corners.expand(n, 4, 2))  # warped image coords -> source image coords
     side = torch.sqrt(CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * r[:, 8])  # crop half-size in [-1,1]

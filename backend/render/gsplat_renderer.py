@@ -33,7 +33,8 @@ class GsplatRenderer:
         V, N = viewmats.shape[0], means.shape[0]
         means = means.float()
         scales = torch.as_tensor(scales, device=means.device).float()
-        opac = torch.as_tensor(opacity, device=means.device).float()
+        # a number is filled on the device (as_tensor of a Python float would copy it there and wait)
+        opac = opacity.float() if torch.is_tensor(opacity) else means.new_full((), float(opacity))
         opac = opac.expand(N) if opac.dim() == 0 else opac
         quats = means.new_zeros(N, 4)
         quats[:, 0] = 1.0  # gsplat quaternions are (w, x, y, z)

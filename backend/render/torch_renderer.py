@@ -99,7 +99,9 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     viewmats = viewmats.to(dtype)  # [V,4,4]
     Ks = Ks.to(dtype)  # [V,3,3]
     s2 = _as_view_scales(torch.as_tensor(scales, dtype=dtype, device=device), V, N) ** 2  # [V,N]
-    opac = torch.as_tensor(opacity, dtype=dtype, device=device)
+    # a number is filled on the device (as_tensor of a Python float would copy it there and wait)
+    opac = opacity.to(device, dtype) if torch.is_tensor(opacity) else torch.full((), float(opacity), dtype=dtype,
+                                                                                device=device)
     opac = opac.expand(N) if opac.dim() == 0 else opac
     opac = opac[None].expand(V, N)  # [V,N]
 
@@ -298,9 +300,8 @@ def composite_fixed(proj: Projection, width: int, height: int, half: int) -> tup
     size = (min(2 * half + 1, height), min(2 * half + 1, width))
     means2d, conics = proj.means2d.reshape(V * N, 2), proj.conics.reshape(V * N, 3)
     opac = (proj.opacities * proj.valid).reshape(V * N)
-    limit = means2d.new_tensor([width - size[1], height - size[0]]).long()
-    centre = torch.floor(means2d.detach().clamp(-1e6, 1e6)).long()
-    start = torch.minimum((centre - half).clamp_min(0), limit)
+    centre = torch.floor(means2d.detach().clamp(-1e6, 1e6)).long() - half
+    start = torch.stack([centre[:, 0].clamp(0, width - size[1]), centre[:, 1].clamp(0, height - size[0])], -1)
     view_base = (torch.arange(V, device=means2d.device) * (width * height))[:, None].expand(V, N).reshape(-1)
     step = max(1, CHUNK_PIXELS // (size[0] * size[1]))
     plan = _Plan([(lo, min(lo + step, V * N), size) for lo in range(0, V * N, step)], start, view_base, width)
