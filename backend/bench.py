@@ -365,7 +365,7 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
     import torch
 
     from .losses.base import LossInputs
-    from .losses.clip import augmentation_grids, warp
+    from .losses.clip import _resize, augmentation_grids, warp
     from .optimize import total_loss
 
     step, settings = _step_closure("profile", device, renderer, opts)
@@ -391,7 +391,7 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
         images = timed("renderer forward", lambda: sketch.render(samples, ids))
         leaf = images.detach().requires_grad_(True)
         size = b.input_size
-        sketch_in = leaf[:, None]
+        sketch_in = _resize(leaf[:, None], size)  # as the loss does (a --clip-config model may take another size)
         grids = timed("augmentations (grids + warp)",
                       lambda: augmentation_grids(cfg.augmentations * vps, size, gen, b.device))
         both = timed("augmentations (grids + warp)",
@@ -406,7 +406,7 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
         emb, acts = timed("CLIP forward (sketch, with grad)",
                           lambda: b.features(b.normalize(both.expand(-1, 3, -1, -1)), shared.layers, True))
         # The real losses on the leaf (their own CLIP pass is what the loop does; timed as a whole too).
-        total, _ = timed("loop: CLIP losses as the loop calls them (fwd)",
+        total, _ = timed("loop: CLIP losses as the loop calls them (fwd; view by view on a CPU: + backward)",
                          lambda: total_loss(losses, LossInputs(leaf, ids, cp, samples, 0.5, gen)))
         g = timed("CLIP backward (input gradients)", lambda: torch.autograd.grad(total, leaf)[0])
         timed("renderer backward", lambda: images.backward(g))
@@ -425,7 +425,8 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
     per = {k: v / repeat for k, v in parts.items()}
     # The standalone "CLIP forward (sketch)" + "target features" duplicate what the loop's loss call does;
     # the step proper = renderer fwd + loop losses + CLIP backward + renderer backward + Adam.
-    proper = ["renderer forward", "loop: CLIP losses as the loop calls them (fwd)", "CLIP backward (input gradients)",
+    proper = ["renderer forward", "loop: CLIP losses as the loop calls them (fwd; view by view on a CPU: + backward)",
+              "CLIP backward (input gradients)",
               "renderer backward", "optimiser (Adam)"]
     step_cpu = sum(per[k] for k in proper)
     return {"case": "profile", "device": str(device), "renderer": renderer.name, "renderer_reason": why,

@@ -155,7 +155,7 @@ def test_panels_poll_and_draw(addon):
     assert ("operator", "splatsketch.select_result") in log and ("operator", "splatsketch.convert_grease_pencil") in log
     log = _draw(advanced, context)
     assert ("prop", "w_clip_geometric") in log and ("prop", "best_of") in log and ("prop", "image_size") in log
-    assert ("prop", "hard_views") in log
+    assert ("prop", "hard_views") in log and ("prop", "clip_compile") in log
     prefs = addon.preferences.get_preferences()
     prefs_log = _draw(type(prefs), context, prefs)
     assert ("operator", "splatsketch.check_backend") in prefs_log
