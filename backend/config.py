@@ -100,11 +100,11 @@ class OptimizeConfig:
     augmentation_bank: int = 8
     bank_refresh: int = 1
     # Views per CLIP forward + backward inside a step: fewer hold fewer activations (peak memory);
-    # 0 = one on a CPU (peak RSS -1.4 GiB at ~4% more time with RN101), all at once on a GPU
-    # (fewer, larger launches). The result does not depend on it.
+    # 0 = one on a CPU (RN101, 4 views: ~1.5 GiB less peak memory for ~15% more time), all at once on
+    # a GPU (fewer, larger launches). The result does not depend on it.
     clip_views_per_pass: int = 0
-    # torch.compile CLIP's image tower where gradients flow (the step's sketch passes): ~10% less CPU
-    # time per pass after a one-off compile (~100 s on a 2-core CPU, needs a C++ compiler). "auto" does it
+    # torch.compile CLIP's image tower where gradients flow (the step's sketch passes): 10-15% less CPU
+    # time per step after a one-off compile (~100 s on a 2-core CPU, needs a C++ compiler). "auto" does it
     # for CPU runs of at least 1000 steps; not yet on GPUs (unmeasured there).
     clip_compile: CompileChoice = "auto"
     prompt: str = ""
