@@ -487,17 +487,16 @@ def run_bank_check(device, renderer, why, opts: dict) -> dict:
     from .config import OptimizeConfig
     from .losses import LossContext, build_losses
     from .losses.base import LossInputs
+    from .optimize import Sketch
 
     repeat = int(opts.get("repeat") or 8)
     t, _ = _synthetic_targets(device, 24, 224)
     weights = {"clip_geometric": 1.0, "clip_semantic": 0.1}
+    bundle = _clip_loader(OptimizeConfig(), device, opts)()  # one model for both (random weights differ per load)
     losses_of = {}
-    bundle = None
     for name, bank in (("bank", 8), ("fresh", 0)):
         cfg = OptimizeConfig(curves=16, views_per_step=4, augmentations=4, losses=weights, augmentation_bank=bank)
-        bundle = bundle or _clip_loader(cfg, device, opts)()  # one model for both (random weights differ per load)
-        losses_of[name] = build_losses(LossContext(t, cfg, device, load_clip=lambda b=bundle: b), weights)
-    from .optimize import Sketch
+        losses_of[name] = build_losses(LossContext(t, cfg, device, load_clip=lambda: bundle), weights)
 
     sketch = Sketch(OptimizeConfig(), t, renderer)
     train = torch.nonzero(t.is_train).flatten()

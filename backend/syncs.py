@@ -81,8 +81,8 @@ class _Operators(TorchDispatchMode):
             self.counts[f"{name} (boolean mask)"] += 1
         elif name in ("aten._to_copy", "aten.copy_") and _crosses_devices(name, args, kwargs or {}):
             self.counts[f"{name} (between host and device)"] += 1
-        elif name == "aten.repeat_interleave" and kwargs is not None and kwargs.get("output_size") is None \
-                and torch.is_tensor(args[0] if args else None) and len(args) == 1:
+        elif name == "aten.repeat_interleave" and (kwargs or {}).get("output_size") is None \
+                and torch.is_tensor(args[1] if len(args) > 1 else args[0]):
             self.counts["aten.repeat_interleave (sized by the data)"] += 1
         return func(*args, **(kwargs or {}))
 

@@ -207,8 +207,7 @@ class _Passes:
         self.images = images.detach()
         self.users = list(shared.users)
         self.weights = torch.tensor([shared.weights[u] for u in self.users], device=images.device)
-        self.grad, values = self._run(self.weights[:, None].expand(-1, len(views)))
-        self.values = values
+        self.grad, self.values = self._run(self.weights[:, None].expand(-1, len(views)))
 
     def _run(self, coefficients: torch.Tensor):
         """Forward + backward per chunk: values per user ``[B]`` and d(sum coefficients * values)/d images."""
@@ -336,24 +335,33 @@ class ClipPairFeatures:
         self._step = None if s.taken >= set(self.users) else s
         return s.values[user]
 
+    @property
+    def embeds(self) -> bool:
+        """Whether a reader needs image embeddings (the semantic loss); else CLIP stops after layer3."""
+        return "clip_semantic" in self.users
+
+    def _plain(self, views: torch.Tensor) -> _Augmented:
+        """The un-augmented targets' rows (pair 0), encoded when the losses were built."""
+        return _Augmented(None, self.target_emb[views], [a[views] for a in self.target_acts], 1)
+
     def _augmentations(self, views: torch.Tensor, generator: torch.Generator | None) -> _Augmented:
         """The step's augmented pairs: from the bank, or drawn and encoded now (no bank)."""
         b = self.bundle
         if self._bank_size:
             if self.bank is None:  # built on first use, when every reader is known (embeddings or not)
                 self.bank = TargetBank(self, self._train_ids, self._bank_size, self._bank_refresh,
-                                       torch.Generator().manual_seed(self._bank_seed), "clip_semantic" in self.users)
+                                       torch.Generator().manual_seed(self._bank_seed), self.embeds)
             aug = self.bank.step(views, self.augmentations, generator)
         else:
             rows = augmentation_rows(self.augmentations * len(views), generator, b.device)
             grids = grids_from_rows(rows, b.input_size)
             with torch.no_grad():
                 warped = warp(self.targets[views].repeat(self.augmentations, 1, 1, 1), grids)
-                emb, acts = b.features(b.normalize(warped), self.layers, embed="clip_semantic" in self.users)
+                emb, acts = b.features(b.normalize(warped), self.layers, embed=self.embeds)
             aug = _Augmented(grids, None if emb is None else emb.float(), acts, self.augmentations + 1)
-        plain_emb = self.target_emb[views]
-        return _Augmented(aug.grids, None if aug.target_emb is None else torch.cat([plain_emb, aug.target_emb]),
-                          [torch.cat([t[views], a]) for t, a in zip(self.target_acts, aug.target_acts, strict=True)],
+        plain = self._plain(views)
+        return _Augmented(aug.grids, None if aug.target_emb is None else torch.cat([plain.target_emb, aug.target_emb]),
+                          [torch.cat([t, a]) for t, a in zip(plain.target_acts, aug.target_acts, strict=True)],
                           aug.pairs)
 
     def values(self, images: torch.Tensor, views: torch.Tensor, aug: _Augmented | None) -> dict[str, torch.Tensor]:
@@ -361,10 +369,10 @@ class ClipPairFeatures:
         b = self.bundle
         sketch = _resize(images[:, None].float(), b.input_size)  # [B,1,S,S]; grey, expanded to RGB below
         if aug is None:
-            aug = _Augmented(None, self.target_emb[views], [a[views] for a in self.target_acts], 1)
+            aug = self._plain(views)
         elif aug.grids is not None:
             sketch = torch.cat([sketch, warp(sketch.repeat(aug.pairs - 1, 1, 1, 1), aug.grids)])
-        emb, acts = b.features(b.normalize(sketch.expand(-1, 3, -1, -1)), self.layers, "clip_semantic" in self.users)
+        emb, acts = b.features(b.normalize(sketch.expand(-1, 3, -1, -1)), self.layers, self.embeds)
         features = _Features(None if emb is None else emb.float(), aug.target_emb, acts, aug.target_acts)
         return {u: per_row(features).view(aug.pairs, -1).mean(dim=0) for u, per_row in self.users.items()}
 

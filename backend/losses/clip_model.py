@@ -41,6 +41,7 @@ class ClipBundle:
     tokenizer: Callable | None = None
     autocast_dtype: torch.dtype | None = None  # run the image tower under autocast (``amp=True``)
     compiled: Callable | None = None  # torch.compile'd image tower, used where gradients flow
+    text_released: bool = False  # release_text_tower() ran: prompts can no longer be encoded
 
     @property
     def device(self) -> torch.device:
@@ -114,7 +115,7 @@ class ClipBundle:
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:
         """Text embedding ``[D]`` of one prompt (no gradient: it is a fixed target)."""
-        if getattr(self, "text_released", False):
+        if self.text_released:
             raise RuntimeError("this CLIP model's text tower was released after the losses were built")
         if self.tokenizer is None:
             raise ClipWeightsUnavailable(f"no tokenizer available offline for CLIP model {self.name}")

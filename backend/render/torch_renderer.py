@@ -305,7 +305,7 @@ def composite_fixed(proj: Projection, width: int, height: int, half: int) -> tup
     view_base = (torch.arange(V, device=means2d.device) * (width * height))[:, None].expand(V, N).reshape(-1)
     step = max(1, CHUNK_PIXELS // (size[0] * size[1]))
     plan = _Plan([(lo, min(lo + step, V * N), size) for lo in range(0, V * N, step)], start, view_base, width)
-    largest = (proj.radii * proj.valid[..., None]).amax()
+    largest = proj.radii.amax()  # 0 where culled
     return _PatchComposite.apply(means2d, conics, opac, plan, V, height), largest
 
 
@@ -344,8 +344,9 @@ class TorchRenderer:
         largest, self._largest = int(self._largest), None
         if self.half is None or largest <= self.half:
             return False
-        grown = _patch_half(largest)
-        grew, self.half = grown > self.half, grown
+        grown = _patch_half(largest)  # the same as now once the largest class is reached
+        grew = grown > self.half
+        self.half = grown
         return grew
 
 
