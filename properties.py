@@ -22,6 +22,7 @@ _LOSS_DESCRIPTIONS = {
     "surface": "Keep curves on the object's surface",
     "repulsion": "Keep curves from piling onto each other",
     "turning": "Penalise strokes that turn more than a half turn (curls, hooks, loops)",
+    "coiling": "Penalise strokes that come back on themselves (loops, hairpins), however long they bend",
 }
 
 
@@ -93,6 +94,7 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
     w_surface: FloatProperty(**_weight("surface"))
     w_repulsion: FloatProperty(**_weight("repulsion"))
     w_turning: FloatProperty(**_weight("turning"))
+    w_coiling: FloatProperty(**_weight("coiling"))
     preset: StringProperty(name="Preset", default="", options={"HIDDEN"},
                            description="The last preset applied: it also sets what has no property here "
                                        "(threads, progress cadence)")

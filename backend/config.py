@@ -28,14 +28,16 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     # Off by default: on the quality suite it lowered F at 16 curves on 8 of 10 meshes and pushed ink
     # off the lines at 40 (docs/QUALITY.md); pruning and the ink budget handle piling and filling.
     "repulsion": 0.0,
-    # Strokes may turn half a turn per segment and pi in all: no curls or loops. 0.02 removed
-    # every looping stroke on the suite's probe meshes at a small cost in F (docs/QUALITY.md "Strokes").
+    # Loops kept away by two terms (docs/QUALITY.md "Strokes"): turning, a quarter turn per segment and
+    # three quarters per stroke (no wiggles or hatching), and coiling, no stroke coming back on itself
+    # (no loops, however far a stroke bends round an outline).
     "turning": 0.02,
+    "coiling": 1.5,
 }
-GEOMETRY_ONLY_WEIGHTS: dict[str, float] = {"lines": 1.0, "surface": 0.5, "turning": 0.02}
+GEOMETRY_ONLY_WEIGHTS: dict[str, float] = {"lines": 1.0, "surface": 0.5, "turning": 0.02, "coiling": 1.5}
 CLIP_LOSSES = ("clip_geometric", "clip_semantic")
 # Keys of the loss registry (backend/losses/__init__.py checks it registers exactly these).
-LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion", "turning")
+LOSS_NAMES = ("clip_geometric", "clip_semantic", "lines", "surface", "repulsion", "turning", "coiling")
 
 # Upper bounds that keep a typo from allocating the machine away; they are far above useful values.
 LIMITS = {
@@ -78,7 +80,7 @@ class OptimizeConfig:
     curves: int = 16  # strokes
     # Cubic segments per stroke, joined G1 (a Blender spline of segments+1 points, ALIGNED handles);
     # 1 is the seed's single cubic.
-    segments: int = 3
+    segments: int = 4
     iterations: int = 500
     views_per_step: int = 8
     samples_per_curve: int = 64

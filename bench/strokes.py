@@ -37,8 +37,12 @@ BASELINE, CANDIDATE = "legacy", "defaults"
 # One part of the new defaults undone at a time (issue 12, parts 1-4).
 ABLATIONS = {
     "abl_one_segment": ({"segments": 1}, "part 1 undone: one cubic per stroke"),
-    "abl_no_turning": ({"losses": {k: v for k, v in GEOMETRY_ONLY_WEIGHTS.items() if k != "turning"}},
-                       "part 2 undone: no turning term"),
+    "abl_three_segments": ({"segments": 3}, "part 1 at 3 segments per stroke (the default before 4)"),
+    "abl_no_loop_terms": ({"losses": {k: v for k, v in GEOMETRY_ONLY_WEIGHTS.items()
+                                      if k not in ("turning", "coiling")}},
+                          "part 2 undone: neither the turning nor the coiling term"),
+    "abl_no_coiling": ({"losses": {k: v for k, v in GEOMETRY_ONLY_WEIGHTS.items() if k != "coiling"}},
+                       "part 2 without the coiling term (turning alone, three quarters of a turn per stroke)"),
     "abl_surface_init": ({"init": "surface"}, "part 3 undone: surface initialisation"),
     "abl_no_reseed": ({"reseed": False}, "part 4 undone: no re-seeding after pruning"),
 }

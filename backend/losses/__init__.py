@@ -39,6 +39,7 @@ REGISTRY: dict[str, Callable] = {
     "surface": _geometry("surface"),
     "repulsion": _geometry("repulsion"),
     "turning": _geometry("turning"),
+    "coiling": _geometry("coiling"),
 }
 assert tuple(REGISTRY) == LOSS_NAMES, "config.LOSS_NAMES and the registry must agree"
 

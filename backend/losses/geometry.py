@@ -146,17 +146,19 @@ class RepulsionLoss:
 
 
 class TurningLoss:
-    """Strokes that turn too much pay for the excess: no curls, hooks or loops.
+    """Strokes that turn too much pay for the excess: no wiggles, hooks or hatching.
 
     Turning is the sum of the angles between consecutive pieces of the sampled polyline (the measure
     ``evaluate`` reports): about pi for a C, 2 pi for a loop. Each segment may turn ``free_segment``
-    (half a turn: an outline cubic rarely needs more); a chain of several segments may turn
-    ``free_stroke`` in all (a U, never a closed loop: a planar curve that crosses itself turns more than
-    pi between the crossing points). Squared excess, mean over strokes."""
+    (a quarter turn: an outline cubic rarely needs more); a chain of several segments may turn
+    ``free_stroke`` in all: three quarters of a turn, so one stroke can follow an outline round a body
+    (a duck's back and tail). That much turning could close a loop, which ``CoilingLoss`` forbids; a
+    limit of pi would forbid it alone, at ~0.004 of held-out F (docs/QUALITY.md). Squared excess,
+    mean over strokes."""
 
     name = "turning"
 
-    def __init__(self, segments: int = 1, free_segment: float = math.pi / 2, free_stroke: float = math.pi):
+    def __init__(self, segments: int = 1, free_segment: float = math.pi / 2, free_stroke: float = 1.5 * math.pi):
         self.free_segment, self.free_stroke = free_segment, free_stroke
         self.segments = segments
         self._onehot: dict[int, torch.Tensor] = {}
@@ -181,6 +183,40 @@ class TurningLoss:
         return (excess + torch.relu(angles.sum(-1) - self.free_stroke).square()).mean()
 
 
+class CoilingLoss:
+    """A stroke must not come back to itself: no loops, curls or hairpins, while open bends stay free.
+
+    For every pair of samples on a stroke, the chord between them over the arc length between them:
+    1 on a straight piece, 2 sin(a/2)/a on a circular arc turning a (a half turn 0.64, three quarters
+    0.30), 0 where the stroke crosses or doubles back on itself. Pairs below ``ratio`` pay their
+    shortfall (as a share of ``ratio``) squared, mean over pairs and strokes. Unlike a limit on total
+    turning it does not stop wiggles (``TurningLoss`` does); it lets a stroke bend round an outline
+    without closing it."""
+
+    name = "coiling"
+
+    def __init__(self, ratio: float = 0.3, stride: int = 2):
+        self.ratio, self.stride = ratio, stride
+        self._pairs: dict[int, torch.Tensor] = {}
+
+    def _far_pairs(self, samples: int, device) -> torch.Tensor:
+        """``[P,P]`` mask of the pairs at least two pieces apart (neighbours are always straight)."""
+        if samples not in self._pairs:
+            i = torch.arange(samples, device=device)
+            self._pairs[samples] = ((i[:, None] - i[None]).abs() >= 2).float()
+        return self._pairs[samples]
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        pts = inputs.samples[:, :: self.stride]  # [K,P,3]: every other sample is enough for a loop
+        pieces = (pts[:, 1:] - pts[:, :-1]).norm(dim=-1)
+        arc = F.pad(torch.cumsum(pieces, dim=1), (1, 0))  # [K,P] arc length from the start
+        between = (arc[:, :, None] - arc[:, None, :]).abs().clamp_min(1e-6)
+        chord = (pts[:, :, None] - pts[:, None, :]).square().sum(-1).clamp_min(1e-12).sqrt()
+        mask = self._far_pairs(pts.shape[1], pts.device)
+        shortfall = torch.relu(1.0 - chord / (between * self.ratio)).square() * mask
+        return shortfall.sum(dim=(1, 2)).mean() / mask.sum()
+
+
 def lines(ctx: LossContext) -> LinesLoss:
     return LinesLoss(ctx)
 
@@ -195,3 +231,7 @@ def repulsion(ctx: LossContext) -> RepulsionLoss:
 
 def turning(ctx: LossContext) -> TurningLoss:
     return TurningLoss(ctx.config.segments)
+
+
+def coiling(ctx: LossContext) -> CoilingLoss:
+    return CoilingLoss()

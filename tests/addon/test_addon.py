@@ -73,7 +73,7 @@ def test_settings_defaults_and_settings_dict(addon):
     finally:
         prefs.device, prefs.allow_geometry_fallback = "auto", False
     # repulsion (weight 0 by default) is no term at all, so it is left out, as --preset leaves it out
-    assert set(settings["losses"]) == {"lines", "surface", "turning"} and settings["losses"]["lines"] == 2.0
+    assert set(settings["losses"]) == {"lines", "surface", "turning", "coiling"} and settings["losses"]["lines"] == 2.0
     assert settings["curves"] == 5 and settings["prompt"] == "a monkey" and settings["device"] == "cpu"
     assert settings["clip"]["allow_geometry_fallback"] is True
     assert addon.properties.job_params(props) == {"train_views": 24, "heldout_views": 8, "size": 224}
@@ -82,7 +82,7 @@ def test_settings_defaults_and_settings_dict(addon):
 def test_settings_dict_rejects_all_zero_weights(addon):
     props = bpy.context.scene.splatsketch
     props.use_clip = False
-    props.w_lines = props.w_surface = props.w_repulsion = props.w_turning = 0.0
+    props.w_lines = props.w_surface = props.w_repulsion = props.w_turning = props.w_coiling = 0.0
     with pytest.raises(sys.modules[ADDON + ".backend.config"].SettingsError, match="weight"):
         addon.properties.settings_dict(props)
 

@@ -73,3 +73,43 @@ def test_the_turning_loss_pays_for_curls_only():
         loss(type("I", (), {"samples": sample_curves(cp, 64)})).backward()
         opt.step()
     assert loss(type("I", (), {"samples": sample_curves(cp, 64)})).item() < 0.2 * before
+
+
+def _three_quarter_circle():
+    """An outline that bends through three quarters of a turn: one G1 chain of 3 segments, no loop."""
+    k = 4 / 3 * math.tan(math.pi / 8)  # a quarter circle's cubic handles
+    points = []
+    for s in range(3):
+        a, b = s * math.pi / 2, (s + 1) * math.pi / 2
+        p0, p3 = np.array([math.cos(a), math.sin(a), 0.0]), np.array([math.cos(b), math.sin(b), 0.0])
+        t0, t3 = np.array([-math.sin(a), math.cos(a), 0.0]), np.array([-math.sin(b), math.cos(b), 0.0])
+        points += ([p0] if s == 0 else []) + [p0 + k * t0, p3 - k * t3, p3]
+    return np.array([points])
+
+
+def test_the_coiling_loss_pays_for_loops_not_for_long_bends():
+    """The chord / arc term: a figure-eight and a hairpin pay, a C and a three-quarter outline do not
+    (nor does the turning term now; a limit of pi charged it); its gradient opens the eight until no view
+    sees it cross."""
+    import torch
+
+    from backend.curves import sample_curves
+    from backend.losses.geometry import CoilingLoss, TurningLoss
+
+    coiling = CoilingLoss()
+    as_inputs = lambda cp: type("I", (), {"samples": sample_curves(torch.as_tensor(cp, dtype=torch.float32), 64)})  # noqa: E731
+    outline = _three_quarter_circle()
+    assert coiling(as_inputs(outline)).item() == 0.0 and TurningLoss(3)(as_inputs(outline)).item() == 0.0
+    assert TurningLoss(3, free_stroke=math.pi)(as_inputs(outline)).item() > 1.0  # the limit of before
+    assert coiling(as_inputs(_c_shape())).item() == 0.0
+    hairpin = np.array([[[0, 0, 0], [1.5, 0, 0], [1.5, 0.05, 0], [0, 0.05, 0.0]]])
+    assert coiling(as_inputs(hairpin)).item() > 1e-3 and coiling(as_inputs(_eight())).item() > 1e-3
+
+    viewmats, Ks = orbit_cameras(24, 128)
+    cp = torch.tensor(_eight(), dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([cp], lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        coiling(type("I", (), {"samples": sample_curves(cp, 64)})).backward()
+        opt.step()
+    assert loop_metrics(cp.detach().numpy(), viewmats, Ks)["looping_strokes"] == 0
