@@ -18,8 +18,8 @@ from backend.optimize import Sketch, _start_run, _step
 from backend.render import TorchRenderer
 from backend.syncs import SyncGuard
 
-FINAL = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5, "turning": 0.02}
-GEOMETRY = {"lines": 1.0, "surface": 0.5, "turning": 0.02}
+FINAL = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5, "turning": 0.02, "coiling": 1.5}
+GEOMETRY = {"lines": 1.0, "surface": 0.5, "turning": 0.02, "coiling": 1.5}
 
 
 def test_the_guard_counts_what_would_wait_and_nothing_else():
