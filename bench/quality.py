@@ -162,6 +162,8 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_segments4": ({"segments": 4}, "train", False, "defaults, 4 segments per stroke"),
     "x_k32_no_reseed": ({"curves": 32, "reseed": False}, "train", False, "defaults, 32 strokes, no re-seeding"),
     "x_k32_surface": ({"curves": 32, "init": "surface"}, "train", False, "defaults, 32 strokes, surface init"),
+    "x_hard3": ({"hard_views": 3.0}, "train", False, "defaults, worst-view focus 3"),
+    "x_hard10": ({"hard_views": 10.0}, "train", False, "defaults, worst-view focus 10"),
     "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
                         False, "legacy, 3 segments, turning 0.005"),
 }
