@@ -21,7 +21,8 @@ _LOSS_DESCRIPTIONS = {
     "lines": "Match the object's silhouette, contour and crease lines",
     "surface": "Keep curves on the object's surface",
     "repulsion": "Keep curves from piling onto each other",
-    "turning": "Penalise strokes that turn more than a half turn (curls, hooks, loops)",
+    "turning": "Penalise strokes that turn more than a quarter turn per segment or three quarters in all "
+               "(wiggles, hooks, hatching)",
     "coiling": "Penalise strokes that come back on themselves (loops, hairpins), however long they bend",
 }
 
