@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # ``backend`` for the report stage (the script runs from bench/)
 
+from backend.config import GEOMETRY_ONLY_WEIGHTS  # noqa: E402 - after the path set-up above
 from backend.protocol import (  # noqa: E402 - after the path set-up above
     EVAL_NPZ,
     JOB_JSON,
@@ -81,7 +82,7 @@ TRAIN_VIEWS, HELDOUT_VIEWS, JOB_SIZE = 24, 8, 224
 EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE = 24, 256, 0.25
 TURNTABLE_SIZE = 160
 SINGLE_VIEW_ELEVATION = 20.0  # the one training view of the single-view configurations: a 3/4 view
-GEOMETRY_ONLY = {"lines": 1.0, "surface": 0.5, "turning": 0.02, "coiling": 1.5}  # = config.GEOMETRY_ONLY_WEIGHTS
+GEOMETRY_ONLY = GEOMETRY_ONLY_WEIGHTS  # every run's base objective: the defaults' (a copy here went stale)
 WITH_REPULSION = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
 NO_REPULSION = {"lines": 1.0, "surface": 0.5}
 CLIP_OBJECTIVE = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5}
