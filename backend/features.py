@@ -342,23 +342,42 @@ def _cover_sets(samples: np.ndarray, targets: Targets, train: np.ndarray):
         hits = np.unique(np.concatenate(hits))
         bounds = np.searchsorted(hits // size, np.arange(n + 1))
         covered += [hits[bounds[i]:bounds[i + 1]] % size for i in range(n)]
-    return covered, np.concatenate(off).astype(np.float64)
+    return covered, np.concatenate(off).astype(np.float64), lines.reshape(V, -1).sum(1)
 
 
 def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
-                 off_line_weight: float = OFF_LINE_WEIGHT) -> list[int]:
-    """Indices of up to ``k`` candidates, each adding the most newly covered pixels minus
+                 off_line_weight: float = OFF_LINE_WEIGHT, view_lines: np.ndarray | None = None,
+                 balance: float = 0.0) -> list[int]:
+    """Indices of up to ``k`` candidates, each adding the most newly covered line minus
     ``off_line_weight`` times its off-line pixels. When no candidate gains any more, the weight halves
     (cheaper ink, rather than picking copies of lines already drawn); it stops when nothing is left
-    to cover."""
+    to cover.
+
+    ``balance`` 0 counts covered pixels, so the views where the object is large and its lines long
+    decide. With ``balance`` b > 0 and ``view_lines`` (line pixels per view; ``size`` splits evenly
+    into them) the cover maximises the sum over views of log(covered + b * lines): a view's pixel is
+    worth more the less of that view is covered (a head-on fish, a mug from above), and a view covered
+    as much as the others is worth the same as each of them whatever its size. The factor keeps one
+    pixel of an average view worth one pixel when it is fully covered, so ``off_line_weight`` keeps its
+    meaning."""
     sizes = np.array([len(c) for c in covered], dtype=np.int64)
     flat = np.concatenate(covered) if covered else np.zeros(0, dtype=np.int64)
     owner = np.repeat(np.arange(len(covered)), sizes)
     done = np.zeros(size, dtype=bool)
     free = np.ones(len(covered), dtype=bool)
+    balanced = balance > 0 and view_lines is not None and len(view_lines) > 0
+    if balanced:
+        per_view = size // len(view_lines)
+        lines = np.maximum(np.asarray(view_lines, dtype=np.float64), 1.0)
+        view_of = flat // per_view
+        got = np.zeros(len(lines))
     weight, picked = off_line_weight, []
     while len(picked) < k and free.any():
-        new = np.bincount(owner, weights=~done[flat], minlength=len(covered))
+        if balanced:  # d/d(got) of mean(lines) * (1 + b) * log(got + b * lines), per view
+            worth = (lines.mean() * (1 + balance) / (got + balance * lines))[view_of]
+            new = np.bincount(owner, weights=(~done[flat]) * worth, minlength=len(covered))
+        else:
+            new = np.bincount(owner, weights=~done[flat], minlength=len(covered))
         gain = np.where(free, new - weight * off, -np.inf)
         i = int(np.argmax(gain))
         if gain[i] <= 0:
@@ -368,17 +387,21 @@ def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
             continue
         picked.append(i)
         free[i] = False
+        if balanced:
+            got += np.bincount(covered[i][~done[covered[i]]] // per_view, minlength=len(lines))
         done[covered[i]] = True
     return picked
 
 
 def feature_init(k: int, segments: int, targets: Targets, generator: torch.Generator,
-                 max_length: float = 0.9, off_line_weight: float = OFF_LINE_WEIGHT) -> torch.Tensor:
+                 max_length: float = 0.9, off_line_weight: float = OFF_LINE_WEIGHT,
+                 balance: float = 0.0) -> torch.Tensor:
     """``k`` chains ``[k,3S+1,3]`` on the mesh's feature lines that best cover the training lines.
 
     Contours are taken from the training cameras, the views whose lines the strokes must match.
     Fewer useful candidates than ``k`` (a tiny mesh, no lines left to cover): the rest are surface
-    strokes, drawn from ``generator``."""
+    strokes, drawn from ``generator``. ``balance``: how evenly the cover serves the views
+    (:func:`greedy_cover`)."""
     if targets.vertices is None or targets.faces is None:
         raise ValueError("the feature-line initialisation needs the job's mesh")
     device = targets.viewmats.device
@@ -394,11 +417,13 @@ def feature_init(k: int, segments: int, targets: Targets, generator: torch.Gener
             order = np.argsort([-_length(p) for p in pieces], kind="stable")[:k]
         else:
             if len(chains) > SHORTLIST:  # bounded work: the full cover only for the best on a coarse one
-                covered, off = _cover_sets(sample_chains(chains, max(COARSE_SAMPLES // segments, 1)), targets, train)
+                covered, off, _ = _cover_sets(sample_chains(chains, max(COARSE_SAMPLES // segments, 1)), targets, train)
                 score = np.array([len(c) for c in covered]) - off_line_weight * off
                 chains = chains[np.sort(np.argsort(-score, kind="stable")[:SHORTLIST])]
-            covered, off = _cover_sets(sample_chains(chains, max(COVER_SAMPLES // segments, 2)), targets, train)
-            order = greedy_cover(covered, off, k, len(train) * targets.height * targets.width, off_line_weight)
+            covered, off, view_lines = _cover_sets(sample_chains(chains, max(COVER_SAMPLES // segments, 2)), targets,
+                                                   train)
+            order = greedy_cover(covered, off, k, len(train) * targets.height * targets.width, off_line_weight,
+                                 view_lines, balance)
         picked = chains[np.asarray(order, dtype=np.int64)]
     strokes = torch.as_tensor(picked, dtype=torch.float32, device=device)
     if len(strokes) < k:

@@ -163,11 +163,11 @@ def _pad(curves: torch.Tensor, k: int, generator, device) -> torch.Tensor:
 
 
 def initial_curves(kind: str, k: int, targets: Targets, generator: torch.Generator, device,
-                   segments: int = 1) -> torch.Tensor:
+                   segments: int = 1, cover_balance: float = 0.0) -> torch.Tensor:
     if kind == "features":
         from .features import feature_init
 
-        return feature_init(k, segments, targets, generator).to(device)
+        return feature_init(k, segments, targets, generator, balance=cover_balance).to(device)
     if kind == "random":
         cubics = random_init(k, generator, device)
     elif kind == "surface":

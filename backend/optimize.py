@@ -194,7 +194,8 @@ class _RunState:
 
 def _start_run(cfg: OptimizeConfig, targets: Targets, generator: torch.Generator, device) -> _RunState:
     """The initial curves (the initialisation consumes ``generator`` first) and their optimiser."""
-    points = initial_curves(cfg.init, cfg.curves, targets, generator, device, cfg.segments).detach().clone()
+    points = initial_curves(cfg.init, cfg.curves, targets, generator, device, cfg.segments,
+                            cfg.cover_balance).detach().clone()
     points.requires_grad_(True)
     return _RunState(points, _adam(points, cfg.lr), list(range(cfg.curves)))
 

@@ -44,6 +44,7 @@ ABLATIONS = {
     "abl_no_coiling": ({"losses": {k: v for k, v in GEOMETRY_ONLY_WEIGHTS.items() if k != "coiling"}},
                        "part 2 without the coiling term (turning alone, three quarters of a turn per stroke)"),
     "abl_surface_init": ({"init": "surface"}, "part 3 undone: surface initialisation"),
+    "abl_plain_cover": ({"cover_balance": 0.0}, "part 3's cover counting line pixels, not balancing the views"),
     "abl_no_reseed": ({"reseed": False}, "part 4 undone: no re-seeding after pruning"),
 }
 for _name, (_override, _what) in ABLATIONS.items():

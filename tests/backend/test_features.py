@@ -12,6 +12,7 @@ from backend.features import (
     feature_init,
     feature_polylines,
     fit_chain,
+    greedy_cover,
     labelled_feature_polylines,
     sample_chains,
     split_long,
@@ -201,3 +202,22 @@ def test_feature_init_pads_with_surface_strokes(targets):
     points = sample_chains(strokes.double().numpy(), 16)
     assert distance_to_segments(points[:12].reshape(-1, 3), cube_edges(HALF)).max() < 0.01
     assert np.abs(strokes[12:].numpy()).max() < 0.7  # near the cube, not the unit ball's random walk
+
+
+def test_balanced_cover_serves_the_view_that_is_least_covered():
+    """Two views of 1000 pixels each: view 0 shows the object large (900 line pixels), view 1 small
+    (60). Counting pixels, a second stroke on view 0's lines (300 new) beats the one that draws all of
+    view 1; balanced, all of view 1 (log 66/6) beats half of view 0 (log 590/90), which comes next."""
+    per_view = 1000
+    view0, view1 = np.arange(0, 900), per_view + np.arange(0, 60)
+    covered = [view0[:500], view0[500:800], view1]
+    off = np.zeros(3)
+    assert greedy_cover(covered, off, 2, 2 * per_view) == [0, 1]
+    balanced = greedy_cover(covered, off, 2, 2 * per_view, view_lines=np.array([900, 60]), balance=0.1)
+    assert balanced == [2, 0]
+    # balance 0, or no per-view counts, is the plain pixel count
+    assert greedy_cover(covered, off, 2, 2 * per_view, view_lines=np.array([900, 60]), balance=0.0) == [0, 1]
+    # views of equal size: the balanced cover keeps the plain order
+    same = [view0[:500], view0[500:800], per_view + np.arange(0, 400)]
+    assert greedy_cover(same, off, 3, 2 * per_view, view_lines=np.array([900, 900]), balance=0.1) == \
+        greedy_cover(same, off, 3, 2 * per_view) == [0, 2, 1]
