@@ -165,6 +165,7 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_k32_surface": ({"curves": 32, "init": "surface"}, "train", False, "defaults, 32 strokes, surface init"),
     "x_hard3": ({"hard_views": 3.0}, "train", False, "defaults, worst-view focus 3"),
     "x_hard10": ({"hard_views": 10.0}, "train", False, "defaults, worst-view focus 10"),
+    "x_views12": ({"views_per_step": 12}, "train", False, "defaults, 12 views per step"),
     "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
                         False, "legacy, 3 segments, turning 0.005"),
 }
