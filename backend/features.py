@@ -298,7 +298,8 @@ def _grow(a: np.ndarray, offsets) -> np.ndarray:
 def _cover_sets(samples: np.ndarray, targets: Targets, train: np.ndarray):
     """Per candidate (points ``[C,P,3]``): the flat indices ``v*H*W + pixel`` of the visible line
     pixels its visible points come within TOLERANCE_PX of, and how many of its own pixels lie
-    farther than that from every line, visible or hidden (its off-line ink)."""
+    farther than that from every line, visible or hidden (its off-line ink); and per view, how many
+    visible line pixels there are (what the balanced cover weighs by)."""
     V, H, W = len(train), targets.height, targets.width
     size = V * H * W
     lines = targets.lines[train].cpu().numpy() > 0.5
