@@ -349,7 +349,7 @@ def _cover_sets(samples: np.ndarray, targets: Targets, train: np.ndarray):
 def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
                  off_line_weight: float = OFF_LINE_WEIGHT, view_lines: np.ndarray | None = None,
                  balance: float = 0.0) -> list[int]:
-    """Indices of up to ``k`` candidates, each adding the most newly covered line minus
+    """Indices of up to ``k`` candidates, each adding the most newly covered line pixels minus
     ``off_line_weight`` times its off-line pixels. When no candidate gains any more, the weight halves
     (cheaper ink, rather than picking copies of lines already drawn); it stops when nothing is left
     to cover.
@@ -374,11 +374,9 @@ def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
         got = np.zeros(len(lines))
     weight, picked = off_line_weight, []
     while len(picked) < k and free.any():
-        if balanced:  # d/d(got) of mean(lines) * (1 + b) * log(got + b * lines), per view
-            worth = (lines.mean() * (1 + balance) / (got + balance * lines))[view_of]
-            new = np.bincount(owner, weights=(~done[flat]) * worth, minlength=len(covered))
-        else:
-            new = np.bincount(owner, weights=~done[flat], minlength=len(covered))
+        # balanced: d/d(got) of mean(lines) * (1 + b) * log(got + b * lines), per view
+        worth = (lines.mean() * (1 + balance) / (got + balance * lines))[view_of] if balanced else 1.0
+        new = np.bincount(owner, weights=(~done[flat]) * worth, minlength=len(covered))
         gain = np.where(free, new - weight * off, -np.inf)
         i = int(np.argmax(gain))
         if gain[i] <= 0:
