@@ -90,11 +90,13 @@ EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
 # The defaults before issue 12 (single cubics, surface initialisation, no turning term, no re-seeding),
 # pinned, so the suite can show them beside today's defaults in one run.
 GEOMETRY_ONLY_V1 = {"lines": 1.0, "surface": 0.5}
-LEGACY = {"segments": 1, "init": "surface", "reseed": False, "samples_per_curve": 64, "losses": GEOMETRY_ONLY_V1}
+LEGACY = {"segments": 1, "init": "surface", "reseed": False, "samples_per_curve": 64, "lr": 0.02,
+          "losses": GEOMETRY_ONLY_V1}
 
 # name -> (settings override, training views, needs CLIP weights, what it shows). Training views: "train"
-# (the job's 24), "single" (one of them), "eval" (the 24 evaluation views themselves: an optimiser ceiling,
-# never a result: it trains on the test set)
+# (the job's 24), "single" (one of them), "all" (the job's 24 and its 8 held-out views: more training views,
+# none of them evaluation views), "eval" (the 24 evaluation views themselves: an optimiser ceiling, never a
+# result: it trains on the test set)
 CONFIGS: dict[str, tuple[dict, str, bool, str]] = {
     "defaults": ({}, "train", False, "project defaults: lines + surface, pruning, ink budget 16"),
     "legacy": (LEGACY, "train", False, "the defaults before issue 12: one cubic per stroke, surface init"),
@@ -166,6 +168,12 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_hard3": ({"hard_views": 3.0}, "train", False, "defaults, worst-view focus 3"),
     "x_hard10": ({"hard_views": 10.0}, "train", False, "defaults, worst-view focus 10"),
     "x_views12": ({"views_per_step": 12}, "train", False, "defaults, 12 views per step"),
+    "x_views32": ({}, "all", False, "defaults, the job's 8 held-out views trained on too (32 views)"),
+    "x_lr03": ({"lr": 0.03}, "train", False, "defaults, lr 0.03"),
+    "x_lr03_seed1": ({"lr": 0.03, "seed": 1}, "train", False, "defaults, lr 0.03, seed 1"),
+    "x_lr03_seed2": ({"lr": 0.03, "seed": 2}, "train", False, "defaults, lr 0.03, seed 2"),
+    "x_lr04": ({"lr": 0.04}, "train", False, "defaults, lr 0.04"),
+    "x_lr014": ({"lr": 0.014}, "train", False, "defaults, lr 0.014"),
     "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
                         False, "legacy, 3 segments, turning 0.005"),
 }
@@ -293,6 +301,14 @@ def write_single_view(src: Path, dst: Path) -> int:
     return keep
 
 
+def write_all_train(src: Path, dst: Path) -> None:
+    """``dst`` = ``src``'s views.npz with the held-out views trained on too (more views, same renders)."""
+    with np.load(src, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["is_train"] = np.ones_like(arrays["is_train"], dtype=bool)
+    _save_views(dst, arrays)
+
+
 def write_eval_as_views(src: Path, dst: Path) -> None:
     """``dst`` = a views.npz whose training views ARE the evaluation views (same lines the metric uses)."""
     with np.load(src, allow_pickle=False) as data:
@@ -339,6 +355,8 @@ def make_config_job(base: Path, folder: Path, config: str, settings: dict) -> No
         write_single_view(base / VIEWS_NPZ, folder / VIEWS_NPZ)
     elif views == "eval" and fresh:
         write_eval_as_views(base / EVAL_NPZ, folder / VIEWS_NPZ)
+    elif views == "all" and fresh:
+        write_all_train(base / VIEWS_NPZ, folder / VIEWS_NPZ)
     elif views == "train":
         _link(base / VIEWS_NPZ, folder / VIEWS_NPZ)
     from backend.protocol import job_meta, write_json

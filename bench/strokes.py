@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--meshes", default=",".join(quality.MESHES))
     parser.add_argument("--curves", default="16", help="comma-separated stroke counts (default 16)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--ablations", action="store_true", help="also the one-part-undone rows (16 strokes)")
+    parser.add_argument("--ablations", nargs="?", const="all", default=None,
+                        help="also the one-part-undone rows (16 strokes): all, or a comma-separated list of them")
     parser.add_argument("--no-compare", action="store_true", help="only the ablations")
     parser.add_argument("--stage", choices=("all", "run", "report"), default="all")
     parser.add_argument("--out", default=str(REPO / "out" / "quality"))
@@ -163,6 +164,9 @@ def main(argv=None) -> int:
     meshes = [m for m in args.meshes.split(",") if m]
     curves = [int(k) for k in args.curves.split(",") if k]
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    ablations = [] if not args.ablations else list(ABLATIONS) if args.ablations == "all" else args.ablations.split(",")
+    if unknown := [a for a in ablations if a not in ABLATIONS]:
+        raise SystemExit(f"unknown ablation(s) {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}")
     for mesh in meshes:
         if not (out / mesh / "job" / quality.EVAL_NPZ).exists():
             raise SystemExit(f"{out / mesh / 'job'}: no cached job folder; run bench/quality.py --stage prepare first")
@@ -172,7 +176,7 @@ def main(argv=None) -> int:
     for seed in seeds:
         for k in curves:
             names = [register(c, k, seed) for c in ([] if args.no_compare else [BASELINE, CANDIDATE])
-                     + (list(ABLATIONS) if args.ablations and k == 16 else [])]
+                     + (ablations if k == 16 else [])]
             tasks += [(mesh, name) for mesh in meshes for name in names]
     if args.stage in ("all", "run"):
         def run(task):
