@@ -169,9 +169,6 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
     "x_hard10": ({"hard_views": 10.0}, "train", False, "defaults, worst-view focus 10"),
     "x_views12": ({"views_per_step": 12}, "train", False, "defaults, 12 views per step"),
     "x_views32": ({}, "all", False, "defaults, the job's 8 held-out views trained on too (32 views)"),
-    "x_lr03": ({"lr": 0.03}, "train", False, "defaults, lr 0.03"),
-    "x_lr03_seed1": ({"lr": 0.03, "seed": 1}, "train", False, "defaults, lr 0.03, seed 1"),
-    "x_lr03_seed2": ({"lr": 0.03, "seed": 2}, "train", False, "defaults, lr 0.03, seed 2"),
     "x_lr04": ({"lr": 0.04}, "train", False, "defaults, lr 0.04"),
     "x_lr014": ({"lr": 0.014}, "train", False, "defaults, lr 0.014"),
     "x_seg3_turn0005": ({**LEGACY, "segments": 3, "losses": {**GEOMETRY_ONLY_V1, "turning": 0.005}}, "train",
@@ -303,8 +300,7 @@ def write_single_view(src: Path, dst: Path) -> int:
 
 def write_all_train(src: Path, dst: Path) -> None:
     """``dst`` = ``src``'s views.npz with the held-out views trained on too (more views, same renders)."""
-    with np.load(src, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = _load(src)
     arrays["is_train"] = np.ones_like(arrays["is_train"], dtype=bool)
     _save_views(dst, arrays)
 
