@@ -91,7 +91,7 @@ EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
 # pinned, so the suite can show them beside today's defaults in one run.
 GEOMETRY_ONLY_V1 = {"lines": 1.0, "surface": 0.5}
 LEGACY = {"segments": 1, "init": "surface", "reseed": False, "samples_per_curve": 64, "lr": 0.02,
-          "losses": GEOMETRY_ONLY_V1}
+          "prune_f_gain": 0.0, "losses": GEOMETRY_ONLY_V1}
 
 # name -> (settings override, training views, needs CLIP weights, what it shows). Training views: "train"
 # (the job's 24), "single" (one of them), "all" (the job's 24 and its 8 held-out views: more training views,

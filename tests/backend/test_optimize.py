@@ -217,3 +217,29 @@ def test_reseeding_puts_new_strokes_on_the_lines_still_missing(tmp_path):
         return torch.cdist(sample_curves(fresh, 32)[0], sample_curves(curve[None], 200)[0]).min(dim=1).values.median()
 
     assert distance_to(truth[2]) < 0.05 and distance_to(truth[2]) < min(distance_to(truth[0]), distance_to(truth[1]))
+
+
+def test_strokes_that_lower_line_f_are_found(tmp_path):
+    """Three strokes on the object's lines and one across the frame far from them: the leave-one-out
+    line F (the evaluation's measure, checked against ``image_metrics``) names the fourth, and only it."""
+    import numpy as np
+
+    from backend.evaluate import INK_THRESHOLD, EvalViews, image_metrics
+    from backend.optimize import line_f_without, strokes_lowering_f
+
+    truth = known_curves(3, seed=1)
+    cfg, targets, renderer = setup(tmp_path, {"curves": 4, "losses": {"lines": 1.0}}, mesh=False, size=96,
+                                   train=8, heldout=2, curves=truth)
+    stray = torch.tensor([[[-0.9, -0.9, 0.9], [-0.3, -0.3, 0.9], [0.3, 0.3, 0.9], [0.9, 0.9, 0.9]]])
+    points = torch.cat([truth, stray])
+    sketch = Sketch(cfg, targets, renderer)
+    train = torch.nonzero(targets.is_train).flatten()
+    scores = line_f_without(sketch, points, train)
+    ink = 1.0 - sketch.render(sketch.samples(points), train) > INK_THRESHOLD
+    hidden = None if targets.lines_hidden is None else targets.lines_hidden[train].numpy() > 0.5
+    views = EvalViews(targets.viewmats[train].numpy(), targets.Ks[train].numpy(), targets.alpha[train].numpy(),
+                      targets.lines[train].numpy() > 0.5, hidden)
+    assert np.isclose(float(scores[-1]), image_metrics(ink.float(), views)["f_mean"], atol=1e-5)
+    assert scores[3] > scores[-1] + 0.02 and (scores[:3] < scores[-1]).all(), scores
+    assert strokes_lowering_f(sketch, points, train, 0.002, 2) == [3]
+    assert strokes_lowering_f(sketch, points, train, 0.0, 2) == []
