@@ -46,7 +46,7 @@ ABLATIONS = {
     "abl_surface_init": ({"init": "surface"}, "part 3 undone: surface initialisation"),
     "abl_plain_cover": ({"cover_balance": 0.0}, "part 3's cover counting line pixels, not balancing the views"),
     "abl_no_reseed": ({"reseed": False}, "part 4 undone: no re-seeding after pruning"),
-    "abl_no_f_prune": ({"prune_f_gain": 0.0}, "part 4's pruning without the line-F judge (the loss's leave-one-out alone)"),
+    "abl_no_f_prune": ({"prune_f_gain": 0.0}, "pruning without the line-F judge (the loss's leave-one-out alone)"),
 }
 for _name, (_override, _what) in ABLATIONS.items():
     quality.CONFIGS[_name] = (_override, "train", False, _what)
