@@ -10,8 +10,10 @@ the silhouette (or a mask folder). What a mesh gives the mesh path comes from th
 * ``mesh.npz`` is that hull, carved from every training silhouette and meshed by surface nets, so the
   ``surface`` term, the ``features`` start and re-seeding work unchanged (it bounds the object from
   outside: concavities no silhouette sees are filled);
-* ``lines`` are the silhouette's boundary plus the image's own edges (Canny on luminance), which is
-  what an artist reads in a picture: occluding contours, creases and strong colour boundaries.
+* ``lines`` are the silhouette's boundary plus the image's own edges (Canny on luminance) and thin
+  lines (ridges and valleys of the luminance: a rib, a seam, a wire in front of the body), which is
+  what an artist reads in a picture: occluding contours, creases, strong colour boundaries and
+  drawn-in details.
 
 Image decoding is the caller's (Blender's loader handles every format); everything else is here, so
 the bad-input checks and the geometry are testable without Blender. Every problem is a
@@ -34,6 +36,10 @@ IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
 ALPHA_THRESHOLD = 0.5
 HULL_COARSE, HULL_FINE = 48, 128  # voxels per side: where the object is, then its hull
 EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per pixel, after a 1 px blur)
+# Thin lines: hysteresis on ``|second derivative across the line| - |gradient|`` (per pixel, 1 px blur),
+# which a step (a facet, a shading terminator) keeps near zero; not looked for within RIDGE_MARGIN px
+# of the silhouette, where the shading's dark band along the outline would read as a line.
+RIDGE_HIGH, RIDGE_LOW, RIDGE_MARGIN = 0.02, 0.01, 4
 DEPTH_JUMP = 0.1  # normalised units (radius 1) between neighbour pixels: an occluding contour
 HULL_SAMPLES_PER_EDGE = 3  # surface samples per triangle edge for the hull's depth maps
 TEST_SPLIT_EVERY = 8  # without transforms_test.json every 8th training frame is held out
@@ -296,32 +302,88 @@ def depth_edges(depth: np.ndarray, inside: np.ndarray, jump: float = DEPTH_JUMP)
     return edges & _erode(inside, 2)
 
 
-def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW, depth=None) -> np.ndarray:
-    """uint8 ``[H,W]`` (255 = line): the silhouette's boundary plus Canny edges of the luminance
-    inside it, plus (given a ``depth`` map, e.g. of the visual hull) its occluding contours. Smooth
-    shading varies slowly and stays under the thresholds; creases and strong colour boundaries cross
-    them; a part in front of a body of the same shade shows only in depth."""
-    inside = silhouette(rgba)
-    boundary = inside & ~_erode(inside)
-    colour = rgba[..., :3].astype(np.float64) / 255.0
-    luminance = colour @ np.array([0.2126, 0.7152, 0.0722])
-    # Edges are looked for on the object only: its own mean fills the background, so the silhouette
-    # (drawn from alpha) does not show up a second time, offset by the blur.
-    fill = luminance[inside].mean() if inside.any() else 0.0
-    smooth = _blur(np.where(inside, luminance, fill))
-    gy, gx = np.gradient(smooth)
-    magnitude = np.hypot(gx, gy)
-    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
-    p = np.pad(magnitude, 1)
-    h, w = magnitude.shape
+def _thin(strength: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Non-maximum suppression: pixels whose ``strength`` is a peak across ``angle`` (degrees, the
+    direction across the line), compared with the two neighbours in that direction."""
+    p = np.pad(strength, 1)
     neighbours = {0: (p[1:-1, :-2], p[1:-1, 2:]), 45: (p[:-2, 2:], p[2:, :-2]),
                   90: (p[:-2, 1:-1], p[2:, 1:-1]), 135: (p[:-2, :-2], p[2:, 2:])}
-    direction = (np.rint(angle / 45.0).astype(int) % 4) * 45
-    peak = np.zeros((h, w), bool)
+    direction = (np.rint(((angle + 180.0) % 180.0) / 45.0).astype(int) % 4) * 45
+    peak = np.zeros(strength.shape, bool)
     for d, (a, b) in neighbours.items():
-        peak |= (direction == d) & (magnitude >= a) & (magnitude >= b)
-    candidates = peak & _erode(inside, 2)
-    edges = _grow(candidates & (magnitude >= high), candidates & (magnitude >= low))
+        peak |= (direction == d) & (strength >= a) & (strength >= b)
+    return peak
+
+
+def _hysteresis(strength: np.ndarray, candidates: np.ndarray, high: float, low: float) -> np.ndarray:
+    return _grow(candidates & (strength >= high), candidates & (strength >= low))
+
+
+def _smooth_luminance(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(luminance blurred by 1 px, silhouette). Lines are looked for on the object only: its own mean
+    fills the background, so the silhouette (drawn from alpha) does not show up again, offset by the blur."""
+    inside = silhouette(rgba)
+    luminance = (rgba[..., :3].astype(np.float64) / 255.0) @ np.array([0.2126, 0.7152, 0.0722])
+    fill = luminance[inside].mean() if inside.any() else 0.0
+    return _blur(np.where(inside, luminance, fill)), inside
+
+
+def canny_edges(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW) -> np.ndarray:
+    """bool ``[H,W]``: steps of the luminance inside the silhouette. Smooth shading varies slowly and
+    stays under the thresholds; creases and strong colour boundaries cross them."""
+    smooth, inside = _smooth_luminance(rgba)
+    gy, gx = np.gradient(smooth)
+    magnitude = np.hypot(gx, gy)
+    candidates = _thin(magnitude, np.rad2deg(np.arctan2(gy, gx))) & _erode(inside, 2)
+    return _hysteresis(magnitude, candidates, high, low)
+
+
+def ridge_lines(rgba: np.ndarray, high: float = RIDGE_HIGH, low: float = RIDGE_LOW,
+                margin: int = RIDGE_MARGIN) -> np.ndarray:
+    """bool ``[H,W]``: thin bright or dark lines of the luminance (a rib, a seam, a wire in front of
+    the body), where the Hessian's larger eigenvalue beats the gradient (both per pixel, after a 1 px
+    blur). A line a few pixels wide has no gradient at its centre and a strong second derivative; a
+    step's second derivative never exceeds its gradient by much (Canny finds steps), so the facets of
+    a flat-shaded mesh stay out. Nothing within ``margin`` px of the silhouette, where the shading's
+    dark band along the outline would read as a line."""
+    smooth, inside = _smooth_luminance(rgba)
+    gy, gx = np.gradient(smooth)
+    gyy, gyx = np.gradient(gy)
+    gxy, gxx = np.gradient(gx)
+    cross = 0.5 * (gxy + gyx)
+    half, root = 0.5 * (gxx + gyy), np.hypot(0.5 * (gxx - gyy), cross)
+    larger = np.where(half >= 0, half + root, half - root)  # the eigenvalue of larger magnitude
+    vx, vy = cross, larger - gxx  # its eigenvector, across the line
+    flat = np.hypot(vx, vy) < 1e-12
+    vx, vy = np.where(flat, larger - gyy, vx), np.where(flat, cross, vy)
+    strength = np.abs(larger) - np.hypot(gx, gy)
+    candidates = _thin(strength, np.rad2deg(np.arctan2(vy, vx))) & _erode(inside, margin)
+    return _hysteresis(strength, candidates, high, low)
+
+
+def pool_lines(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A line mask at ``width`` x ``height``: a pixel is on a line if any pixel it covers is."""
+    if mask.shape == (height, width):
+        return mask
+    wy, wx = _area_weights(mask.shape[0], height), _area_weights(mask.shape[1], width)
+    return (wy @ mask.astype(np.float64) @ wx.T) > 0
+
+
+def line_image(rgba: np.ndarray, high: float = EDGE_HIGH, low: float = EDGE_LOW, depth=None,
+               ridges: bool = True, detail: np.ndarray | None = None) -> np.ndarray:
+    """uint8 ``[H,W]`` (255 = line): the silhouette's boundary, ``canny_edges``, ``ridge_lines`` and
+    (given a ``depth`` map, e.g. of the visual hull) its occluding contours, as a part in front of a
+    body of the same shade shows only in depth. With ``detail`` (the same picture, larger) the thin
+    lines are found there and pooled: a rib three pixels wide in the picture is a smudge at the job's
+    size. Steps are found at the job's size, where the thresholds were measured (at the picture's
+    size a bevel's highlight doubles every edge)."""
+    inside = silhouette(rgba)
+    boundary = inside & ~_erode(inside)
+    edges = canny_edges(rgba, high, low)
+    if ridges:
+        sharp = rgba if detail is None else detail
+        margin = int(math.ceil(RIDGE_MARGIN * sharp.shape[0] / rgba.shape[0]))  # the same width on the object
+        edges |= pool_lines(ridge_lines(sharp, margin=margin), *rgba.shape[1::-1]) & _erode(inside, 2)
     if depth is not None:
         edges |= depth_edges(depth, inside)
     return np.where(boundary | edges, 255, 0).astype(np.uint8)

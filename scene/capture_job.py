@@ -21,6 +21,7 @@ from .sketch_object import world_control_points
 
 EVAL_FRAMES = 24  # held-out frames scored by --evaluate (spread over the test set)
 HULL_PICTURE_SIZE = 512  # silhouettes are carved at up to this many pixels (the job's pictures are smaller)
+LINE_PICTURE_SIZE = 512  # lines inside the silhouette are found at up to this many pixels, then pooled
 
 
 def _picture(frame: capture.Frame, masked: bool) -> np.ndarray:
@@ -48,13 +49,15 @@ class Loaded(NamedTuple):
     full: tuple  # (W, H) of the pictures as stored
     hull_alpha: np.ndarray | None = None  # [V,H',W'] float32 in 0..1, at HULL_PICTURE_SIZE
     hull_Ks: np.ndarray | None = None  # [V,3,3] for ``hull_alpha``
+    detail: list | None = None  # [V] uint8 [H'',W'',4]: the pictures at up to LINE_PICTURE_SIZE, for their lines
 
 
-def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool = False):
+def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool = False, detail: bool = False):
     """Decode, check and resize ``frames``; yields once per picture, returns :class:`Loaded` (with
     ``hull``, also the silhouettes at up to ``HULL_PICTURE_SIZE`` px: the hull is carved from sharper
-    silhouettes than the job's, so a wire a pixel thin at the job's size is still in it)."""
-    rgbas, viewmats, Ks, alphas, hull_Ks = [], [], [], [], []
+    silhouettes than the job's, so a wire a pixel thin at the job's size is still in it; with
+    ``detail``, the pictures at up to ``LINE_PICTURE_SIZE`` px, where thin lines are still lines)."""
+    rgbas, viewmats, Ks, alphas, hull_Ks, details = [], [], [], [], [], []
     for i, frame in enumerate(frames):
         rgba = _picture(frame, bool(frame.mask))
         full = (rgba.shape[1], rgba.shape[0])
@@ -78,9 +81,12 @@ def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool =
             w, h = capture.target_size(*full, HULL_PICTURE_SIZE)
             alphas.append(capture.resize_rgba(rgba, w, h)[..., 3].astype(np.float32) / 255.0)
             hull_Ks.append(K * np.array([[w / width], [h / height], [1.0]]))
+        if detail:
+            details.append(capture.resize_rgba(rgba, *capture.target_size(*full, LINE_PICTURE_SIZE)))
         yield i + 1, len(frames)
     return Loaded(np.stack(rgbas), np.stack(viewmats), np.stack(Ks), expect,
-                  np.stack(alphas) if hull else None, np.stack(hull_Ks) if hull else None)
+                  np.stack(alphas) if hull else None, np.stack(hull_Ks) if hull else None,
+                  details if detail else None)
 
 
 def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, train_views: int = 24,
@@ -94,11 +100,13 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     picked = capture.pick_spread(cap.train, train_views)
     # Steps: every picture, the hull, then each job view's depth and lines (so a modal stays responsive).
     total = len(cap.train) + len(held) + 1 + len(picked) + len(held)
-    train = yield from _counted(iter_load(cap.train, size, hull=True), 0, total)
+    train = yield from _counted(iter_load(cap.train, size, hull=True, detail=True), 0, total)
     rgba, viewmats, Ks = train.rgba, train.viewmats, train.Ks
+    details = [train.detail[i] for i in picked]
     if held:
-        test_rgba, test_viewmats, test_Ks, *_ = yield from _counted(iter_load(held, size, train.full),
-                                                                   len(cap.train), total)
+        test = yield from _counted(iter_load(held, size, train.full, detail=True), len(cap.train), total)
+        test_rgba, test_viewmats, test_Ks = test.rgba, test.viewmats, test.Ks
+        details += test.detail
     vertices, faces = capture.visual_hull(viewmats, train.hull_Ks, train.hull_alpha)
     done = len(cap.train) + len(held) + 1
     yield done, total
@@ -114,12 +122,12 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     contours = capture.HullContours(hull, faces)
     height, width = views["rgba"].shape[1:3]
     depths, lines, hidden = [], [], []
-    for v, K, image in zip(views["viewmats"], views["Ks"], views["rgba"]):
+    for v, K, image, sharp in zip(views["viewmats"], views["Ks"], views["rgba"], details):
         # The hull's depth: where a picture cannot show a contour (a part in front of a body of the
         # same shade) the hull still has it; it also lifts line pixels onto the surface for the starts.
         depth = capture.depth_map(samples, v, K, width, height) * capture.silhouette(image)
         depths.append(depth)
-        lines.append(capture.line_image(image, depth=depth))
+        lines.append(capture.line_image(image, depth=depth, detail=sharp))
         hidden.append(np.where(contours.hidden(v, K, depth), 255, 0).astype(np.uint8))
         done += 1
         yield done, total
@@ -162,7 +170,8 @@ def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture,
     frames = [cap.test[i] for i in capture.pick_spread(cap.test, EVAL_FRAMES)]
     os.makedirs(folder, exist_ok=True)
     try:
-        rgba, viewmats, Ks, *_ = yield from iter_load(frames, size)
+        loaded = yield from iter_load(frames, size, detail=True)
+        rgba, viewmats, Ks = loaded.rgba, loaded.viewmats, loaded.Ks
         center = np.asarray(center, np.float64)
         control_points = (world_control_points(sketch_obj) - center) / radius
         width = float(sketch_obj.data.bevel_depth) / radius
@@ -174,7 +183,8 @@ def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture,
                     "widths": np.full(len(control_points), width, np.float32)},
             eval={"viewmats": np.stack([capture.normalised_viewmat(v, center, radius) for v in viewmats])
                   .astype(np.float32), "Ks": Ks.astype(np.float32), "rgba": rgba,
-                  "lines": np.stack([capture.line_image(image) for image in rgba])})
+                  "lines": np.stack([capture.line_image(image, detail=sharp)
+                                     for image, sharp in zip(rgba, loaded.detail)])})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
