@@ -214,17 +214,23 @@ def test_line_image_is_the_outline_and_strong_edges_only(addon):
     assert inner[20:76, 58:63].sum() >= 40 and inner[:, :55].sum() == 0
 
 
+def _ribbed_disc(size: int, rib: int):
+    """(rgba, disc, column index): a grey disc filling most of the picture, with a rib 3 px wide and
+    20/255 darker from column ``rib``: too faint for Canny, a line to an artist."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    disc = (xx - size // 2) ** 2 + (yy - size // 2) ** 2 < (size * 5 // 12) ** 2
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[disc, 3] = 255
+    rgba[..., :3] = 140
+    rgba[disc & (xx >= rib) & (xx < rib + 3), :3] = 120
+    return rgba, disc, xx
+
+
 def test_line_image_finds_thin_lines_but_not_faint_steps(addon):
     """A rib three pixels wide, too faint for Canny, is a line; a step of the same faintness (a facet of
     a flat-shaded mesh) is not; nor is anything within RIDGE_MARGIN of the outline."""
     capture = mod(addon, "scene.capture")
-    size = 96
-    yy, xx = np.mgrid[0:size, 0:size]
-    disc = (xx - 48) ** 2 + (yy - 48) ** 2 < 40 ** 2
-    rgba = np.zeros((size, size, 4), np.uint8)
-    rgba[disc, 3] = 255
-    rgba[..., :3] = 140
-    rgba[disc & (xx >= 30) & (xx < 33), :3] = 120  # the rib: 20/255 darker, 3 px wide
+    rgba, disc, xx = _ribbed_disc(96, 30)
     rgba[disc & (xx >= 66), :3] = 120  # the step: 20/255 darker from here on
     ring = disc & ~capture._erode(disc, capture.RIDGE_MARGIN)
     plain = capture.line_image(rgba, ridges=False).astype(bool) & ~ring
@@ -238,13 +244,7 @@ def test_line_image_finds_thin_lines_in_the_sharper_picture(addon):
     """A rib three pixels wide in a 192 px picture is a smudge at the job's 96 px that nothing finds;
     found in the picture itself and pooled, it is one line, where it is."""
     capture = mod(addon, "scene.capture")
-    size = 192
-    yy, xx = np.mgrid[0:size, 0:size]
-    disc = (xx - 96) ** 2 + (yy - 96) ** 2 < 80 ** 2
-    rgba = np.zeros((size, size, 4), np.uint8)
-    rgba[disc, 3] = 255
-    rgba[..., :3] = 140
-    rgba[disc & (xx >= 60) & (xx < 63), :3] = 120
+    rgba, _, _ = _ribbed_disc(192, 60)
     small = capture.resize_rgba(rgba, 96, 96)
     inside = capture.silhouette(small)
     ring = inside & ~capture._erode(inside, capture.RIDGE_MARGIN)
