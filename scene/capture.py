@@ -7,7 +7,8 @@ instant-ngp's ``fl_x``/``fl_y``/``cx``/``cy``) and per frame ``file_path`` and a
 the silhouette (or a mask folder). What a mesh gives the mesh path comes from the images instead:
 
 * the normalised space (centre, radius) is the bounding sphere of the silhouettes' visual hull;
-* ``mesh.npz`` is that hull, carved from every training silhouette and meshed by surface nets, so the
+* ``mesh.npz`` is that hull, carved from every training silhouette (a wire thinner than the carving's
+  cells kept as a thin tube) and meshed by surface nets, so the
   ``surface`` term, the ``features`` start and re-seeding work unchanged (it bounds the object from
   outside: concavities no silhouette sees are filled);
 * ``lines`` are the silhouette's boundary plus the image's own edges (Canny on luminance) and thin
@@ -35,6 +36,8 @@ TRAIN_JSON, TEST_JSON, SINGLE_JSON = "transforms_train.json", "transforms_test.j
 IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
 ALPHA_THRESHOLD = 0.5
 HULL_COARSE, HULL_FINE = 48, 128  # voxels per side: where the object is, then its hull
+THIN_GAP = 2  # grid points between the plain hull and a part only the reach test keeps (a wire)
+NEAR_HALVES = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # px: the silhouette max-filters a cell's reach picks from
 EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per pixel, after a 1 px blur)
 # Thin lines: hysteresis on ``|second derivative across the line| - |gradient|`` (per pixel, 1 px blur),
 # which a step (a facet, a shading terminator) keeps near zero; not looked for within RIDGE_MARGIN px
@@ -404,21 +407,75 @@ def _sample(alpha: np.ndarray, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.where(inside, value, 0.0)
 
 
-def carve(viewmats, Ks, alphas, lo, hi, n: int) -> np.ndarray:
-    """``[n,n,n]`` occupancy in 0..1: at each grid point the smallest alpha any view sees there
-    (off-image counts as empty, as every picture is assumed to show the whole object)."""
+def _dilations(alpha: np.ndarray, halves) -> list[np.ndarray]:
+    """``alpha``'s max-filters over squares of half-size ``halves`` px (increasing, from 0), each from
+    the one before: the max of three windows of half-size a, s apart, covers a + s while s <= 2a + 1."""
+    out, grown, have = [], alpha, 0
+    for half in halves:
+        shift = half - have
+        for axis in (0, 1) if shift else ():
+            rows = np.moveaxis(grown, axis, 0)
+            padded, n = np.pad(rows, ((shift, shift), (0, 0))), rows.shape[0]
+            rows = np.maximum(np.maximum(padded[:n], padded[shift:shift + n]), padded[2 * shift:2 * shift + n])
+            grown = np.moveaxis(rows, 0, axis)
+        out.append(grown)
+        have = half
+    return out
+
+
+def carve(viewmats, Ks, alphas, lo, hi, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[n,n,n]`` occupancy in 0..1 at each grid point (the smallest alpha any view sees there;
+    off-image counts as empty, as every picture is assumed to show the whole object) and ``[n,n,n]``
+    bool: could the object be within half a cell's diagonal of the point (every view has silhouette
+    within that sphere's projected radius). The second keeps parts thinner than a cell, a wire between
+    grid points, that the first carves away."""
     axis = [np.linspace(lo[i], hi[i], n, dtype=np.float32) for i in range(3)]
     points = np.stack(np.meshgrid(*axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    reach = 0.5 * float(np.linalg.norm((np.asarray(hi, float) - np.asarray(lo, float)) / (n - 1)))
     field = np.ones(len(points), np.float32)
-    alive = np.arange(len(points))  # points no view has carved away yet: later views only look at these
+    near = np.ones(len(points), bool)
+    alive = np.arange(len(points))  # points some view may still keep: later views only look at these
     for viewmat, K, alpha in zip(viewmats, Ks, alphas):
-        cam = points[alive] @ np.asarray(viewmat, np.float32)[:3, :3].T + np.asarray(viewmat, np.float32)[:3, 3]
+        viewmat, K, alpha = (np.asarray(a, np.float32) for a in (viewmat, K, alpha))
+        cam = points[alive] @ viewmat[:3, :3].T + viewmat[:3, 3]
         z = cam[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            uv = cam[:, :2] / z[:, None] * np.asarray(K, np.float32)[[0, 1], [0, 1]] + np.asarray(K, np.float32)[:2, 2]
-        field[alive] = np.minimum(field[alive], _sample(np.asarray(alpha, np.float32), uv, z))
-        alive = alive[field[alive] > 0]
-    return field.reshape(n, n, n)
+            uv = cam[:, :2] / z[:, None] * K[[0, 1], [0, 1]] + K[:2, 2]
+            radius = np.where(z > 1e-6, reach * float(K[0, 0]) / np.maximum(z, 1e-6), 0.0)  # the sphere's, in px
+        field[alive] = np.minimum(field[alive], _sample(alpha, uv, z))
+        level = np.minimum(np.searchsorted(NEAR_HALVES, radius), len(NEAR_HALVES) - 1)
+        grown = _dilations(alpha, NEAR_HALVES[:int(level.max()) + 1])
+        seen = np.zeros(len(alive), bool)
+        for lv in np.unique(level):
+            pick = level == lv
+            seen[pick] = _sample(grown[lv], uv[pick], z[pick]) > ALPHA_THRESHOLD
+        near[alive] &= seen
+        alive = alive[near[alive] | (field[alive] > 0)]
+    return field.reshape(n, n, n), near.reshape(n, n, n)
+
+
+def _neighbours(mask: np.ndarray) -> np.ndarray:
+    """``mask`` grown by one grid point in each of the 26 directions."""
+    padded, n = np.pad(mask, 1), mask.shape
+    grown = np.zeros_like(mask)
+    for d in np.ndindex(3, 3, 3):
+        grown |= padded[d[0]:d[0] + n[0], d[1]:d[1] + n[1], d[2]:d[2] + n[2]]
+    return grown
+
+
+def with_thin_parts(field: np.ndarray, near: np.ndarray, gap: int = THIN_GAP) -> np.ndarray:
+    """``field`` with the parts only ``near`` keeps made solid: what lies more than ``gap`` grid points
+    from the plain hull (a wire between grid points), grown back ``gap`` steps within ``near`` so it
+    joins the hull as a tube one cell thick. The shell ``near`` adds round a solid hull (its reach,
+    up to ``gap`` cells) is left out, so the hull keeps its surface where it has one."""
+    inside = field > ALPHA_THRESHOLD
+    around = inside
+    for _ in range(gap):
+        around = _neighbours(around)
+    add = near & ~around
+    for _ in range(gap):
+        add |= near & _neighbours(add)
+    return np.where(add & ~inside, 1.0, field).astype(np.float32)
 
 
 def locate(viewmats, Ks, alphas) -> tuple[np.ndarray, float]:
@@ -507,8 +564,8 @@ def visual_hull(viewmats, Ks, alphas) -> tuple[np.ndarray, np.ndarray]:
     center, half = locate(viewmats, Ks, alphas)
     for _ in range(4):  # grow the box until the hull is inside it
         lo, hi = center - half, center + half
-        field = carve(viewmats, Ks, alphas, lo, hi, HULL_COARSE)
-        occupied = field > ALPHA_THRESHOLD
+        field, near = carve(viewmats, Ks, alphas, lo, hi, HULL_COARSE)
+        occupied = (field > ALPHA_THRESHOLD) | near
         if not occupied.any():
             raise CaptureError("the silhouettes have no common volume: the cameras do not look at one object "
                                "(check the poses: camera-to-world, Blender/OpenGL axes)")
@@ -521,7 +578,7 @@ def visual_hull(viewmats, Ks, alphas) -> tuple[np.ndarray, np.ndarray]:
     box_lo, box_hi = lo + (idx.min(0) - 1.5) * step, lo + (idx.max(0) + 1.5) * step
     middle, extent = (box_lo + box_hi) / 2, (box_hi - box_lo).max() / 2
     lo, hi = middle - extent, middle + extent
-    vertices, faces = surface_nets(carve(viewmats, Ks, alphas, lo, hi, HULL_FINE), lo, hi)
+    vertices, faces = surface_nets(with_thin_parts(*carve(viewmats, Ks, alphas, lo, hi, HULL_FINE)), lo, hi)
     if len(faces) == 0:
         raise CaptureError("the silhouettes' common volume is too thin to mesh")
     return vertices, faces

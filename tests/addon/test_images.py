@@ -359,3 +359,41 @@ def test_run_again_after_a_picture_sketch_reruns_the_capture(addon, tiny_panel, 
     assert state.last_result == "ball Sketch.001"
     log = _draw(addon.panels.CLASSES[1], bpy.context)  # the Result box offers the capture again
     assert ("operator", "splatsketch.sketch_from_images") in log and ("operator", "splatsketch.generate") not in log
+
+
+def _ball_and_wire(viewmat, K, size, tip, wire_px=1.2):
+    """Alpha of a unit ball at the origin with a straight wire from its surface out to ``tip``, the
+    wire ``wire_px`` wide in every picture (far thinner than a hull cell)."""
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    def project(p):
+        c = viewmat[:3, :3] @ p + viewmat[:3, 3]
+        return np.array([c[0] / c[2] * K[0, 0] + K[0, 2], c[1] / c[2] * K[1, 1] + K[1, 2]]), c[2]
+    (cx, cy), z = project(np.zeros(3))
+    ball = (xs - cx) ** 2 + (ys - cy) ** 2 < (K[0, 0] / np.sqrt(z ** 2 - 1.0)) ** 2
+    (ax, ay), _ = project(tip / np.linalg.norm(tip))
+    (bx, by), _ = project(tip)
+    d = np.array([bx - ax, by - ay])
+    t = np.clip(((xs - ax) * d[0] + (ys - ay) * d[1]) / max(d @ d, 1e-9), 0, 1)
+    wire = np.hypot(xs - ax - t * d[0], ys - ay - t * d[1]) < wire_px / 2
+    return (ball | wire).astype(np.float32)
+
+
+def test_visual_hull_keeps_a_wire_thinner_than_its_cells(addon):
+    """A wire a pixel wide falls between the hull's grid points in most views; the hull still reaches
+    its tip (so the normalisation holds the whole object), and the ball keeps its own surface."""
+    capture, cameras = mod(addon, "scene.capture"), mod(addon, "backend.cameras")
+    size, tip = 256, np.array([0.0, 0.0, 2.2])
+    viewmats, Ks = cameras.orbit_cameras(24, size, 40.0)
+    viewmats = viewmats.astype(float).copy()
+    viewmats[:, :3, 3] *= 2.5  # far enough that the ball and the wire are in every picture
+    Ks = Ks.astype(float)
+    alphas = [_ball_and_wire(v, K, size, tip) for v, K in zip(viewmats, Ks)]
+    vertices, _ = capture.visual_hull(viewmats, Ks, alphas)
+    along = vertices @ (tip / np.linalg.norm(tip))
+    assert along.max() > 0.95 * np.linalg.norm(tip)
+    wire = vertices[along > 1.2]
+    assert len(wire) > 0 and np.hypot(*(wire[:, :2] - tip[:2]).T).max() < 0.08  # a tube round the wire
+    ball = vertices[along < 0.9]
+    assert np.median(np.linalg.norm(ball, axis=1)) < 1.06
+    field, near = capture.carve(viewmats, Ks, alphas, -np.full(3, 2.4), np.full(3, 2.4), 64)
+    assert not (field[32, 32, 56:] > capture.ALPHA_THRESHOLD).any()  # the plain carving loses the wire
