@@ -215,8 +215,8 @@ def test_line_image_is_the_outline_and_strong_edges_only(addon):
 
 
 def _ribbed_disc(size: int, rib: int):
-    """(rgba, disc, column index): a grey disc filling most of the picture, with a rib 3 px wide and
-    20/255 darker from column ``rib``: too faint for Canny, a line to an artist."""
+    """(rgba, disc mask, each pixel's column): a grey disc filling most of the picture, with a rib 3 px
+    wide and 20/255 darker from column ``rib``: too faint for Canny, a line to an artist."""
     yy, xx = np.mgrid[0:size, 0:size]
     disc = (xx - size // 2) ** 2 + (yy - size // 2) ** 2 < (size * 5 // 12) ** 2
     rgba = np.zeros((size, size, 4), np.uint8)
