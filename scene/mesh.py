@@ -2,10 +2,16 @@
 
 The backend works in a normalised space (bounding sphere at the origin, radius 1); the add-on keeps
 ``center`` and ``radius`` from :func:`bounding_sphere` to map results back (``world = center + radius * p``).
+
+Faces are handed on wound one way (:func:`mixed_winding`, :func:`wind_consistently`): a mesh whose
+faces point every which way (a double-sided export after Blender drops the duplicate of each face) has
+a "crease" at every other edge for Freestyle and for the feature lines, and blotchy smooth shading;
+the sketch would hatch the whole surface.
 """
 
 from __future__ import annotations
 
+import bmesh
 import bpy
 import numpy as np
 
@@ -33,11 +39,57 @@ def source_problem(obj) -> str | None:
     return None
 
 
+def mixed_winding(mesh) -> bool:
+    """Whether some edge between exactly two faces is walked the same way by both (their normals
+    disagree about which side is out). Read with ``foreach_get`` so a clean mesh costs little."""
+    loops = len(mesh.loops)
+    if loops == 0:
+        return False
+    starts = np.empty(len(mesh.polygons), np.int64)
+    totals = np.empty(len(mesh.polygons), np.int64)
+    mesh.polygons.foreach_get("loop_start", starts)
+    mesh.polygons.foreach_get("loop_total", totals)
+    verts = np.empty(loops, np.int64)
+    mesh.loops.foreach_get("vertex_index", verts)
+    following = np.arange(1, loops + 1)
+    following[starts + totals - 1] = starts  # each polygon's last loop is followed by its first
+    start, end = verts, verts[following]
+    count = len(mesh.vertices)
+    _, edge, uses = np.unique(np.minimum(start, end) * count + np.maximum(start, end),
+                              return_inverse=True, return_counts=True)
+    shared = uses[edge] == 2
+    directed = np.unique(start[shared] * count + end[shared])
+    return len(directed) < int(shared.sum())
+
+
+def wind_consistently(bm) -> np.ndarray:
+    """Rewind the faces of ``bm`` one way, outward (Blender's Recalculate Outside), in place.
+
+    Returns a bool per face (in ``bm.faces`` order): True where the face was reversed.
+    """
+    bm.normal_update()
+    before = [face.normal.copy() for face in bm.faces]
+    bmesh.ops.recalc_face_normals(bm, faces=bm.faces[:])
+    return np.array([face.normal.dot(normal) < 0.0 for face, normal in zip(bm.faces, before)], dtype=bool)
+
+
+def rewind(mesh) -> None:
+    """:func:`wind_consistently` on a mesh datablock (one that is ours to change, like a render copy)."""
+    bm = bmesh.new()
+    try:
+        bm.from_mesh(mesh)
+        wind_consistently(bm)
+        bm.to_mesh(mesh)
+    finally:
+        bm.free()
+
+
 def evaluated_mesh_world(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
     """``(vertices [N,3] float64, faces [F,3] int32)`` of the evaluated mesh, world space.
 
     Uses the mesh's loop triangles (Blender's own triangulation, cached on the evaluated mesh), so
-    nothing is added to ``bpy.data``; the temporary mesh is freed before returning.
+    nothing is added to ``bpy.data``; the temporary mesh is freed before returning. Triangles of a
+    mesh with :func:`mixed_winding` come back wound consistently (the object itself is not changed).
     """
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()
@@ -50,12 +102,24 @@ def evaluated_mesh_world(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
         mesh.calc_loop_triangles()
         faces = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int32)
         mesh.loop_triangles.foreach_get("vertices", faces)
+        faces = faces.reshape(-1, 3)
+        if mixed_winding(mesh):
+            bm = bmesh.new()
+            try:
+                bm.from_mesh(mesh)
+                reversed_polygons = wind_consistently(bm)
+            finally:
+                bm.free()
+            polygon = np.empty(len(mesh.loop_triangles), dtype=np.int64)
+            mesh.loop_triangles.foreach_get("polygon_index", polygon)
+            flip = reversed_polygons[polygon]
+            faces[flip] = faces[flip][:, ::-1]
         matrix = np.array(evaluated.matrix_world, dtype=np.float64)
     finally:
         evaluated.to_mesh_clear()
     local = local.reshape(count, 3)
     world = local @ matrix[:3, :3].T + matrix[:3, 3]
-    return world, faces.reshape(-1, 3)
+    return world, faces
 
 
 def bounding_sphere(vertices) -> tuple[np.ndarray, float]:

@@ -35,6 +35,7 @@ import mathutils
 import numpy as np
 
 from ..backend import cameras
+from . import mesh as source_mesh
 from . import pixels
 
 VISIBLE_COLOR = (1.0, 0.0, 0.0)
@@ -410,11 +411,15 @@ def copy_evaluated(obj, name: str = "SplatSketch Source"):
     """A new object holding a copy of ``obj``'s evaluated mesh at its world matrix.
 
     Rendering a copy (not the object itself) means the source is never linked elsewhere, and its
-    hide_render flag, parents or collection exclusions cannot hide it from the target renders.
+    hide_render flag, parents or collection exclusions cannot hide it from the target renders. A copy
+    with mixed winding is rewound (``mesh.rewind``): Freestyle would draw a crease at every
+    edge between faces that disagree, and smooth shading would be blotched.
     """
     depsgraph = bpy.context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph)
     mesh = bpy.data.meshes.new_from_object(evaluated, preserve_all_data_layers=False, depsgraph=depsgraph)
+    if source_mesh.mixed_winding(mesh):
+        source_mesh.rewind(mesh)
     copy = bpy.data.objects.new(name, mesh)
     copy.matrix_world = evaluated.matrix_world.copy()
     return copy

@@ -102,6 +102,55 @@ def test_evaluated_mesh_applies_modifiers_in_world_space(suzanne):
     assert len(suzanne.data.polygons) == 500  # the source mesh itself is untouched
 
 
+def _sphere_with_every_other_face_reversed(location=(0.0, 0.0, 0.0)):
+    """A smooth UV sphere whose faces disagree about which side is out, as a double-sided export
+    reads once Blender has dropped the duplicate of each face."""
+    import bmesh
+
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=32, ring_count=16, location=location)
+    obj = bpy.context.active_object
+    bpy.ops.object.shade_smooth()
+    bm = bmesh.new()
+    bm.from_mesh(obj.data)
+    bmesh.ops.reverse_faces(bm, faces=bm.faces[:][::2])
+    bm.to_mesh(obj.data)
+    bm.free()
+    obj.data.update()
+    return obj
+
+
+def _directed_edge_repeats(faces: np.ndarray) -> int:
+    walked = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return len(walked) - len(np.unique(walked, axis=0))
+
+
+def test_mixed_winding_is_rewound_for_the_backend_and_the_renders_but_not_in_the_scene():
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=32, ring_count=16, location=(3.0, 0.0, 0.0))
+    clean = bpy.context.active_object
+    bpy.ops.object.shade_smooth()
+    mixed = _sphere_with_every_other_face_reversed()
+    assert mesh.mixed_winding(mixed.data) and not mesh.mixed_winding(clean.data)
+    assert _directed_edge_repeats(mesh.evaluated_mesh_world(clean, bpy.context.evaluated_depsgraph_get())[1]) == 0
+
+    before, state = counts(), user_state()
+    vertices, faces = mesh.evaluated_mesh_world(mixed, bpy.context.evaluated_depsgraph_get())
+    assert _directed_edge_repeats(faces) == 0  # every edge walked once each way
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    assert np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0 > 0.9 * 4.0 / 3.0 * np.pi * 0.99  # outward
+    # Freestyle draws the sphere's outline, not a crease at every edge between disagreeing faces.
+    size = 96
+    viewmats, Ks, _ = cameras.train_and_heldout_cameras(1, 0, size)
+    drawn = {}
+    for name, obj in (("clean", clean), ("mixed", mixed)):
+        out = targets.render_targets(obj, viewmats, Ks, size, *sphere_of(obj))
+        inside = ~_dilate(~(out["rgba"][0, ..., 3] > 127), 4)
+        drawn[name] = ((out["lines"][0] > 127).sum(), (out["lines"][0][inside] > 127).sum())
+    assert drawn["mixed"][1] <= drawn["clean"][1] + 10, drawn
+    assert drawn["mixed"][0] == pytest.approx(drawn["clean"][0], rel=0.15), drawn
+    assert counts() == before and user_state() == state
+    assert mesh.mixed_winding(mixed.data)  # the user's object is left as it was
+
+
 def test_bounding_sphere():
     points = np.array([[0, 0, 0], [2, 0, 0], [0, 4, 0], [2, 4, 6]], float)
     center, radius = mesh.bounding_sphere(points)
