@@ -11,7 +11,6 @@ the sketch would hatch the whole surface.
 
 from __future__ import annotations
 
-import bmesh
 import bpy
 import numpy as np
 
@@ -62,26 +61,26 @@ def mixed_winding(mesh) -> bool:
     return len(directed) < int(shared.sum())
 
 
-def wind_consistently(bm) -> np.ndarray:
-    """Rewind the faces of ``bm`` one way, outward (Blender's Recalculate Outside), in place.
+def wind_consistently(mesh, write: bool) -> np.ndarray:
+    """Rewind the faces of ``mesh`` one way, outward (Blender's Recalculate Outside).
 
-    Returns a bool per face (in ``bm.faces`` order): True where the face was reversed.
+    Returns a bool per polygon: True where it is reversed. Written back into ``mesh`` only with
+    ``write`` (a render copy is ours to change; the evaluated mesh of the user's object is not).
     """
-    bm.normal_update()
-    before = [face.normal.copy() for face in bm.faces]
-    bmesh.ops.recalc_face_normals(bm, faces=bm.faces[:])
-    return np.array([face.normal.dot(normal) < 0.0 for face, normal in zip(bm.faces, before)], dtype=bool)
+    import bmesh  # importable only once bpy is (the bpy wheel)
 
-
-def rewind(mesh) -> None:
-    """:func:`wind_consistently` on a mesh datablock (one that is ours to change, like a render copy)."""
     bm = bmesh.new()
     try:
         bm.from_mesh(mesh)
-        wind_consistently(bm)
-        bm.to_mesh(mesh)
+        bm.normal_update()
+        before = [face.normal.copy() for face in bm.faces]
+        bmesh.ops.recalc_face_normals(bm, faces=bm.faces[:])
+        flipped = np.array([face.normal.dot(normal) < 0.0 for face, normal in zip(bm.faces, before)], dtype=bool)
+        if write:
+            bm.to_mesh(mesh)
     finally:
         bm.free()
+    return flipped
 
 
 def evaluated_mesh_world(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +103,7 @@ def evaluated_mesh_world(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
         mesh.loop_triangles.foreach_get("vertices", faces)
         faces = faces.reshape(-1, 3)
         if mixed_winding(mesh):
-            bm = bmesh.new()
-            try:
-                bm.from_mesh(mesh)
-                reversed_polygons = wind_consistently(bm)
-            finally:
-                bm.free()
+            reversed_polygons = wind_consistently(mesh, write=False)
             polygon = np.empty(len(mesh.loop_triangles), dtype=np.int64)
             mesh.loop_triangles.foreach_get("polygon_index", polygon)
             flip = reversed_polygons[polygon]

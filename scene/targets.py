@@ -412,14 +412,14 @@ def copy_evaluated(obj, name: str = "SplatSketch Source"):
 
     Rendering a copy (not the object itself) means the source is never linked elsewhere, and its
     hide_render flag, parents or collection exclusions cannot hide it from the target renders. A copy
-    with mixed winding is rewound (``mesh.rewind``): Freestyle would draw a crease at every
+    with mixed winding is rewound (``mesh.wind_consistently``): Freestyle would draw a crease at every
     edge between faces that disagree, and smooth shading would be blotched.
     """
     depsgraph = bpy.context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph)
     mesh = bpy.data.meshes.new_from_object(evaluated, preserve_all_data_layers=False, depsgraph=depsgraph)
     if source_mesh.mixed_winding(mesh):
-        source_mesh.rewind(mesh)
+        source_mesh.wind_consistently(mesh, write=True)
     copy = bpy.data.objects.new(name, mesh)
     copy.matrix_world = evaluated.matrix_world.copy()
     return copy

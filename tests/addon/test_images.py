@@ -253,6 +253,34 @@ def test_line_image_finds_thin_lines_in_the_sharper_picture(addon):
     assert found[:, 30].sum() >= 50 and not found[:, :30].any() and not found[:, 31:].any()
 
 
+def test_hull_depth_jumps_are_lines_only_where_the_picture_changes(addon):
+    """A near part in front of a farther one (a spout before the body) is a line even when the shades
+    differ only faintly; a hole in a membrane the hull stretches over a bowl's opening, where the picture
+    sees the inside's smooth shading through, is not."""
+    capture = mod(addon, "scene.capture")
+    size = 96
+    yy, xx = np.mgrid[0:size, 0:size]
+    disc = (xx - 48) ** 2 + (yy - 48) ** 2 < 40 ** 2
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[disc, 3] = 255
+    rgba[..., :3] = (110 + 40 * yy / size)[..., None].astype(np.uint8)  # smooth shading
+    depth = np.where(disc, 3.0, 0.0).astype(np.float32)
+    near = disc & (xx >= 20) & (xx < 40) & (yy >= 25) & (yy < 70)  # a part in front: 0.5 nearer
+    depth[near] = 2.5
+    hole = disc & ((xx - 64) ** 2 + (yy - 48) ** 2 < 8 ** 2)  # the membrane at 2.5 with a hole
+    depth[disc & (xx >= 52) & (xx < 78) & (yy >= 34) & (yy < 62) & ~hole] = 2.5
+    rgba[near, :3] = np.clip(rgba[near, :3].astype(int) + 8, 0, 255)  # 8/255 brighter: faint, under Canny
+    inside = capture.silhouette(rgba)
+    luminance = capture._smooth_luminance(rgba)[0]
+    plain = capture.depth_edges(depth, inside)
+    assert plain[:, 20:40].sum() >= 40 and plain[:, 52:78].sum() >= 30  # both are depth jumps
+    lines = capture.depth_edges(depth, inside, luminance)
+    assert lines[30:65, 39].sum() >= 30  # the near part's edge, where the picture changes
+    assert not lines[:, 50:].any()  # the membrane's hole is not drawn
+    drawn = capture.line_image(rgba, depth=depth).astype(bool)
+    assert drawn[30:65, 39].sum() >= 30 and not drawn[30:66, 50:80].any()
+
+
 def test_spread_frames_and_test_split(addon, tmp_path):
     capture = mod(addon, "scene.capture")
     folder = write_sphere_capture(addon, str(tmp_path / "c"), train=20, test=0)
