@@ -44,7 +44,9 @@ EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per 
 # of the silhouette, where the shading's dark band along the outline would read as a line.
 RIDGE_HIGH, RIDGE_LOW, RIDGE_MARGIN = 0.02, 0.01, 4
 DEPTH_JUMP = 0.1  # normalised units (radius 1) between neighbour pixels: an occluding contour
-DEPTH_CONTRAST, DEPTH_CONTRAST_REACH = 0.004, 3  # the picture's step a hull's depth jump needs (depth_edges)
+# The picture's step a hull's depth jump needs (depth_edges): about one 8-bit grey level beyond the
+# shading's slope, i.e. any step at all; chosen on four meshes' captures (docs/QUALITY.md).
+DEPTH_CONTRAST, DEPTH_CONTRAST_REACH = 0.004, 3
 HULL_SAMPLES_PER_EDGE = 3  # surface samples per triangle edge for the hull's depth maps
 TEST_SPLIT_EVERY = 8  # without transforms_test.json every 8th training frame is held out
 
@@ -307,7 +309,8 @@ def depth_edges(depth: np.ndarray, inside: np.ndarray, luminance: np.ndarray | N
     changes over the same 3 px on either side: a real occluding contour puts two surfaces side by side,
     which shade differently if faintly (a teapot's knob on its lid); the membrane a visual hull
     stretches over a concavity (a bowl's opening) has holes whose jumps the picture, seeing the smooth
-    inside, does not show. Measured on the shared meshes' captures (docs/QUALITY.md).
+    inside, does not show. A jump where the picture changes less than its slope counts as no step (0)
+    in the average. Measured on the shared meshes' captures (docs/QUALITY.md).
     """
     known = inside & (depth > 0)
     edges = np.zeros_like(known)

@@ -38,22 +38,31 @@ def source_problem(obj) -> str | None:
     return None
 
 
-def mixed_winding(mesh) -> bool:
-    """Whether some edge between exactly two faces is walked the same way by both (their normals
-    disagree about which side is out). Read with ``foreach_get`` so a clean mesh costs little."""
-    loops = len(mesh.loops)
-    if loops == 0:
-        return False
+def _loops(mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(vertex, polygon, following)`` per loop: its vertex, its polygon and the loop after it in
+    that polygon (``foreach_get``, so a large mesh costs little)."""
     starts = np.empty(len(mesh.polygons), np.int64)
     totals = np.empty(len(mesh.polygons), np.int64)
     mesh.polygons.foreach_get("loop_start", starts)
     mesh.polygons.foreach_get("loop_total", totals)
-    verts = np.empty(loops, np.int64)
-    mesh.loops.foreach_get("vertex_index", verts)
-    following = np.arange(1, loops + 1)
-    following[starts + totals - 1] = starts  # each polygon's last loop is followed by its first
-    start, end = verts, verts[following]
-    count = len(mesh.vertices)
+    vertex = np.empty(len(mesh.loops), np.int64)
+    mesh.loops.foreach_get("vertex_index", vertex)
+    corner = np.arange(len(vertex)) - np.repeat(np.cumsum(totals) - totals, totals)  # position in its polygon
+    own = np.repeat(starts, totals) + corner
+    polygon = np.empty(len(vertex), np.int64)
+    polygon[own] = np.repeat(np.arange(len(starts)), totals)
+    following = np.empty(len(vertex), np.int64)
+    following[own] = np.repeat(starts, totals) + (corner + 1) % np.repeat(totals, totals)
+    return vertex, polygon, following
+
+
+def mixed_winding(mesh) -> bool:
+    """Whether some edge between exactly two faces is walked the same way by both (their normals
+    disagree about which side is out)."""
+    if len(mesh.loops) == 0:
+        return False
+    vertex, _, following = _loops(mesh)
+    start, end, count = vertex, vertex[following], len(mesh.vertices)
     _, edge, uses = np.unique(np.minimum(start, end) * count + np.maximum(start, end),
                               return_inverse=True, return_counts=True)
     shared = uses[edge] == 2
@@ -61,25 +70,53 @@ def mixed_winding(mesh) -> bool:
     return len(directed) < int(shared.sum())
 
 
-def wind_consistently(mesh, write: bool) -> np.ndarray:
-    """Rewind the faces of ``mesh`` one way, outward (Blender's Recalculate Outside).
+def _follows(face, vertex: int) -> int:
+    """The vertex after ``vertex`` round a bmesh face."""
+    for loop in face.loops:
+        if loop.vert.index == vertex:
+            return loop.link_loop_next.vert.index
+    return -1
 
-    Returns a bool per polygon: True where it is reversed. Written back into ``mesh`` only with
-    ``write`` (a render copy is ours to change; the evaluated mesh of the user's object is not).
+
+def wind_consistently(mesh, write: bool) -> np.ndarray:
+    """Rewind the faces of ``mesh`` one way, outward (Blender's Recalculate Outside, on every
+    connected part, so a part wound inward throughout turns outward too).
+
+    Returns a bool per polygon: True where it is reversed (read from the loop order, so a face of
+    zero area counts too). Written back into ``mesh`` only with ``write`` (a render copy is ours to
+    change; the evaluated mesh of the user's object is not); custom normals are kept, each turned to
+    its face's new side, or the smooth shading would stay blotched.
     """
     import bmesh  # importable only once bpy is (the bpy wheel)
 
+    custom = write and mesh.has_custom_normals
+    if custom:
+        vertex, polygon, _ = _loops(mesh)
+        normals = np.empty((len(vertex), 3), np.float32)
+        mesh.corner_normals.foreach_get("vector", normals.ravel())
+        corner_normal = dict(zip((polygon * len(mesh.vertices) + vertex).tolist(), normals))
     bm = bmesh.new()
     try:
         bm.from_mesh(mesh)
-        bm.normal_update()
-        before = [face.normal.copy() for face in bm.faces]
+        bm.verts.index_update()
+        walked = [(face.loops[0].vert.index, face.loops[0].link_loop_next.vert.index) for face in bm.faces]
         bmesh.ops.recalc_face_normals(bm, faces=bm.faces[:])
-        flipped = np.array([face.normal.dot(normal) < 0.0 for face, normal in zip(bm.faces, before)], dtype=bool)
+        flipped = np.array([_follows(face, first) != second for face, (first, second) in zip(bm.faces, walked)],
+                           dtype=bool)
         if write:
             bm.to_mesh(mesh)
     finally:
         bm.free()
+    if custom:
+        vertex, polygon, following = _loops(mesh)
+        kept = np.array([corner_normal[k] for k in (polygon * len(mesh.vertices) + vertex).tolist()])
+        co = np.empty((len(mesh.vertices), 3))
+        mesh.vertices.foreach_get("co", co.ravel())
+        sides = np.zeros((len(mesh.polygons), 3))  # each face's normal by Newell's sum, from the new loop order
+        np.add.at(sides, polygon, np.cross(co[vertex], co[vertex[following]]))
+        facing = np.einsum("ij,ij->i", kept, sides[polygon]) < 0.0
+        kept[facing] *= -1.0
+        mesh.normals_split_custom_set(kept.tolist())
     return flipped
 
 

@@ -136,7 +136,8 @@ def test_mixed_winding_is_rewound_for_the_backend_and_the_renders_but_not_in_the
     vertices, faces = mesh.evaluated_mesh_world(mixed, bpy.context.evaluated_depsgraph_get())
     assert _directed_edge_repeats(faces) == 0  # every edge walked once each way
     a, b, c = (vertices[faces[:, i]] for i in range(3))
-    assert np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0 > 0.9 * 4.0 / 3.0 * np.pi * 0.99  # outward
+    volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
+    assert volume > 0.9 * 4.0 / 3.0 * np.pi  # outward (the 32 x 16 UV sphere holds 97 % of the ball)
     # Freestyle draws the sphere's outline, not a crease at every edge between disagreeing faces.
     size = 96
     viewmats, Ks, _ = cameras.train_and_heldout_cameras(1, 0, size)
@@ -149,6 +150,29 @@ def test_mixed_winding_is_rewound_for_the_backend_and_the_renders_but_not_in_the
     assert drawn["mixed"][0] == pytest.approx(drawn["clean"][0], rel=0.15), drawn
     assert counts() == before and user_state() == state
     assert mesh.mixed_winding(mixed.data)  # the user's object is left as it was
+
+
+def test_a_rewound_render_copy_keeps_custom_normals_turned_outward():
+    """Imported meshes carry custom normals; rewinding the faces must turn them with their faces, or
+    the renders keep the blotched shading the rewinding is for."""
+    mixed = _sphere_with_every_other_face_reversed()
+    co = np.array([v.co for v in mixed.data.vertices])
+    mixed.data.normals_split_custom_set_from_vertices([tuple(p / np.linalg.norm(p)) for p in co])
+    before = counts()
+    copy = targets.copy_evaluated(mixed)
+    data = copy.data
+    try:
+        assert not mesh.mixed_winding(data) and data.has_custom_normals
+        normals = np.empty((len(data.loops), 3), np.float32)
+        data.corner_normals.foreach_get("vector", normals.ravel())
+        corner = np.empty(len(data.loops), np.int64)
+        data.loops.foreach_get("vertex_index", corner)
+        at = np.array([data.vertices[i].co for i in corner])
+        assert (np.einsum("ij,ij->i", normals, at) > 0.9 * np.linalg.norm(at, axis=1)).all()
+    finally:
+        bpy.data.objects.remove(copy)
+        bpy.data.meshes.remove(data)
+    assert counts() == before and mesh.mixed_winding(mixed.data)
 
 
 def test_bounding_sphere():
