@@ -326,8 +326,12 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
     startup = list(bpy.data.objects) if (args.demo or args.input or args.images) and not names \
         and not args.collection and _is_startup_scene() else []
     if args.demo:
+        # Suzanne as she is always shown: subdivided and smooth, not her 500 raw facets, whose every
+        # crease Freestyle would draw as a line to match
         bpy.ops.mesh.primitive_monkey_add()
         context.active_object.name = "Suzanne"
+        context.active_object.modifiers.new("Subdivision", 'SUBSURF').levels = 2
+        bpy.ops.object.shade_smooth()
         names.insert(0, context.active_object.name)
     for name in names:
         obj = bpy.data.objects.get(name)
