@@ -94,7 +94,8 @@ def wind_consistently(mesh, write: bool) -> np.ndarray:
         vertex, polygon, _ = _loops(mesh)
         normals = np.empty((len(vertex), 3), np.float32)
         mesh.corner_normals.foreach_get("vector", normals.ravel())
-        corner_normal = dict(zip((polygon * len(mesh.vertices) + vertex).tolist(), normals))
+        corners = polygon * len(mesh.vertices) + vertex  # a corner is its (polygon, vertex), whatever the loop order
+        by_corner = np.argsort(corners)
     bm = bmesh.new()
     try:
         bm.from_mesh(mesh)
@@ -109,7 +110,7 @@ def wind_consistently(mesh, write: bool) -> np.ndarray:
         bm.free()
     if custom:
         vertex, polygon, following = _loops(mesh)
-        kept = np.array([corner_normal[k] for k in (polygon * len(mesh.vertices) + vertex).tolist()])
+        kept = normals[by_corner[np.searchsorted(corners[by_corner], polygon * len(mesh.vertices) + vertex)]]
         co = np.empty((len(mesh.vertices), 3))
         mesh.vertices.foreach_get("co", co.ravel())
         sides = np.zeros((len(mesh.polygons), 3))  # each face's normal by Newell's sum, from the new loop order
