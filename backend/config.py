@@ -55,6 +55,7 @@ LIMITS = {
     "hard_views": (0.0, 16.0),
     "cover_balance": (0.0, 100.0),
     "prune_f_gain": (0.0, 1.0),
+    "split_at": (0.0, 1.0),
     "ink_budget": (0, 1024),
 }
 # torch.Generator.manual_seed takes 0 .. 2**64-1 (it also takes negatives, but only as aliases of large
@@ -128,6 +129,10 @@ class OptimizeConfig:
     # the body in the rest. 0 turns it off. On the quality suite it acted on fish and mug only (held-out
     # worst view of fish +0.014, mean F of mug +0.008 over 3 seeds; docs/QUALITY.md "Strokes").
     prune_f_gain: float = 0.002
+    # Coarse to fine: with an even ``segments`` and 0 < split_at < 1, the run starts with half the
+    # segments per stroke and halves every segment (exactly, de Casteljau at its middle) at this
+    # fraction of the run. 0 optimises the full chains from the start.
+    split_at: float = 0.0
     # Ink budget: with more curves than this, pruning also drops the curves that mostly fill the
     # silhouette's interior (most interior first, never below this many): the seed's volume filling at
     # 40 curves. 0 turns it off; at or below the budget it changes nothing.

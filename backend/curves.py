@@ -81,6 +81,16 @@ def subdivide(cubics: torch.Tensor, segments: int) -> torch.Tensor:
     return torch.cat(pieces + [rest], dim=1)
 
 
+def split_segments(control_points: torch.Tensor) -> torch.Tensor:
+    """``[K,3S+1,3]`` -> ``[K,6S+1,3]``: every segment halved at its middle (de Casteljau), the same
+    curves exactly; the new joints are C1, the old ones keep their G1."""
+    K, S = control_points.shape[0], segment_count(control_points)
+    rows = torch.arange(4, device=control_points.device) + 3 * torch.arange(S, device=control_points.device)[:, None]
+    halves = subdivide(control_points[:, rows].reshape(K * S, 4, 3), 2)  # [K*S,7,3]
+    body = halves[:, :6].reshape(K, 6 * S, 3)
+    return torch.cat([body, control_points[:, -1:]], dim=1)
+
+
 @torch.no_grad()
 def enforce_g1(control_points: torch.Tensor) -> None:
     """Make every interior joint G1 again, in place: both handles take the direction from the in-handle

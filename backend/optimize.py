@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import OptimizeConfig
-from .curves import curve_lengths, enforce_g1, sample_curves, subdivide
+from .curves import curve_lengths, enforce_g1, sample_curves, segment_count, split_segments, subdivide
 from .evaluate import INK_THRESHOLD, TOLERANCE_PX
 from .imageops import gaussian_blur
 from .init import initial_curves, lifted_contour_points, strokes_on_points
@@ -259,10 +259,29 @@ class _RunState:
 
 def _start_run(cfg: OptimizeConfig, targets: Targets, generator: torch.Generator, device) -> _RunState:
     """The initial curves (the initialisation consumes ``generator`` first) and their optimiser."""
-    points = initial_curves(cfg.init, cfg.curves, targets, generator, device, cfg.segments,
+    points = initial_curves(cfg.init, cfg.curves, targets, generator, device, _start_segments(cfg),
                             cfg.cover_balance).detach().clone()
     points.requires_grad_(True)
     return _RunState(points, _adam(points, cfg.lr), list(range(cfg.curves)))
+
+
+def _start_segments(cfg: OptimizeConfig) -> int:
+    """Segments per stroke at the start: half of ``segments`` while a coarse-to-fine split is due."""
+    return cfg.segments // 2 if _split_step(cfg) >= 0 else cfg.segments
+
+
+def _split_step(cfg: OptimizeConfig) -> int:
+    """The step after which every segment is halved, or -1 (no split: an odd count, or ``split_at`` 0)."""
+    if cfg.segments % 2 or not 0.0 < cfg.split_at < 1.0:
+        return -1
+    return int(cfg.iterations * cfg.split_at)
+
+
+def _split_mid_run(cfg: OptimizeConfig, state: _RunState, emit: Emit) -> None:
+    """Coarse to fine: every stroke's segments halved (the same curves), a fresh optimiser."""
+    state.points = split_segments(state.points.detach()).requires_grad_(True)
+    state.optimizer = _adam(state.points, cfg.lr)
+    emit({"type": INFO, "message": f"strokes refined to {segment_count(state.points)} segments each"})
 
 
 def _adam(points: torch.Tensor, lr: float) -> torch.optim.Adam:
@@ -325,7 +344,7 @@ def reseed_strokes(sketch: Sketch, points: torch.Tensor, train_ids: torch.Tensor
     cloud = lifted_contour_points(t, generator=generator, masks=masks, view_ids=train_ids.tolist())
     if cloud.shape[0] > RESEED_CLOUD:
         cloud = cloud[torch.randperm(cloud.shape[0], generator=generator)[:RESEED_CLOUD].to(cloud.device)]
-    return subdivide(strokes_on_points(cloud, count), sketch.cfg.segments).to(points)
+    return subdivide(strokes_on_points(cloud, count), segment_count(points)).to(points)
 
 
 def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, train_ids: torch.Tensor,
@@ -441,12 +460,15 @@ def _run_once(cfg: OptimizeConfig, targets: Targets, renderer: Renderer, losses,
     schedule = _view_schedule(train_ids.cpu(), min(cfg.views_per_step, len(train_ids)), generator)
     clock = _ProgressClock(cfg.progress_every)
     prune_step = int(cfg.iterations * PRUNE_AT) if cfg.prune else -1
+    split_step = _split_step(cfg)
     for it in range(cfg.iterations):
         if should_stop():
             state.cancelled = True
             break
         progress = it / max(cfg.iterations - 1, 1)
         _step(cfg, sketch, losses, state, _to_device(next(schedule), device), progress, draws)
+        if it == split_step:
+            _split_mid_run(cfg, state, emit)
         if it == prune_step:
             _prune_mid_run(cfg, sketch, losses, state, train_ids, emit, generator)
         _report(cfg, state, clock, emit, run_index, runs)

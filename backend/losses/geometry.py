@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..curves import segment_count
 from ..imageops import distance_transform, distance_transform_3d, gaussian_blur
 from ..protocol import MESH_NPZ, VIEWS_NPZ
 from .base import LossContext, LossInputs
@@ -160,26 +161,29 @@ class TurningLoss:
 
     def __init__(self, segments: int = 1, free_segment: float = math.pi / 2, free_stroke: float = 1.5 * math.pi):
         self.free_segment, self.free_stroke = free_segment, free_stroke
-        self.segments = segments
-        self._onehot: dict[int, torch.Tensor] = {}
+        self.segments = segments  # the finished strokes' count: a coarse segment (split later) turns more
+        self._onehot: dict[tuple[int, int], torch.Tensor] = {}
 
-    def _segment_of_angles(self, samples: int, device) -> torch.Tensor:
+    def _segment_of_angles(self, samples: int, segments: int, device) -> torch.Tensor:
         """``[M-2, S]`` one-hot: which segment the angle at each interior sample belongs to."""
-        if samples not in self._onehot:
-            u = torch.linspace(0.0, float(self.segments), samples, device=device)[1:-1]
-            seg = u.floor().clamp(max=self.segments - 1).long()
-            self._onehot[samples] = F.one_hot(seg, self.segments).float()
-        return self._onehot[samples]
+        if (samples, segments) not in self._onehot:
+            u = torch.linspace(0.0, float(segments), samples, device=device)[1:-1]
+            seg = u.floor().clamp(max=segments - 1).long()
+            self._onehot[samples, segments] = F.one_hot(seg, segments).float()
+        return self._onehot[samples, segments]
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         d = inputs.samples[:, 1:] - inputs.samples[:, :-1]  # [K,M-1,3]
         u = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         cos = (u[:, 1:] * u[:, :-1]).sum(-1).clamp(-1 + 1e-6, 1 - 1e-6)
         angles = torch.acos(cos)  # [K,M-2]
-        if self.segments == 1:
+        segments = segment_count(inputs.control_points)
+        if segments == 1 and self.segments == 1:
             return torch.relu(angles.sum(-1) - self.free_segment).square().mean()
-        per_segment = angles @ self._segment_of_angles(inputs.samples.shape[1], angles.device)  # [K,S]
-        excess = torch.relu(per_segment - self.free_segment).square().sum(-1)
+        # Before a coarse-to-fine split a segment stands for self.segments / segments finished ones.
+        free = self.free_segment * (self.segments / segments) if segments < self.segments else self.free_segment
+        per_segment = angles @ self._segment_of_angles(inputs.samples.shape[1], segments, angles.device)  # [K,S]
+        excess = torch.relu(per_segment - free).square().sum(-1)
         return (excess + torch.relu(angles.sum(-1) - self.free_stroke).square()).mean()
 
 

@@ -35,7 +35,7 @@ def test_gradients_reach_every_control_point():
 
 # --- chains of segments (strokes of S cubics joined G1) ------------------------------------------
 
-from backend.curves import chain_matrix, enforce_g1, g1_error, segment_count, subdivide  # noqa: E402
+from backend.curves import chain_matrix, enforce_g1, g1_error, segment_count, split_segments, subdivide  # noqa: E402
 
 
 def test_one_segment_chain_is_the_single_cubic():
@@ -64,6 +64,16 @@ def test_subdivision_traces_the_same_curve_and_is_g1():
         assert chain.shape == (4, 3 * segments + 1, 3) and segment_count(chain) == segments
         torch.testing.assert_close(sample_curves(chain, 20 * segments + 1), sample_curves(cubics, 20 * segments + 1))
         assert float(g1_error(chain)) < 1e-9
+
+
+def test_splitting_every_segment_keeps_the_curves_and_their_joints():
+    """Coarse to fine: a G1 chain of S segments becomes one of 2S tracing exactly the same curves, G1."""
+    chain = subdivide(torch.randn(3, 4, 3, dtype=torch.float64), 2)
+    chain[:, 4] += 0.3 * (chain[:, 4] - chain[:, 3])  # an uneven joint: G1, not C1
+    fine = split_segments(chain)
+    assert fine.shape == (3, 13, 3) and segment_count(fine) == 4
+    torch.testing.assert_close(sample_curves(fine, 161), sample_curves(chain, 161))
+    assert float(g1_error(fine)) < 1e-9
 
 
 def test_g1_projection_realigns_bent_joints_and_keeps_handle_lengths():

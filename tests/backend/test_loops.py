@@ -59,20 +59,21 @@ def test_the_turning_loss_pays_for_curls_only():
     from backend.losses.geometry import TurningLoss
 
     loss = TurningLoss()
-    as_inputs = lambda cp: type("I", (), {"samples": torch.as_tensor(sample_strokes(cp, 63), dtype=torch.float32)})  # noqa: E731
+    as_inputs = lambda cp: type("I", (), {"samples": torch.as_tensor(sample_strokes(cp, 63), dtype=torch.float32),  # noqa: E731
+                                          "control_points": torch.as_tensor(cp)})
     straight = loss(as_inputs(np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0.0]]])))
     c_shape, curl = loss(as_inputs(_c_shape())), loss(as_inputs(_eight()))
     assert straight.item() == 0.0 and c_shape.item() < 0.3 * curl.item()
     cp = torch.tensor(_eight(), dtype=torch.float32, requires_grad=True)
     from backend.curves import sample_curves
 
-    before = loss(type("I", (), {"samples": sample_curves(cp, 64)})).item()
+    before = loss(type("I", (), {"samples": sample_curves(cp, 64), "control_points": cp})).item()
     opt = torch.optim.Adam([cp], lr=0.02)
     for _ in range(100):
         opt.zero_grad()
-        loss(type("I", (), {"samples": sample_curves(cp, 64)})).backward()
+        loss(type("I", (), {"samples": sample_curves(cp, 64), "control_points": cp})).backward()
         opt.step()
-    assert loss(type("I", (), {"samples": sample_curves(cp, 64)})).item() < 0.2 * before
+    assert loss(type("I", (), {"samples": sample_curves(cp, 64), "control_points": cp})).item() < 0.2 * before
 
 
 def _three_quarter_circle():
@@ -97,7 +98,8 @@ def test_the_coiling_loss_pays_for_loops_not_for_long_bends():
     from backend.losses.geometry import CoilingLoss, TurningLoss
 
     coiling = CoilingLoss()
-    as_inputs = lambda cp: type("I", (), {"samples": sample_curves(torch.as_tensor(cp, dtype=torch.float32), 64)})  # noqa: E731
+    as_inputs = lambda cp: type("I", (), {"samples": sample_curves(torch.as_tensor(cp, dtype=torch.float32), 64),  # noqa: E731
+                                          "control_points": torch.as_tensor(cp)})
     outline = _three_quarter_circle()
     assert coiling(as_inputs(outline)).item() == 0.0 and TurningLoss(3)(as_inputs(outline)).item() == 0.0
     assert TurningLoss(3, free_stroke=math.pi)(as_inputs(outline)).item() > 1.0  # the limit of before
@@ -110,6 +112,6 @@ def test_the_coiling_loss_pays_for_loops_not_for_long_bends():
     opt = torch.optim.Adam([cp], lr=0.01)
     for _ in range(150):
         opt.zero_grad()
-        coiling(type("I", (), {"samples": sample_curves(cp, 64)})).backward()
+        coiling(type("I", (), {"samples": sample_curves(cp, 64), "control_points": cp})).backward()
         opt.step()
     assert loop_metrics(cp.detach().numpy(), viewmats, Ks)["looping_strokes"] == 0

@@ -196,6 +196,24 @@ def test_chains_of_segments_stay_g1_through_the_run(tmp_path):
     assert float(g1_error(result.control_points)) < 1e-4
 
 
+def test_coarse_to_fine_runs_half_the_segments_then_the_full_chains(tmp_path):
+    """With ``split_at`` the run starts at 2 segments per stroke, says when it refines, and ends with 4,
+    every joint G1; with an odd count the split is off."""
+    from backend.curves import g1_error
+
+    settings = {"curves": 3, "segments": 4, "iterations": 20, "views_per_step": 2, "split_at": 0.5,
+                "losses": {"lines": 1.0, "surface": 0.5, "turning": 0.05}, "snapshot_every": 0, "progress_every": 0}
+    cfg, targets, renderer = setup(tmp_path, settings, size=64, train=6, heldout=2)
+    events = []
+    result = optimize(cfg, targets, renderer, emit=events.append)
+    assert result.control_points.shape[1:] == (13, 3) and float(g1_error(result.control_points)) < 1e-4
+    assert [e["message"] for e in events if "refined" in e.get("message", "")] == ["strokes refined to 4 segments each"]
+    odd = dataclasses.replace(cfg, segments=3)
+    events.clear()
+    assert optimize(odd, targets, renderer, emit=events.append).control_points.shape[1:] == (10, 3)
+    assert not [e for e in events if "refined" in e.get("message", "")]
+
+
 def test_reseeding_puts_new_strokes_on_the_lines_still_missing(tmp_path):
     """Two known curves are drawn, one is not: the new stroke lands on the missing one's lines (lifted
     with the job's depth map), not on the covered ones."""
