@@ -181,7 +181,7 @@ class TurningLoss:
         if segments == 1 and self.segments == 1:
             return torch.relu(angles.sum(-1) - self.free_segment).square().mean()
         # Before a coarse-to-fine split a segment stands for self.segments / segments finished ones.
-        free = self.free_segment * (self.segments / segments) if segments < self.segments else self.free_segment
+        free = self.free_segment * max(self.segments / segments, 1.0)
         per_segment = angles @ self._segment_of_angles(inputs.samples.shape[1], segments, angles.device)  # [K,S]
         excess = torch.relu(per_segment - free).square().sum(-1)
         return (excess + torch.relu(angles.sum(-1) - self.free_stroke).square()).mean()
