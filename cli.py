@@ -238,6 +238,16 @@ def _check_backend(args) -> int:
     return CLI_OK
 
 
+def _seconds_since_launch() -> float:
+    """How long this process has run (Blender's own start included), from /proc; 0 where there is none."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat, open("/proc/uptime", encoding="ascii") as up:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return max(float(up.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _error(line: str) -> None:
     print(f"splatsketch: error: {line}", file=sys.stderr, flush=True)
 
@@ -422,6 +432,7 @@ def _run(args, log_path: str) -> int:
             run = SketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
                             keep_job=bool(args.job_dir), log=_say)
         started = time.monotonic()
+        launched = _seconds_since_launch() if not reports[:-1] else 0.0  # the first asset waited for Blender
         try:
             run.run_blocking()
         except RunError as error:
@@ -431,7 +442,8 @@ def _run(args, log_path: str) -> int:
             if startup and isinstance(obj, Capture):  # the saved file should hold the sketch, not the Cube
                 clear_startup_scene(startup)
                 startup = []
-            report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics)
+            report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics,
+                          phases=run.phases(launched + time.monotonic() - started))
             _say(f"[{label}] done: {run.summary}")
             if preview:
                 try:

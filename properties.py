@@ -60,6 +60,11 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
                               ("surface", "Surface", "Short curves spread over the mesh surface"),
                               ("contour", "Contour", "Curves lifted from the views' contour lines"),
                               ("random", "Random", "Random curves in the bounding sphere (baseline)")])
+    targets: EnumProperty(name="Targets", default=_D.targets,
+                          description="Where the training views' line drawings come from",
+                          items=[("mesh", "Mesh", "Drawn from the mesh by the backend: seconds"),
+                                 ("freestyle", "Freestyle", "Rendered by Freestyle through Cycles: about a "
+                                                            "second a view")])
     clip_compile: EnumProperty(name="Compile CLIP", default=_D.clip_compile,
                                description="torch.compile CLIP's image tower: CLIP steps about 10-15% faster on a "
                                            "CPU, after a one-off compile of about 100 s (needs a C++ compiler)",

@@ -41,6 +41,8 @@ FIELDS = (
     Field("image_size", "job.size", "--image-size", int, "pixel size of the target renders"),
     Field("stroke_width", "stroke_width", "--width", float, "stroke width, fraction of the object's bounding radius"),
     Field("init", "init", "--init", str, "how strokes start", ("features", "surface", "contour", "random")),
+    Field("targets", "targets", "--targets", str,
+          "training line drawings: drawn from the mesh (fast) or rendered by Freestyle", ("mesh", "freestyle")),
     Field("seed", "seed", "--seed", int, "same seed, same settings: same strokes"),
     Field("prompt", "prompt", "--prompt", str, "text the sketch should read as (CLIP)"),
     Field("views_per_step", "views_per_step", "--views-per-step", int, "views rendered per step"),

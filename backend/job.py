@@ -7,6 +7,7 @@ job leaves the folder exactly as it was.
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from .config import CLIP_LOSSES, GEOMETRY_ONLY_WEIGHTS, OptimizeConfig, SettingsError, settings_from_dict
 from .errors import BadJob
 from .protocol import (  # noqa: F401 - write_atomic stays importable from here for older callers
+    DRAWN_KEYS,
     JOB_JSON,
     MESH_NPZ,
     READABLE_SCHEMAS,
@@ -37,6 +39,7 @@ class Job:
     config: OptimizeConfig
     arrays: dict[str, np.ndarray]  # views.npz (+ mesh.npz keys 'vertices', 'faces')
     source: dict
+    drawn_seconds: float = 0.0  # time spent drawing the views' images from the mesh (setting "targets")
 
 
 def load_npz(path: Path, required: bool) -> dict[str, np.ndarray]:
@@ -154,6 +157,8 @@ def load_job(folder) -> Job:
         raise BadJob(f"{views_path}: {views} views is more than the limit of {MAX_VIEWS}")
     _check(arrays, views_path, "Ks", "f", (views, 3, 3))
     _check(arrays, views_path, "is_train", "b", (views,))
+    mesh = load_mesh(folder / MESH_NPZ)
+    drawn_seconds = _draw_from_mesh(arrays, mesh, config, views_path)
     _check(arrays, views_path, "rgba", "u", (views, None, None, 4))
     if arrays["rgba"].dtype != np.uint8:
         raise BadJob(f"{views_path}: 'rgba' has dtype {arrays['rgba'].dtype}, expected uint8")
@@ -174,7 +179,6 @@ def load_job(folder) -> Job:
     if (arrays["Ks"][:, 0, 0] <= 0).any() or (arrays["Ks"][:, 1, 1] <= 0).any():
         raise BadJob(f"{views_path}: 'Ks' has a non-positive focal length")
 
-    mesh = load_mesh(folder / MESH_NPZ)
     arrays.update(mesh)
 
     needs = {"lines": "lines" in arrays, "surface": bool(mesh)}
@@ -187,7 +191,23 @@ def load_job(folder) -> Job:
     if config.init in ("contour", "features") and "lines" not in arrays:
         raise BadJob(f"{job_json}: init 'contour' needs line images ('lines' in {VIEWS_NPZ})")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
-    return Job(folder, config, arrays, source)
+    return Job(folder, config, arrays, source, drawn_seconds)
+
+
+def _draw_from_mesh(arrays: dict, mesh: dict, config: OptimizeConfig, path: Path) -> float:
+    """Draw the images views.npz leaves out from the mesh; seconds taken. A views.npz asks for this by
+    holding ``size`` (their pixels, [H, W]); without it, a missing array is the error it always was."""
+    if not mesh or "size" not in arrays or all(key in arrays for key in DRAWN_KEYS):
+        return 0.0
+    _check(arrays, path, "size", "iu", (2,))
+    if not all(8 <= int(s) <= MAX_IMAGE_SIZE for s in arrays["size"]):
+        raise BadJob(f"{path}: 'size' {arrays['size'].tolist()} is outside 8..{MAX_IMAGE_SIZE} px")
+    from .mesh_targets import draw_missing
+
+    started = time.perf_counter()
+    drawn = draw_missing({**arrays, **mesh}, config.device)
+    arrays.update(drawn)
+    return time.perf_counter() - started
 
 
 def geometry_only(config: OptimizeConfig, arrays: dict) -> dict[str, float]:

@@ -43,6 +43,7 @@ class RunResult:
     kept: list[int] = field(default_factory=list)
     heldout_loss: float = float("nan")
     runs: list[dict] = field(default_factory=list)  # best-of-N: one summary per seed
+    init_seconds: float = 0.0  # of ``seconds``: finding the initial strokes (the feature lines' cover)
 
 
 class Sketch:
@@ -255,14 +256,16 @@ class _RunState:
     last_values: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0  # optimisation steps completed
     cancelled: bool = False
+    init_seconds: float = 0.0
 
 
 def _start_run(cfg: OptimizeConfig, targets: Targets, generator: torch.Generator, device) -> _RunState:
     """The initial curves (the initialisation consumes ``generator`` first) and their optimiser."""
+    started = time.perf_counter()
     points = initial_curves(cfg.init, cfg.curves, targets, generator, device, _start_segments(cfg),
                             cfg.cover_balance).detach().clone()
     points.requires_grad_(True)
-    return _RunState(points, _adam(points, cfg.lr), list(range(cfg.curves)))
+    return _RunState(points, _adam(points, cfg.lr), list(range(cfg.curves)), init_seconds=time.perf_counter() - started)
 
 
 def _start_segments(cfg: OptimizeConfig) -> int:
@@ -443,6 +446,7 @@ def _finish_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, t
         pruned=sorted(pruned),
         kept=alive,
         heldout_loss=float(view_losses[pick].mean()) if len(view_losses) else float("nan"),
+        init_seconds=state.init_seconds,
     )
 
 

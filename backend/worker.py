@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -234,14 +235,19 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
 
         events.emit({"type": INFO, "message": describe(cfg, device)})
     targets = build_targets(job.arrays, cfg, device)
+    started = time.perf_counter()
     result = optimize(cfg, targets, renderer, emit=events.emit, should_stop=stop,
                       load_clip=(lambda: clip_bundle) if clip_bundle is not None else None)
+    optimised = time.perf_counter() - started
     summary = {
         "iterations": result.iterations, "seconds": result.seconds, "seed": result.seed,
         "cancelled": result.cancelled, "cancel_reason": stop.reason, "pruned": result.pruned, "kept": result.kept,
         "losses": result.losses, "heldout_loss": result.heldout_loss, "objective": cfg.losses,
         "renderer": renderer.name, "device": str(device), "runs": result.runs,
         "curves": int(result.control_points.shape[0]),
+        # Wall seconds of the backend's phases: drawing the views from the mesh, the initial strokes, the rest.
+        "phases": {"targets": round(job.drawn_seconds, 3), "features": round(result.init_seconds, 3),
+                   "optimisation": round(optimised - result.init_seconds, 3)},
     }
     write_result(folder, result, _clean(summary))
     done = {"type": DONE, "result": RESULT_NPZ, "iterations": result.iterations, "seconds": result.seconds,

@@ -34,6 +34,7 @@ class SketchRun(Run):
         self.center = self.radius = None
         self.metrics: dict = {}
         self.control_points = None
+        self.prepare_seconds = self.collect_seconds = 0.0
 
     @property
     def job_dir(self) -> str | None:
@@ -55,8 +56,10 @@ class SketchRun(Run):
         from ..scene.job_folder import iter_write_job
 
         self.status = "Rendering target views"
+        started = time.monotonic()
         placed = yield from iter_write_job(folder, self.source(), bpy.context.evaluated_depsgraph_get(),
                                            self.settings, **self.params)
+        self.prepare_seconds = time.monotonic() - started
         self.center, self.radius = np.asarray(placed["center"], dtype=np.float64), float(placed["radius"])
         return placed
 
@@ -79,9 +82,21 @@ class SketchRun(Run):
     def source_gone(self) -> bool:
         return self.source() is None
 
+    def phases(self, total: float) -> dict:
+        """Wall seconds of the run's phases: targets (Blender's renders and the backend's drawing),
+        features (the initial strokes), optimisation, write-back (the curve object), and start: what
+        they leave of ``total`` (Blender and the backend starting, reading and writing the job)."""
+        backend = self.metrics.get("phases") if isinstance(self.metrics.get("phases"), dict) else {}
+        out = {"targets": self.prepare_seconds + backend.get("targets", 0.0),
+               "features": backend.get("features", 0.0), "optimisation": backend.get("optimisation", 0.0),
+               "write_back": self.collect_seconds}
+        out = {"start": max(total - sum(out.values()), 0.0), **out}
+        return {key: round(value, 2) for key, value in out.items()}
+
     def collect(self) -> None:
         from ..scene.sketch_object import create_sketch
 
+        collecting = time.monotonic()
         source = self.sketch_source()
         with np.load(os.path.join(self.folder, protocol.RESULT_NPZ), allow_pickle=False) as data:
             control_points = np.asarray(data["control_points"], dtype=np.float32)
@@ -103,6 +118,7 @@ class SketchRun(Run):
                             self.settings.get("stroke_width", 0.012), name=f"{self.source_name} Sketch",
                             properties=properties)
         self.result_name, self.control_points = obj.name, control_points
+        self.collect_seconds = time.monotonic() - collecting
         loss = self.metrics.get("heldout_loss")
         self.summary = (f"{obj.name}: {len(control_points)} curves, {self.metrics.get('iterations', '?')} "
                         f"iterations, {format_duration(seconds)}"

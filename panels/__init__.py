@@ -176,6 +176,7 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         col.prop(props, "views_per_step")
         col.prop(props, "best_of")
         col.prop(props, "image_size")
+        col.prop(props, "targets")
         col.prop(props, "heldout_views")
         col.prop(props, "augmentations")
         row = col.row()

@@ -9,7 +9,24 @@ from __future__ import annotations
 import os
 
 from ..backend import cameras, protocol
+from ..backend.config import CLIP_LOSSES, DEFAULT_LOSS_WEIGHTS, OptimizeConfig
 from . import mesh, targets
+
+
+def blender_renders(settings: dict) -> tuple[bool, bool]:
+    """``(surface, lines)``: which target renders Blender must make for these settings.
+
+    With ``targets`` "mesh" the backend draws lines, depth and a grey studio-lit picture from
+    mesh.npz. Blender still renders the object's own picture (its viewport colours) for a CLIP
+    objective, but only with Workbench, milliseconds a view: where there is no GPU context the
+    fallback would be Cycles, about as slow as the Freestyle renders this setting avoids.
+    """
+    if settings.get("targets", OptimizeConfig.targets) != "mesh":
+        return True, True
+    losses = settings.get("losses", DEFAULT_LOSS_WEIGHTS)
+    clip = isinstance(losses, dict) and any(isinstance(losses.get(n), (int, float)) and losses[n] > 0
+                                            for n in CLIP_LOSSES)
+    return clip and targets.gpu_context_problem() is None, False
 
 
 def write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 24, heldout_views: int = 8,
@@ -23,7 +40,8 @@ def iter_write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: in
     """Render the targets of ``obj`` and write ``job.json``, ``views.npz`` and ``mesh.npz``.
 
     Yields ``(views_done, views)`` while the targets render (one view per step, so a modal operator
-    stays responsive) and returns ``{"center": [x,y,z], "radius": r, "views": V, "seconds_per_view": s}``.
+    stays responsive; nothing renders where the backend draws every view, see
+    :func:`blender_renders`) and returns ``{"center": [x,y,z], "radius": r, "views": V, "seconds_per_view": s}``.
     If anything (closing the generator early included)
     fails, the files written so far are removed (and ``job_dir`` too if this call created it), so
     a half-written job never reaches the worker.
@@ -37,14 +55,16 @@ def iter_write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: in
         vertices, faces = mesh.evaluated_mesh_world(obj, depsgraph)
         center, radius = mesh.bounding_sphere(vertices)
         viewmats, Ks, is_train = cameras.train_and_heldout_cameras(train_views, heldout_views, size)
-        views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius)
+        surface, lines = blender_renders(settings)
+        views = {"seconds_per_view": 0.0}
+        if surface:
+            views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius, lines)
 
         source = {"name": obj.name, "center": [float(c) for c in center], "radius": float(radius)}
-        protocol.write_job_folder(
-            job_dir, settings, source,
-            views={"viewmats": viewmats, "Ks": Ks, "is_train": is_train, "rgba": views["rgba"],
-                   "lines": views["lines"], "lines_hidden": views["lines_hidden"], "depth": views["depth"]},
-            mesh={"vertices": (vertices - center) / radius, "faces": faces})
+        arrays = {"viewmats": viewmats, "Ks": Ks, "is_train": is_train, "size": [size, size]}
+        arrays.update({k: views[k] for k in protocol.DRAWN_KEYS if k in views})
+        protocol.write_job_folder(job_dir, settings, source, views=arrays,
+                                  mesh={"vertices": (vertices - center) / radius, "faces": faces})
     except BaseException:
         for name in protocol.JOB_INPUTS:
             path = os.path.join(job_dir, name)
