@@ -9,24 +9,18 @@ from __future__ import annotations
 import os
 
 from ..backend import cameras, protocol
-from ..backend.config import CLIP_LOSSES, DEFAULT_LOSS_WEIGHTS, OptimizeConfig
+from ..backend.config import OptimizeConfig
 from . import mesh, targets
 
 
-def blender_renders(settings: dict) -> tuple[bool, bool]:
-    """``(surface, lines)``: which target renders Blender must make for these settings.
+def blender_renders(settings: dict) -> bool:
+    """Whether Blender renders the target views (Workbench surface + Freestyle lines) for these settings.
 
-    With ``targets`` "mesh" the backend draws lines, depth and a grey studio-lit picture from
-    mesh.npz. Blender still renders the object's own picture (its viewport colours) for a CLIP
-    objective, but only with Workbench, milliseconds a view: where there is no GPU context the
-    fallback would be Cycles, about as slow as the Freestyle renders this setting avoids.
+    With ``targets`` "mesh" it renders nothing: the backend draws lines, depth and a grey studio-lit
+    picture (what a CLIP loss looks at) from mesh.npz in seconds, where Blender's renders take a
+    third of a second a view or more, with or without a GPU context.
     """
-    if settings.get("targets", OptimizeConfig.targets) != "mesh":
-        return True, True
-    losses = settings.get("losses", DEFAULT_LOSS_WEIGHTS)
-    clip = isinstance(losses, dict) and any(isinstance(losses.get(n), (int, float)) and losses[n] > 0
-                                            for n in CLIP_LOSSES)
-    return clip and targets.gpu_context_problem() is None, False
+    return settings.get("targets", OptimizeConfig.targets) != "mesh"
 
 
 def write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: int = 24, heldout_views: int = 8,
@@ -55,10 +49,9 @@ def iter_write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: in
         vertices, faces = mesh.evaluated_mesh_world(obj, depsgraph)
         center, radius = mesh.bounding_sphere(vertices)
         viewmats, Ks, is_train = cameras.train_and_heldout_cameras(train_views, heldout_views, size)
-        surface, lines = blender_renders(settings)
         views = {"seconds_per_view": 0.0}
-        if surface:
-            views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius, lines)
+        if blender_renders(settings):
+            views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius)
 
         source = {"name": obj.name, "center": [float(c) for c in center], "radius": float(radius)}
         arrays = {"viewmats": viewmats, "Ks": Ks, "is_train": is_train, "size": [size, size]}

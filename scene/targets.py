@@ -425,12 +425,12 @@ def copy_evaluated(obj, name: str = "SplatSketch Source"):
     return copy
 
 
-def render_targets(obj, viewmats, Ks, size: int, center, radius: float, lines: bool = True) -> dict:
+def render_targets(obj, viewmats, Ks, size: int, center, radius: float) -> dict:
     """Render the target views of ``obj`` for cameras given in normalised space (all at once).
 
     See :func:`iter_render_targets` for the returned arrays.
     """
-    return drain(iter_render_targets(obj, viewmats, Ks, size, center, radius, lines))
+    return drain(iter_render_targets(obj, viewmats, Ks, size, center, radius))
 
 
 def drain(steps):
@@ -442,7 +442,7 @@ def drain(steps):
             return done.value
 
 
-def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float, lines: bool = True):
+def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float):
     """Render the target views one at a time: yields ``(views_done, views)`` after each view and
     returns the arrays, so a modal operator can keep Blender responsive between views. Closing the
     generator early removes everything it created, as an error does.
@@ -450,16 +450,17 @@ def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float, lin
     Returns ``rgba`` uint8 [V,H,W,4] (straight alpha), ``lines`` and ``lines_hidden`` uint8 [V,H,W]
     (255 = line), ``depth`` float32 [V,H,W] (camera z, planar, in normalised units; 0 on the
     background; it comes free with the surface render) and ``seconds_per_view`` (wall time).
-    ``lines=False`` renders the surface only (no Freestyle, no ``lines``/``lines_hidden``): for jobs
-    whose line images the backend draws from the mesh.
     """
     viewmats = np.asarray(viewmats, dtype=np.float64).reshape(-1, 4, 4)
     Ks = np.asarray(Ks, dtype=np.float64).reshape(-1, 3, 3)
     views = len(viewmats)
     radius = float(radius)
-    out = {"rgba": np.zeros((views, size, size, 4), np.uint8), "depth": np.zeros((views, size, size), np.float32)}
-    if lines:
-        out.update(lines=np.zeros((views, size, size), np.uint8), lines_hidden=np.zeros((views, size, size), np.uint8))
+    out = {
+        "rgba": np.zeros((views, size, size, 4), np.uint8),
+        "lines": np.zeros((views, size, size), np.uint8),
+        "lines_hidden": np.zeros((views, size, size), np.uint8),
+        "depth": np.zeros((views, size, size), np.float32),
+    }
     start = time.perf_counter()
     created: set = set()
     folder = tempfile.mkdtemp(prefix="splatsketch_")
@@ -467,20 +468,18 @@ def iter_render_targets(obj, viewmats, Ks, size: int, center, radius: float, lin
         with _watch(created):
             copy = copy_evaluated(obj)
             surface = surface_scene(copy, size)
+            lines = _lines_scene(copy, size)
             cam = surface.camera
-            if lines:
-                line_scene = _lines_scene(copy, size)
-                line_scene.collection.objects.link(cam)
-                line_scene.camera = cam
+            lines.collection.objects.link(cam)
+            lines.camera = cam
         for v in range(views):
             with _watch(created):
                 place_camera(cam, viewmats[v], Ks[v], size, center, radius)
                 layers = pixels.read_exr_channels(render_still(surface, os.path.join(folder, f"surface_{v}.exr")))
                 out["rgba"][v] = pixels.surface_rgba(layers)
                 out["depth"][v] = pixels.surface_depth(layers, cam.data.clip_end, radius)
-                if lines:
-                    drawn = read_image_rgba(render_still(line_scene, os.path.join(folder, f"lines_{v}.png")))
-                    out["lines"][v], out["lines_hidden"][v] = pixels.split_lines(drawn)
+                drawn = read_image_rgba(render_still(lines, os.path.join(folder, f"lines_{v}.png")))
+                out["lines"][v], out["lines_hidden"][v] = pixels.split_lines(drawn)
             yield v + 1, views
     finally:
         shutil.rmtree(folder, ignore_errors=True)
