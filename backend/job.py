@@ -195,18 +195,20 @@ def load_job(folder) -> Job:
 
 
 def _draw_from_mesh(arrays: dict, mesh: dict, config: OptimizeConfig, path: Path) -> float:
-    """Draw the images views.npz leaves out from the mesh; seconds taken. A views.npz asks for this by
-    holding ``size`` (their pixels, [H, W]); without it, a missing array is the error it always was."""
-    if not mesh or "size" not in arrays or all(key in arrays for key in DRAWN_KEYS):
+    """With the setting ``targets`` "mesh", draw the images views.npz leaves out from the mesh; the
+    seconds taken. Their size is the cameras' (principal point at the centre, as the add-on's are)."""
+    if config.targets != "mesh" or not mesh or all(key in arrays for key in DRAWN_KEYS):
         return 0.0
-    _check(arrays, path, "size", "iu", (2,))
-    if not all(8 <= int(s) <= MAX_IMAGE_SIZE for s in arrays["size"]):
-        raise BadJob(f"{path}: 'size' {arrays['size'].tolist()} is outside 8..{MAX_IMAGE_SIZE} px")
+    centre = arrays["Ks"][:, :2, 2].astype(np.float64)
+    width, height = (int(round(2 * c)) for c in centre[0])
+    if not np.allclose(centre, [width / 2, height / 2], atol=1e-3) or not (
+            8 <= height <= MAX_IMAGE_SIZE and 8 <= width <= MAX_IMAGE_SIZE):
+        raise BadJob(f"{path}: the images left out for the backend to draw need every camera's principal point at "
+                     f"the centre of an image of 8..{MAX_IMAGE_SIZE} px (it gives their size)")
     from .mesh_targets import draw_missing
 
     started = time.perf_counter()
-    drawn = draw_missing({**arrays, **mesh}, config.device)
-    arrays.update(drawn)
+    arrays.update(draw_missing({**arrays, **mesh}, (height, width), config.device))
     return time.perf_counter() - started
 
 

@@ -219,11 +219,10 @@ def mesh_views(vertices, faces, viewmats, Ks, height: int, width: int, device="c
     (255 = line), ``depth`` float32 [V,H,W] (camera z, 0 on the background).
     """
     device = torch.device(device)
-    dtype = torch.float32
-    verts = torch.as_tensor(np.asarray(vertices), device=device).to(dtype)
+    verts = torch.as_tensor(np.asarray(vertices, dtype=np.float32), device=device)
     tris = torch.as_tensor(np.asarray(faces, dtype=np.int64), device=device)
-    mats = torch.as_tensor(np.asarray(viewmats), device=device).to(dtype).reshape(-1, 4, 4)
-    intr = torch.as_tensor(np.asarray(Ks), device=device).to(dtype).reshape(-1, 3, 3)
+    mats = torch.as_tensor(np.asarray(viewmats, dtype=np.float32), device=device).reshape(-1, 4, 4)
+    intr = torch.as_tensor(np.asarray(Ks, dtype=np.float32), device=device).reshape(-1, 3, 3)
     edges = mesh_edges(verts, tris, crease_degrees)
     normals = face_normals(verts, tris)
     centres = verts[tris].mean(dim=1)
@@ -245,7 +244,7 @@ def mesh_views(vertices, faces, viewmats, Ks, height: int, width: int, device="c
     return {key: value.cpu().numpy() for key, value in out.items()}
 
 
-def draw_missing(arrays: dict, config_device: str = "auto") -> dict[str, np.ndarray]:
+def draw_missing(arrays: dict, size: tuple[int, int], config_device: str = "auto") -> dict[str, np.ndarray]:
     """The views' images that ``arrays`` (views.npz + mesh.npz keys) leaves out, drawn from the mesh.
 
     Only what is missing is drawn: a Blender surface render (for CLIP) or a capture's own lines stay
@@ -254,7 +253,7 @@ def draw_missing(arrays: dict, config_device: str = "auto") -> dict[str, np.ndar
     missing = [key for key in ("rgba", "lines", "lines_hidden", "depth") if key not in arrays]
     if not missing:
         return {}
-    height, width = (int(s) for s in arrays["size"])
+    height, width = size
     device = "cuda" if config_device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     drawn = mesh_views(arrays["vertices"], arrays["faces"], arrays["viewmats"], arrays["Ks"], height, width, device)
     return {key: drawn[key] for key in missing}

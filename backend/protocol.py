@@ -70,7 +70,7 @@ OWNER_FILE = ".owner"  # "PID" of the process using a job folder: pruning skips 
 JOB_INPUTS = (JOB_JSON, VIEWS_NPZ, MESH_NPZ)
 
 # -- arrays and summaries --------------------------------------------------------------------------
-VIEW_KEYS = ("viewmats", "Ks", "is_train", "rgba", "lines", "lines_hidden", "depth", "size")
+VIEW_KEYS = ("viewmats", "Ks", "is_train", "rgba", "lines", "lines_hidden", "depth")
 # The per-view images the backend draws from mesh.npz when views.npz leaves them out (setting "targets").
 DRAWN_KEYS = ("rgba", "lines", "lines_hidden", "depth")
 # What the add-on keeps on a sketch object from metrics.json (the per-view list is reduced to F).
@@ -203,7 +203,7 @@ def _typed_views(views: dict) -> dict:
     import numpy as np
 
     dtypes = {"viewmats": np.float32, "Ks": np.float32, "is_train": bool, "rgba": np.uint8, "lines": np.uint8,
-              "lines_hidden": np.uint8, "depth": np.float32, "size": np.int32}
+              "lines_hidden": np.uint8, "depth": np.float32}
     unknown = set(views) - set(dtypes)
     if unknown:
         raise ValueError(f"views have unknown arrays {sorted(unknown)} (known: {', '.join(VIEW_KEYS)})")

@@ -54,7 +54,7 @@ def iter_write_job(job_dir: str, obj, depsgraph, settings: dict, train_views: in
             views = yield from targets.iter_render_targets(obj, viewmats, Ks, size, center, radius)
 
         source = {"name": obj.name, "center": [float(c) for c in center], "radius": float(radius)}
-        arrays = {"viewmats": viewmats, "Ks": Ks, "is_train": is_train, "size": [size, size]}
+        arrays = {"viewmats": viewmats, "Ks": Ks, "is_train": is_train}
         arrays.update({k: views[k] for k in protocol.DRAWN_KEYS if k in views})
         protocol.write_job_folder(job_dir, settings, source, views=arrays,
                                   mesh={"vertices": (vertices - center) / radius, "faces": faces})

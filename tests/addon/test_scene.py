@@ -264,22 +264,27 @@ def test_render_targets_cleans_up_on_error(suzanne):
 
 # --- job folder ----------------------------------------------------------------------------------
 
-def test_write_job_matches_contract(suzanne, tmp_path):
+@pytest.mark.parametrize("targets", ["freestyle", "mesh"])
+def test_write_job_matches_contract(suzanne, tmp_path, targets):
     job = tmp_path / "job"
-    info = job_folder.write_job(str(job), suzanne, bpy.context.evaluated_depsgraph_get(), {"curves": 8},
+    settings = {"curves": 8, "targets": targets}
+    info = job_folder.write_job(str(job), suzanne, bpy.context.evaluated_depsgraph_get(), settings,
                                 train_views=2, heldout_views=1, size=64)
     assert info["views"] == 3 and info["radius"] > 0 and len(info["center"]) == 3
     meta = json.loads((job / "job.json").read_text())
-    assert meta["schema"] == protocol.SCHEMA_VERSION and meta["settings"] == {"curves": 8}
+    assert meta["schema"] == protocol.SCHEMA_VERSION and meta["settings"] == settings
     assert meta["source"]["name"] == suzanne.name and meta["source"]["radius"] == pytest.approx(info["radius"])
     with np.load(job / "views.npz", allow_pickle=False) as views:
         assert views["viewmats"].dtype == np.float32 and views["viewmats"].shape == (3, 4, 4)
         assert views["Ks"].dtype == np.float32 and views["Ks"].shape == (3, 3, 3)
         assert views["is_train"].dtype == bool and views["is_train"].tolist() == [True, True, False]
-        assert views["rgba"].dtype == np.uint8 and views["rgba"].shape == (3, 64, 64, 4)
-        for key in ("lines", "lines_hidden"):
-            assert views[key].dtype == np.uint8 and views[key].shape == (3, 64, 64)
-        assert views["depth"].dtype == np.float32 and views["depth"].shape == (3, 64, 64)
+        if targets == "mesh":  # the backend draws the images from mesh.npz: Blender rendered none
+            assert not set(protocol.DRAWN_KEYS) & set(views.files)
+        else:
+            assert views["rgba"].dtype == np.uint8 and views["rgba"].shape == (3, 64, 64, 4)
+            for key in ("lines", "lines_hidden"):
+                assert views[key].dtype == np.uint8 and views[key].shape == (3, 64, 64)
+            assert views["depth"].dtype == np.float32 and views["depth"].shape == (3, 64, 64)
         assert all(np.isfinite(views[k]).all() for k in views.files)
     with np.load(job / "mesh.npz", allow_pickle=False) as m:
         assert m["vertices"].dtype == np.float32 and m["faces"].dtype == np.int32 and m["faces"].shape[1] == 3

@@ -121,6 +121,7 @@ def test_pickled_object_array_is_refused(job):
 @pytest.mark.parametrize("key", ["viewmats", "Ks", "is_train", "rgba"])
 def test_missing_array(job, key):
     rewrite(job, **{key: None})
+    set_settings(job, targets="freestyle")  # "mesh" would draw a missing 'rgba' from mesh.npz
     assert_bad_job(job, f"missing array '{key}'")
 
 
@@ -203,7 +204,7 @@ def test_mismatched_image_sizes(job):
 
 def test_lines_loss_without_line_images(job):
     rewrite(job, lines=None)
-    set_settings(job, init="random")
+    set_settings(job, init="random", targets="freestyle")  # "mesh" would draw them from mesh.npz
     assert_bad_job(job, "loss 'lines' needs line images")
 
 

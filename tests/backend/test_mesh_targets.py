@@ -122,31 +122,42 @@ def test_torus_far_contour_is_hidden_from_the_side_and_its_inner_contour_shown_f
     assert only_beside(out["lines_hidden"] > 127, out["lines"] > 127)
 
 
-def with_size(folder, drop=()):
-    """The job's views.npz asking the backend to draw what it leaves out (``drop``)."""
+def without(folder, *keys, **settings):
+    """Drop ``keys`` from the job's views.npz and lay ``settings`` over its job.json's."""
     with np.load(folder / "views.npz") as views:
-        arrays = {key: views[key] for key in views.files if key not in drop}
-    np.savez(folder / "views.npz", size=np.array([64, 64], np.int32), **arrays)
+        arrays = {key: views[key] for key in views.files if key not in keys}
+    np.savez(folder / "views.npz", **arrays)
+    meta = json.loads((folder / "job.json").read_text())
+    meta["settings"].update(settings)
+    (folder / "job.json").write_text(json.dumps(meta))
     return arrays
 
 
 def test_a_job_without_images_gets_them_drawn_and_a_job_with_lines_keeps_its_own(tmp_path):
     folder = write_job(tmp_path / "drawn")
-    with_size(folder, drop=("rgba", "lines"))
+    without(folder, "rgba", "lines")
     job = load_job(folder)
     assert job.arrays["lines"].shape == job.arrays["depth"].shape == (12, 64, 64)
     assert job.arrays["rgba"].shape == (12, 64, 64, 4) and (job.arrays["lines"] == 255).any()
     assert job.drawn_seconds > 0
 
     kept = write_job(tmp_path / "kept")
-    own = with_size(kept)["lines"]
+    own = without(kept)["lines"]
     job = load_job(kept)
     assert np.array_equal(job.arrays["lines"], own) and "depth" in job.arrays  # only what is missing is drawn
 
 
-def test_a_job_without_images_and_without_size_is_refused_as_before(tmp_path):
-    folder = write_job(tmp_path / "job", rgba=None, lines=None)
+def test_freestyle_targets_draw_nothing_and_a_job_without_images_is_refused_as_before(tmp_path):
+    folder = write_job(tmp_path / "job")
+    without(folder, "rgba", "lines", targets="freestyle")
     with pytest.raises(BadJob, match="missing array 'rgba'"):
         load_job(folder)
-    meta = json.loads((folder / "job.json").read_text())
-    assert meta["settings"]["init"] == "surface"
+
+
+def test_images_left_out_need_centred_cameras(tmp_path):
+    folder = write_job(tmp_path / "job")
+    arrays = without(folder, "rgba", "lines")
+    arrays["Ks"][0, 0, 2] += 3.0
+    np.savez(folder / "views.npz", **arrays)
+    with pytest.raises(BadJob, match="principal point at the centre"):
+        load_job(folder)
