@@ -7,6 +7,7 @@ cards sort by held-out loss (lower first) instead.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -75,15 +76,21 @@ show("score");
 """
 
 
+def _num(value, fmt: str) -> str:
+    """A figure as text; anything but a number (a hand-edited index) shows as a dash."""
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
 def _row(record: dict) -> dict:
     metrics, outputs = record.get("metrics") or {}, record.get("outputs", {})
     scored = index.score(record)
     label, score, higher = scored if scored else ("", None, True)
     if label == "F":
-        figures = (f"worst view {metrics.get('f_min', 0):.2f}, chamfer {metrics.get('chamfer_px_mean', 0):.1f} px"
+        figures = (f"worst view {_num(metrics.get('f_min'), '.2f')}, "
+                   f"chamfer {_num(metrics.get('chamfer_px_mean'), '.1f')} px"
                    + (f", {metrics['looping_strokes']} looping" if "looping_strokes" in metrics else ""))
     else:
-        figures = ((record.get("assets") or [{}])[0]).get("summary", "")
+        figures = str(((record.get("assets") or [{}])[0]).get("summary", ""))
     return {"name": os.path.basename(record.get("source", record["asset"])), "status": record.get("status", "?"),
             "reason": record.get("reason", ""), "seconds": float(record.get("seconds") or 0), "score": score,
             "score_label": label, "higher_better": higher, "figures": figures,
@@ -92,7 +99,9 @@ def _row(record: dict) -> dict:
 
 
 def write(out: str, records: list[dict]) -> str:
-    rows = [_row(r) for r in records]
+    """Write the page; on a full disk the temporary file goes and the OSError is raised (the previous
+    page stays as it was)."""
+    rows = [_row(r) for r in records if r.get("status") != index.RENAMED]
     counts = {status: sum(r["status"] == status for r in rows) for status in dict.fromkeys(r["status"] for r in rows)}
     others = ", ".join(f"{n} {status}" for status, n in counts.items() if status != "ok")
     summary = f"{len(rows)} assets: {counts.get('ok', 0)} sketched" + (f", {others}" if others else "")
@@ -101,7 +110,12 @@ def write(out: str, records: list[dict]) -> str:
                        rows=json.dumps(rows).replace("</", "<\\/"))
     path = os.path.join(out, "index.html")
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     return path

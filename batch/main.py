@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -22,13 +23,16 @@ import time
 from backend import __version__
 from backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 
-from . import gallery, index, sources, task
+from . import gallery, index, reaper, sources, task
 from .progress import Progress, summary_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The batch names these outputs itself, per asset; on the command line they would clash.
 OWNED = ("--output", "--preview", "--json", "--job-dir", "--input", "--demo", "--report", "--setup-backend",
          "--check-backend", "--print-settings")
+
+
+LOOPBACK = "127.0.0.1"
 
 
 class UsageError(Exception):
@@ -122,7 +126,26 @@ def _selection(args) -> tuple[str, ...]:
     return tuple(sel)
 
 
+def _private_token(create: bool) -> None:
+    """Ray's token (``~/.ray/auth_token``, which Ray writes with the umask's mode) readable by its owner
+    alone; for a local instance it is made here first, private from the start, when there is none."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser(os.path.join("~", ".ray", "auth_token"))
+    try:
+        if create and not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+    except OSError:  # another process made it meanwhile, or HOME is read-only: Ray says what it needs
+        pass
+
+
 def _start_ray(args):
+    _private_token(create=not args.address)
     if args.address:
         token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
             or os.path.exists(os.path.expanduser(os.path.join("~", ".ray", "auth_token")))
@@ -132,6 +155,10 @@ def _start_ray(args):
             os.environ["RAY_AUTH_MODE"] = "token"
     else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray's local-only mode (its default on macOS and Windows): the node's address is the loopback
+        # one, so its servers listen on 127.0.0.1 alone instead of every interface. Read when ray is
+        # imported, and inherited by the processes it starts.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -142,8 +169,10 @@ def _start_ray(args):
         if args.address:
             ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
         else:
+            # Loopback only: a local instance serves this machine, so no Ray port is open to the network.
             ray.init(num_cpus=args.cpus or os.cpu_count(), num_gpus=args.gpus, include_dashboard=False,
-                     logging_level=logging.ERROR, log_to_driver=False, object_store_memory=100 * 1024 * 1024)
+                     logging_level=logging.ERROR, log_to_driver=False, object_store_memory=100 * 1024 * 1024,
+                     _node_ip_address=LOOPBACK)
     except Exception as error:  # ray's own errors (no cluster at that address, ports taken...)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         where = f"--address {args.address}" if args.address else "a local instance"
@@ -201,7 +230,8 @@ class Stopper:
         return CLI_TERMINATED if self.requested == "SIGTERM" else CLI_INTERRUPTED
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], announce: int | None = None) -> int:
+    """The batch; ``announce``: a pipe to the reaper, told the output folder once it is held."""
     names, rest = split_argv(argv)
     parser = build_parser()
     try:
@@ -211,7 +241,7 @@ def run(argv: list[str]) -> int:
     stopper = Stopper()
     stopper.install()
     try:
-        return _run(args, names, passthrough, stopper)
+        return _run(args, names, passthrough, stopper, announce)
     except (UsageError, sources.SourceError, index.LockedError) as error:
         print(f"splatsketch-batch: error: {error}", file=sys.stderr, flush=True)
         return CLI_USAGE
@@ -223,7 +253,7 @@ def run(argv: list[str]) -> int:
             signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
 
 
-def _run(args, names: list[str], passthrough: list[str], stopper: Stopper) -> int:
+def _run(args, names: list[str], passthrough: list[str], stopper: Stopper, announce: int | None) -> int:
     if not names:
         raise UsageError("no sources: give mesh files, .blend files, folders, globs or lists of paths first")
     owned = [a for a in passthrough if a.split("=", 1)[0] in OWNED]
@@ -242,6 +272,10 @@ def _run(args, names: list[str], passthrough: list[str], stopper: Stopper) -> in
     except OSError as error:
         raise UsageError(f"cannot make --out '{out}': {error.strerror or error}") from None
     held = index.lock(out)  # noqa: F841 - held until the process ends
+    if announce is not None:
+        with contextlib.suppress(OSError):
+            os.write(announce, out.encode())
+            os.close(announce)
     shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # a killed run's leftovers
 
     prefix, is_blender = command_prefix(args.blender)
@@ -301,11 +335,14 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
         capacity = min(capacity, max(1, int(cluster_gpus // gpus)))
     window = min(args.jobs or capacity, len(assets))
 
-    latest = index.read(out, repair=True)  # before the first append: a torn last line goes
+    latest = index.read(out, repair=True, warn=_warn)  # before the first append: a torn last line goes
     todo, skipped = [], []
+    ids = {asset.id for asset in assets}
     for asset in assets:
         c_hash = sources.content_hash(asset.source)
         if not args.force and index.is_done(latest.get(asset.id), c_hash, s_hash, out, args.retry_failed):
+            skipped.append(latest[asset.id])
+        elif not args.force and _adopt_renamed(out, asset, c_hash, s_hash, latest, ids):
             skipped.append(latest[asset.id])
         else:
             todo.append((asset, c_hash))
@@ -320,16 +357,18 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
     progress = Progress(len(todo), window)
     rows: list[dict] = []
     pending, inflight = list(reversed(todo)), {}
-    last_page = 0.0
+    last_page, halt, page_warned = 0.0, "", False
     try:
         while pending or inflight:
-            while pending and len(inflight) < window:
+            while pending and len(inflight) < window and not halt:
                 with stopper.deferred():
                     asset, c_hash = pending.pop()
                     _forget_attempts(out, asset.id)
                     spec = {"id": asset.id, "out": out, "argv": asset_argv(prefix, is_blender, asset, passthrough),
                             "timeout": args.timeout, "env": env, "cwd": os.getcwd()}
                     inflight[remote.remote(spec)] = (asset, c_hash)
+            if not inflight:  # halted: nothing runs and nothing more starts
+                break
             progress.running = len(inflight)
             progress.bar()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
@@ -337,15 +376,20 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
                 with stopper.deferred():
                     asset, c_hash = inflight.pop(ref)
                     record = _finish(ray, ref, asset, c_hash, s_hash, out)
-                    index.append(out, record)
-                    latest[asset.id] = record
+                    halt = _keep(out, record, latest) or halt
                     _forget_attempts(out, asset.id)
+                if record.get("no_space"):
+                    halt = halt or record["reason"]
                 rows.append({**record, "name": os.path.basename(asset.source), "score": _score(record)})
                 progress.finished(record["status"] == "ok", float(record.get("seconds") or 0))
                 progress.running = len(inflight)
                 progress.say(_line(asset, record))
-            if time.monotonic() - last_page > 10:
-                gallery.write(out, list(latest.values()))
+            if time.monotonic() - last_page > 10 and not halt:
+                problem = _page(out, latest)
+                halt = problem if problem.startswith(NO_SPACE) else halt
+                if problem and not halt and not page_warned:
+                    _warn(problem)
+                    page_warned = True
                 last_page = time.monotonic()
     except KeyboardInterrupt:
         progress.close()
@@ -356,11 +400,15 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
         _drain(ray, inflight, out, s_hash, latest)
         if not inflight:
             shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)
-        gallery.write(out, list(latest.values()))
+        _page(out, latest)
         return stopper.code
     progress.close()
     shutil.rmtree(os.path.join(out, task.STAGING), ignore_errors=True)  # what a dead worker left
-    page = gallery.write(out, list(latest.values()))
+    if halt:
+        print(f"splatsketch-batch: error: {halt}; {len(pending)} asset(s) not started: free some space and "
+              "rerun (finished assets are kept)", file=sys.stderr, flush=True)
+    problem = "" if halt else _page(out, latest)
+    page = os.path.join(out, "index.html") if not problem and not halt else "not rewritten"
     this_run = len(rows)
     rows += [{**r, "name": os.path.basename(r["source"]), "status": r["status"] + " (earlier)", "score": _score(r)}
              for r in skipped]
@@ -370,7 +418,67 @@ def _schedule(ray, args, out, assets, prefix, is_blender, passthrough, env, stop
     print(f"splatsketch-batch: this run {now_ok} sketched, {this_run - now_ok} failed"
           + (f"; {len(skipped)} skipped as done before ({earlier_bad} of them failed)" if skipped else "")
           + f"; gallery {page}", flush=True)
-    return CLI_ASSET_FAILED if any(not r["status"].startswith("ok") for r in rows) else CLI_OK
+    bad = halt or any(not r["status"].startswith("ok") for r in rows)
+    return CLI_ASSET_FAILED if bad else CLI_OK
+
+
+NO_SPACE = "no space left"
+
+
+def _warn(text: str) -> None:
+    print(f"splatsketch-batch: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _keep(out: str, record: dict, latest: dict) -> str:
+    """Append the asset's line and take it as the latest; on a full disk the index stays as it was
+    (the asset runs again next time) and the reason is returned."""
+    try:
+        index.append(out, record)
+    except index.WriteError as error:
+        return f"{NO_SPACE} to record results: {error}"
+    latest[record["asset"]] = record
+    return ""
+
+
+def _page(out: str, latest: dict) -> str:
+    """Rewrite the gallery; "" or why it could not be (starting with NO_SPACE when the disk is full)."""
+    try:
+        gallery.write(out, list(latest.values()))
+    except OSError as error:
+        if error.errno in task.NO_SPACE_ERRNOS:
+            return f"{NO_SPACE} for {os.path.join(out, 'index.html')} ({error.strerror})"
+        return f"cannot write {os.path.join(out, 'index.html')}: {error.strerror or error}"
+    return ""
+
+
+def _adopt_renamed(out: str, asset, c_hash: str, s_hash: str, latest: dict, ids: set) -> bool:
+    """A source renamed or moved since its sketch was made (same bytes, same selection and settings,
+    the old path gone): its output folder is renamed to the new id and the old line retired, so the
+    asset is not sketched again and the gallery shows it once, under its new name."""
+    for old in list(latest.values()):
+        if (old["status"] != "ok" or old["asset"] in ids or old.get("content_hash") != c_hash
+                or old.get("settings_hash") != s_hash or tuple(old.get("selection", ())) != asset.selection
+                or not old.get("source") or os.path.exists(old["source"])
+                or not index.is_done(old, c_hash, s_hash, out)):
+            continue
+        prefix = old["asset"] + "/"
+        outputs = {k: asset.id + "/" + v[len(prefix):] if v.startswith(prefix) else v
+                   for k, v in old.get("outputs", {}).items()}
+        moved = {**old, "asset": asset.id, "source": asset.source, "outputs": outputs, "renamed_from": old["source"],
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        gone = {"asset": old["asset"], "status": index.RENAMED, "source": old["source"], "renamed_to": asset.id,
+                "finished": moved["finished"]}
+        try:  # the new line first: if the rename never happens its outputs are missing and it is redone
+            index.append(out, moved)
+            task.place(os.path.join(out, old["asset"]), os.path.join(out, asset.id))
+            index.append(out, gone)
+        except (OSError, index.WriteError):
+            return False
+        latest[asset.id], latest[old["asset"]] = moved, gone
+        print(f"splatsketch-batch: {asset.source}: the same file as {old['source']} (renamed): its sketch moved, "
+              "not redone", flush=True)
+        return True
+    return False
 
 
 def _line(asset, record: dict) -> str:
@@ -395,8 +503,7 @@ def _drain(ray, inflight: dict, out: str, s_hash: str, latest: dict, grace: floa
             except Exception:  # cancelled (or died while stopping): nothing to record
                 continue
             if result.get("status") in index.STATUSES:
-                latest[asset.id] = _record(asset, c_hash, s_hash, out, result)
-                index.append(out, latest[asset.id])
+                _keep(out, _record(asset, c_hash, s_hash, out, result), latest)
             _forget_attempts(out, asset.id)
 
 
@@ -434,7 +541,7 @@ def _finish(ray, ref, asset, c_hash: str, s_hash: str, out: str) -> dict:
 
 
 def main() -> int:
-    code = run(sys.argv[1:])
+    code = reaper.supervise(lambda announce: run(sys.argv[1:], announce))
     sys.stdout.flush()
     sys.stderr.flush()
     return code

@@ -16,6 +16,7 @@ How the command ended decides the status (``index.FINISHED`` ones are not redone
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,6 +31,10 @@ STAGING = ".staging"
 LOGS = "logs"
 BLEND, METRICS, SHEET = "sketch.blend", "metrics.json", "sheet.png"
 STOP_GRACE_S = 30.0  # the CLI's own unwinding (backend cancel, temporary folders) takes up to ~15 s
+# A full disk, quota or file-size limit: not the asset's fault, so the asset is "crashed" (a rerun redoes it).
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NO_SPACE_WORDS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT), os.strerror(errno.EFBIG))
+LOW_SPACE_BYTES = 1 << 20
 
 
 class BlenderDied(Exception):
@@ -75,11 +80,7 @@ def error_line(text: str) -> str:
 
 
 def _error_line(log_path: str) -> str:
-    try:
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            return error_line(f.read())
-    except OSError:
-        return ""
+    return error_line(_read(log_path))
 
 
 def attempts_marker(out: str, asset: str) -> str:
@@ -87,8 +88,8 @@ def attempts_marker(out: str, asset: str) -> str:
     return os.path.join(out, STAGING, f"{asset}.attempts")
 
 
-def _place(staging: str, final: str) -> None:
-    """Rename the finished folder into place; an older one (``--force``) is moved aside first."""
+def place(staging: str, final: str) -> None:
+    """Rename a finished folder into place; an older one (``--force``) is moved aside first."""
     if os.path.exists(final):
         old = f"{staging}.old"
         os.replace(final, old)
@@ -107,16 +108,51 @@ def _count_attempt(marker: str) -> int:
 def run_asset(spec: dict) -> dict:
     """Sketch one asset. ``spec``: ``id``, ``out`` (the batch folder), ``argv`` (the command without
     the output options), ``timeout`` (seconds, 0 = none), ``env`` (added to the environment), ``cwd``.
-    Returns the fields of its index line that only the run knows."""
+    Returns the fields of its index line that only the run knows. A full disk anywhere on the way is a
+    ``crashed`` line with ``no_space`` set, not an exception."""
+    try:
+        return _run_asset(spec)
+    except OSError as error:
+        if error.errno not in NO_SPACE_ERRNOS:
+            raise
+        return no_space_record(spec["out"], error.strerror or str(error))
+
+
+def no_space_record(out: str, why: str) -> dict:
+    return {"status": "crashed", "no_space": True, "node": socket.gethostname(),
+            "reason": f"no space left to write in {out} ({why}): free some and rerun"}
+
+
+def _out_of_space(folder: str, log_text: str) -> bool:
+    """Whether a failed command most likely ran out of disk: its log says so, or the disk is all but full."""
+    if any(words in log_text for words in NO_SPACE_WORDS):
+        return True
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < LOW_SPACE_BYTES
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _run_asset(spec: dict) -> dict:
     out, asset = spec["out"], spec["id"]
     staging_root = os.path.join(out, STAGING)
     os.makedirs(staging_root, exist_ok=True)
     attempt = _count_attempt(attempts_marker(out, asset))
     staging = os.path.join(staging_root, f"{asset}.{uuid.uuid4().hex[:8]}")
+    jobs = f"{staging}.jobs"  # the CLI's job folders: here, not in the extension's user folder, so they go too
     os.makedirs(staging)
     log_path = os.path.join(staging, "log.txt")
     argv = [*spec["argv"], "--output", os.path.join(staging, BLEND), "--preview", os.path.join(staging, SHEET),
-            "--json", os.path.join(staging, METRICS)]
+            "--json", os.path.join(staging, METRICS), "--job-dir", jobs]
     env = {**os.environ, **spec.get("env", {})}
     cwd = spec.get("cwd") if spec.get("cwd") and os.path.isdir(spec["cwd"]) else None  # the driver's, if here
     started, timeout, timed_out, proc = time.monotonic(), float(spec.get("timeout") or 0), False, None
@@ -148,7 +184,7 @@ def run_asset(spec: dict) -> dict:
             record.update(status="ok", reason="", assets=[_asset_figures(a) for a in assets],
                           settings=report.get("settings", {}), job=report.get("job", {}))
             if code == 0:
-                _place(staging, os.path.join(out, asset))
+                place(staging, os.path.join(out, asset))
                 stale = os.path.join(out, LOGS, f"{asset}.log")
                 if os.path.exists(stale):  # logs/ holds the assets whose last run did not succeed
                     os.remove(stale)
@@ -156,8 +192,10 @@ def run_asset(spec: dict) -> dict:
             reason = _error_line(log_path) or "the sketch was saved, but a later step failed"
             record.update(status="partial", reason=reason)
             shutil.copyfile(log_path, _log_copy(out, asset))
-            _place(staging, os.path.join(out, asset))
+            place(staging, os.path.join(out, asset))
             return record
+        if code > 0 and code not in (130, 137, 143) and not timed_out and _out_of_space(staging, _read(log_path)):
+            return {**record, **no_space_record(out, _error_line(log_path) or "the disk is full")}
         log_copy = _log_copy(out, asset)
         os.replace(log_path, log_copy)  # kept for every run that did not succeed
         if timed_out:
@@ -173,6 +211,7 @@ def run_asset(spec: dict) -> dict:
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(jobs, ignore_errors=True)
 
 
 def _log_copy(out: str, asset: str) -> str:
