@@ -4,7 +4,7 @@ A z-buffer rasteriser in plain torch (every candidate pixel of every triangle at
 by ``scatter_reduce``) gives each view's depth and silhouette; the lines are the mesh edges Freestyle
 draws with the settings the add-on gives it (silhouettes where a front- and a back-facing face meet,
 creases where the faces' normals turn by more than :data:`CREASE_NORMAL_DEGREES`, open borders),
-sampled every 3/4 pixel along the 3D edge and split into visible and hidden by a test against the
+sampled a pixel apart along the 3D edge and split into visible and hidden by a test against the
 z-buffer. Freestyle renders these through Cycles at about a second a view on a CPU; here a view takes
 tens of milliseconds, and on a GPU less.
 """
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 # Freestyle's default crease angle is 134 degrees *between the faces*: the normals turn by 46.
 CREASE_NORMAL_DEGREES = 180.0 - 134.0
-SAMPLE_STEP_PX = 0.75  # edge samples this far apart on screen: under a pixel, so no gaps in a line
+SAMPLE_STEP_PX = 1.0  # edge samples at most this far apart along the screen's major axis: 8-connected lines
+WELD = 1e-6  # vertices closer than this (relative to the mesh's size) are one, as Freestyle merges them
 CANDIDATES_PER_CHUNK = 4_000_000  # triangle-pixel pairs held at once (about 200 MB of temporaries)
 DEPTH_TOLERANCE = 0.01  # relative: a line sample this much behind the nearest surface still counts as on it
 LIGHT = (-0.4, -0.5, -1.0)  # camera frame (x right, y down, z forward): lit from the upper left, as Workbench
@@ -38,10 +39,28 @@ class Edges:
     always: torch.Tensor  # [E] bool: drawn from every view (crease, open border, non-manifold)
 
 
+def welded(vertices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, first)``: each vertex's id among the distinct positions, and one vertex of each id.
+
+    Files cut a mesh open along its UV and normal seams (a glTF's duplicated vertices); Freestyle
+    merges coincident vertices before it looks for borders, so the seams draw no line.
+    """
+    low = vertices.min(dim=0).values
+    size = float((vertices.max(dim=0).values - low).max().clamp_min(1e-12))
+    quantised = torch.round((vertices - low) / (size * WELD)).long()
+    _, ids = torch.unique(quantised, dim=0, return_inverse=True)
+    first = torch.zeros(int(ids.max()) + 1, dtype=torch.long, device=ids.device)
+    first.scatter_(0, ids, torch.arange(len(ids), device=ids.device))
+    return ids, first
+
+
 def mesh_edges(vertices: torch.Tensor, faces: torch.Tensor, crease_degrees: float = CREASE_NORMAL_DEGREES) -> Edges:
-    """Edge adjacency, creases and borders of a triangle mesh (view-independent, found once)."""
+    """Edge adjacency, creases and borders of a triangle mesh, its coincident vertices merged
+    (view-independent, found once). Edge ends are vertex ids of ``vertices``."""
     normals = face_normals(vertices, faces)
-    nverts = vertices.shape[0]
+    ids, vertex_of = welded(vertices)
+    faces = ids[faces]
+    nverts = len(vertex_of)
     directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     lo, hi = directed.min(dim=1).values, directed.max(dim=1).values
     key = lo * nverts + hi
@@ -50,7 +69,7 @@ def mesh_edges(vertices: torch.Tensor, faces: torch.Tensor, crease_degrees: floa
     first[1:] = key_sorted[1:] != key_sorted[:-1]
     starts = torch.nonzero(first).squeeze(1)
     count = torch.diff(torch.cat([starts, starts.new_tensor([len(key)])]))
-    ends = torch.stack([lo[order[starts]], hi[order[starts]]], dim=1)
+    ends = vertex_of[torch.stack([lo[order[starts]], hi[order[starts]]], dim=1)]
     two = count == 2
     face_a = order[starts] // 3
     second = torch.where(two, starts + 1, starts)
@@ -59,7 +78,8 @@ def mesh_edges(vertices: torch.Tensor, faces: torch.Tensor, crease_degrees: floa
     flipped = two & (forward[order[starts]] == forward[order[second]])
     cos = (normals[face_a] * normals[face_b]).sum(dim=1) * torch.where(flipped, -1.0, 1.0)
     crease = two & (cos < math.cos(math.radians(crease_degrees)))
-    return Edges(ends, face_a, face_b, two, flipped, crease | (count != 2))
+    solid = ends[:, 0] != ends[:, 1]  # not an edge a sliver collapsed into a point
+    return Edges(ends, face_a, face_b, two, flipped, (crease | (count != 2)) & solid)
 
 
 def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -167,7 +187,8 @@ def draw_lines(cam: torch.Tensor, uv: torch.Tensor, K: torch.Tensor, ends: torch
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Visible and hidden line masks ``[H,W]`` bool of the edges ``ends [E,2]``, by a depth test.
 
-    Each edge is sampled in 3D (so a sample's depth is exact, not interpolated on screen); a sample
+    Each edge is sampled in 3D (so a sample's depth is exact, not interpolated on screen), a pixel
+    apart along the screen's major axis (a thin 8-connected line, as thick as Freestyle's); a sample
     is visible where it is no farther than the nearest surface at its pixel, give or take the depth's
     spread around that pixel: the pixel's centre may lie on a face that slopes away from the edge.
     """
@@ -177,8 +198,8 @@ def draw_lines(cam: torch.Tensor, uv: torch.Tensor, K: torch.Tensor, ends: torch
     if len(ends) == 0:
         return visible.view(height, width), hidden.view(height, width)
     a, b = cam[ends[:, 0]], cam[ends[:, 1]]
-    length = (uv[ends[:, 1]] - uv[ends[:, 0]]).norm(dim=1)
-    steps = torch.ceil(length / SAMPLE_STEP_PX).clamp(1, 8 * max(height, width)).long() + 1
+    extent = (uv[ends[:, 1]] - uv[ends[:, 0]]).abs().max(dim=1).values
+    steps = torch.ceil(extent / SAMPLE_STEP_PX).clamp(1, 8 * max(height, width)).long() + 1
     edge = torch.repeat_interleave(torch.arange(len(ends), device=cam.device), steps)
     offsets = torch.cumsum(steps, 0) - steps
     t = (torch.arange(len(edge), device=cam.device) - offsets[edge]) / (steps[edge] - 1)

@@ -9,7 +9,7 @@ rendered once per mesh here), so the two columns differ only in where the traini
 
 Prints a table (phases from the command's ``--json``: start, targets, features, optimisation,
 write-back; total is the command's wall time) and writes ``results.json`` in ``--out``. A mesh
-whose results are there is not run again (``--force`` reruns). ``--picture`` draws training-view
+whose results are there is not run again (``--rerun mesh`` reruns that mode). ``--picture`` draws training-view
 line images of four meshes, Freestyle's beside the mesh's.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,6 +61,8 @@ def eval_views(name: str, out: Path) -> Path:
 def sketch(name: str, mode: str, out: Path) -> dict:
     """One headless run at the defaults; its phases, wall seconds and job folder."""
     folder = out / name / mode
+    shutil.rmtree(folder, ignore_errors=True)  # a rerun starts from nothing
+    folder.mkdir(parents=True)
     report = folder / "run.json"
     command = [str(REPO / ".venv" / "bin" / "python"), str(REPO / "bin" / "splatsketch"),
                "--input", str(quality.mesh_path(name)), "--targets", mode, "--output", str(folder / "sketch.blend"),
@@ -83,18 +86,20 @@ def held_out_f(job: str, views: Path) -> float:
     return float(json.loads((Path(job) / "metrics.json").read_text())["f_mean"])
 
 
-def run_mesh(name: str, out: Path, force: bool) -> dict:
+def run_mesh(name: str, out: Path, rerun: set) -> dict:
+    """Both modes of one mesh; a mode with results is only run again when named in ``rerun``."""
     path = out / name / "results.json"
-    if path.exists() and not force:
-        return json.loads(path.read_text())
+    result = json.loads(path.read_text()) if path.exists() else {}
+    todo = [mode for mode in MODES if mode not in result or mode in rerun]
+    if not todo:
+        return result
     views = eval_views(name, out)
-    result = {}
-    for mode in MODES:
+    for mode in todo:
         log(f"{name}: sketching with {mode} targets")
         result[mode] = sketch(name, mode, out)
         result[mode]["f"] = held_out_f(result[mode]["job"], views)
         log(f"{name} {mode}: {result[mode]['wall']:.1f} s, F {result[mode]['f']:.4f}, {result[mode]['phases']}")
-    path.write_text(json.dumps(result, indent=2))
+        path.write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -163,14 +168,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--meshes", default=",".join(quality.MESHES), help="comma-separated (default: all ten)")
     parser.add_argument("--out", default=str(REPO / "out" / "targets"))
-    parser.add_argument("--force", action="store_true", help="rerun meshes that have results")
+    parser.add_argument("--rerun", default="", help=f"comma-separated modes ({','.join(MODES)}) to run again where "
+                                                   "they have results")
     parser.add_argument("--picture", default=None, metavar="PNG", help="line images side by side, written here")
     args = parser.parse_args(argv)
     out = Path(args.out)
     results = {}
     for name in [m for m in args.meshes.split(",") if m]:
         quality.mesh_path(name)
-        results[name] = run_mesh(name, out, args.force)
+        results[name] = run_mesh(name, out, set(args.rerun.split(",")) - {""})
     print(table(results))
     print(summary(results))
     (out / "results.json").write_text(json.dumps(results, indent=2))
