@@ -105,6 +105,32 @@ def test_sphere_outline_is_the_silhouette_circle_and_nothing_inside_it():
     assert abs((out["depth"] > 0).sum() - np.pi * expected**2) < 0.03 * np.pi * expected**2
 
 
+def seamed_sphere(rings=24, segments=48, radius=0.8):
+    """A UV sphere cut open along the meridian at +x, as a file with UV seams stores one: the seam's
+    vertices are there twice, at the same places."""
+    theta, phi = np.meshgrid(np.linspace(0, np.pi, rings + 1), np.linspace(0, 2 * np.pi, segments + 1), indexing="ij")
+    verts = radius * np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], -1)
+    index = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
+    faces = []
+    for i, j in itertools.product(range(rings), range(segments)):
+        a, b, c, d = index[i, j], index[i + 1, j], index[i + 1, j + 1], index[i, j + 1]
+        faces += [[a, b, c], [a, c, d]]
+    faces = np.array(faces)
+    tri = verts.reshape(-1, 3)[faces]
+    keep = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 1e-12  # no pole slivers
+    return verts.reshape(-1, 3), faces[keep]
+
+
+def test_a_seam_of_duplicated_vertices_draws_no_border():
+    verts, faces = seamed_sphere()
+    viewmat, K = view((2.8, 0.3, 0.4))  # the seam runs down the middle of the visible half
+    out = draw(verts, faces, viewmat, K)
+    ys, xs = np.nonzero(out["lines"] > 127)
+    centre = pixel((0.0, 0.0, 0.0), viewmat, K) + 0.5
+    expected = K[0, 0, 0] * np.tan(np.arcsin(0.8 / np.linalg.norm([2.8, 0.3, 0.4])))
+    assert np.hypot(xs + 0.5 - centre[0], ys + 0.5 - centre[1]).min() > expected - 3  # the outline only
+
+
 def test_torus_far_contour_is_hidden_from_the_side_and_its_inner_contour_shown_from_above():
     verts, faces = torus()
     major, minor = 0.6, 0.25
