@@ -251,7 +251,7 @@ if [ "$R" = gsplat ]; then
     stage bench_gsplat 120 bench_gsplat.json python3 -m backend.bench --device $DEV --renderer gsplat \
         --case step_final --case step_geometry --repeat $REPEAT --count-ops --json "${EXTRA[@]}"
 fi
-# Issue 15's table: 16 and 64 strokes at 224 and 512 px: ms per step, peak CUDA MiB, host reads per step.
+# The Final step at 16 and 64 strokes, 224 and 512 px: ms per step, peak CUDA MiB, host reads per step.
 for C in 16 64; do for S in 224 512; do
     STAGE_NOTE="renderer=$R curves=$C size=$S" stage "sizes_${C}_${S}" 60 "sizes_${C}_${S}.json" \
         python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --curves $C --size $S \
