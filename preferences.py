@@ -11,7 +11,7 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from .jobs.environment import describe_env, managed_env, resolve_backend_python
+from .jobs.environment import describe_env, describe_size, managed_env, resolve_backend_python
 from .panels import _wrap
 
 EXTENSION_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -101,8 +101,11 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
             box.label(text=f"Your own Python: {self.backend_python}", icon="INFO")
         elif managed:
             what, _, made = ready.partition(" (made ")  # not capitalize(): it lowercases "CPU"
-            _labels(box, _wrap(what[:1].upper() + what[1:], 72) + ([f"Set up {made.rstrip(')')}"] if made else []),
-                    "CHECKMARK")
+            size = describe_size(managed)
+            made = f"Set up {made.rstrip(')')}" + (f", {size} on disk" if size else "") if made else ""
+            _labels(box, _wrap(what[:1].upper() + what[1:], 72) + ([made] if made else []), "CHECKMARK")
+            if managed.get("torch_note"):  # torch from another index than its build's: say why and the cost
+                _labels(box, _wrap(managed["torch_note"], 72), "INFO")
         else:
             box.label(text="Not set up: press Set Up Backend", icon="ERROR")
         row = box.row(align=True)

@@ -24,12 +24,18 @@ import sys
 import time
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte lock does the same
+    fcntl = None
+
 from . import protocol
 from .worker import EventStream, StopFlag
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the extension folder (cwd of `-m backend`)
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # torch without CUDA: a tenth of the download
+CPU_INDEX_ENV = "SPLATSKETCH_TORCH_CPU_INDEX"  # a studio's mirror of it
 PYPI_INDEX = "https://pypi.org/simple"
 TORCH_DISTS = ("torch", "torchvision")
 MIN_PYTHON = (3, 10)
@@ -111,35 +117,66 @@ def kill_tree(child: subprocess.Popen | None) -> None:
             pass
 
 
-def _pid_alive(pid: int) -> bool:
+class SetupLock:
+    """``ROOT/setup.lock``, held with the kernel's file lock for the life of the set-up.
+
+    The kernel grants it to one process at a time and drops it when that process ends, however it
+    ends: a lock left by a set-up that died is free again without anyone judging it stale. The PID in
+    the file only names the holder when a second set-up is refused."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        # removed while still held: a set-up that opened this file meanwhile finds it gone and retries
+        if _same_file(self.path, self.fd):
+            try:
+                self.path.unlink()
+            except OSError:  # removed by Remove Backend meanwhile, or Windows keeping an open file
+                pass
+        os.close(self.fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the file lock on ``fd`` without waiting; False while another process holds it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except (BlockingIOError, PermissionError):
         return False
-    except OSError:
-        return True
     return True
 
 
-def acquire_lock(root: Path) -> Path:
-    """``ROOT/setup.lock`` with this PID; a second set-up is refused while the first one lives."""
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a released lock file is removed)."""
+    try:
+        here, there = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def acquire_lock(root: Path) -> SetupLock:
+    """Hold ``ROOT/setup.lock`` (with this PID in it); a second set-up is refused while one runs."""
     path = root / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            os.close(fd)
             try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid):
-                raise SetupFailed(f"another backend set-up is running (process {pid}); wait for it or cancel it") \
-                    from None
-            path.unlink(missing_ok=True)  # left by a set-up that died
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return path
+                holder = f" (process {int(path.read_text().strip())})"
+            except (OSError, ValueError):  # not written yet, or just removed
+                holder = ""
+            raise SetupFailed(f"another backend set-up is running{holder}; wait for it or cancel it")
+        if _same_file(path, fd):
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return SetupLock(path, fd)
+        os.close(fd)  # released and removed between our open and our lock: lock the file there now
     raise SetupFailed(f"cannot take the set-up lock {path}")
 
 
@@ -228,9 +265,43 @@ def _classify(tail: list[str], root: Path, spec_hint: str, index: str = "") -> s
     return f"the installer failed: {last.strip()[:200]}"
 
 
-def install(env: Path, root: Path, specs: list[str], build: str, find_links: str, index_url: str, stop: Stop,
+def _serves(index: str, name: str) -> bool:
+    """Whether the package index answers for ``name`` (its PEP 503 page), the way pip will ask it."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{index.rstrip('/')}/{name}/", timeout=10).close()
+    except (urllib.error.URLError, OSError, ValueError):  # HTTPError too: a 404 or a proxy's 403
+        return False
+    return True
+
+
+def default_index() -> str:
+    """The index pip uses when told none: the configured one, else PyPI (for messages)."""
+    return os.environ.get("PIP_INDEX_URL", "").strip() or PYPI_INDEX
+
+
+def cpu_torch_index(dist: str, events: EventStream) -> tuple[str, str]:
+    """``(index, note)`` for a CPU build's torch (``dist``: the first of torch/torchvision asked for):
+    PyTorch's CPU index (or the mirror in $SPLATSKETCH_TORCH_CPU_INDEX) when it answers for it; else
+    ``("", note)``: the default index's torch, which runs on a CPU as well, rather than no backend at
+    all, with a note on what it costs."""
+    url = os.environ.get(CPU_INDEX_ENV, "").strip() or CPU_INDEX
+    if _serves(url, dist):
+        return url, ""
+    cuda_wheel = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
+    cost = ("the CUDA build: it runs on the CPU too, but takes about 5 GB on disk instead of about 1 GB"
+            if cuda_wheel else "about the size of the CPU build here")
+    note = f"PyTorch's CPU index {url} could not be reached: torch comes from {default_index()} instead, {cost}"
+    sys.stderr.write(f"{note}\n")  # the set-up log
+    events.emit({"type": protocol.WARNING, "message": note})
+    return "", note
+
+
+def install(env: Path, root: Path, specs: list[str], torch_index: str, find_links: str, index_url: str, stop: Stop,
             events: EventStream) -> None:
-    """pip into the new environment; torch and torchvision first, from the index of this build."""
+    """pip into the new environment; torch and torchvision first, from ``torch_index`` when given."""
     python = str(env_python(env))
     base = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
     if find_links:
@@ -243,7 +314,7 @@ def install(env: Path, root: Path, specs: list[str], build: str, find_links: str
     rest = [s for s in specs if dist_name(s) not in TORCH_DISTS]
     rounds = []
     if torch_specs:
-        torch_source = source or (["--index-url", CPU_INDEX] if build == "cpu" else [])
+        torch_source = source or (["--index-url", torch_index] if torch_index else [])
         rounds.append((torch_specs, torch_source))
     if rest:
         rounds.append((rest, source))
@@ -272,7 +343,7 @@ def install(env: Path, root: Path, specs: list[str], build: str, find_links: str
         seen.clear()
         code, tail = run_child(base + chunk_source + chunk, stop, on_line, env=_installer_env())
         if code != 0:
-            index = "" if find_links else (chunk_source[1] if chunk_source[:1] == ["--index-url"] else PYPI_INDEX)
+            index = "" if find_links else (chunk_source[1] if chunk_source[:1] == ["--index-url"] else default_index())
             raise SetupFailed(_classify(tail, root, ", ".join(chunk), index))
 
 
@@ -315,6 +386,18 @@ def build_kernels(env: Path, stop: Stop, events: EventStream) -> bool:
     return code == 0
 
 
+def disk_bytes(folder: Path) -> int:
+    """What an environment takes on disk (its files, links not followed): the box says it."""
+    total = 0
+    for where, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(where, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
 def switch(root: Path, env: Path, description: dict) -> None:
     """Point ``current.json`` at the new environment (atomic), then remove the others."""
     protocol.write_json(root / protocol.CURRENT_JSON, description)
@@ -344,7 +427,11 @@ def main(args) -> int:
         progress(events, 0.02, "Creating the environment")
         create_env(env, stop)
         progress(events, 0.1, "Collecting packages")
-        install(env, root, specs, build, args.find_links, args.index_url, stop, events)
+        torch_index, torch_note = "", ""
+        torch_dists = [dist_name(s) for s in specs if dist_name(s) in TORCH_DISTS]
+        if build == "cpu" and torch_dists and not (args.find_links or args.index_url):
+            torch_index, torch_note = cpu_torch_index(torch_dists[0], events)
+        install(env, root, specs, torch_index, args.find_links, args.index_url, stop, events)
         progress(events, 0.88, "Checking")
         info = check_env(env, specs, stop)
         kernels = build_kernels(env, stop, events) if args.build_kernels and build == "cuda" else False
@@ -352,6 +439,7 @@ def main(args) -> int:
             "python": str(env_python(env)), "env": env.name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "base_python": sys.executable, "torch_build": build, "packages": specs,
             "find_links": args.find_links or "", "gsplat_kernels": kernels, "check": info,
+            "disk_bytes": disk_bytes(env), "torch_note": torch_note,
         }
         stop.check()
         switch(root, env, description)
@@ -379,7 +467,7 @@ def main(args) -> int:
     finally:
         kill_tree(stop.child)
         if lock is not None:
-            lock.unlink(missing_ok=True)
+            lock.release()
 
 
 def _discard(env: Path | None) -> None:

@@ -142,6 +142,14 @@ def check_managed(user_dir: str) -> str:
     return ""
 
 
+def describe_size(info: dict | None) -> str:
+    """What the environment takes on disk, e.g. "1.2 GB" ('' for one made before it was measured)."""
+    size = (info or {}).get("disk_bytes")
+    if not isinstance(size, int) or size <= 0:
+        return ""
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
 def describe_env(info: dict | None) -> str:
     """One line for the Preferences box and ``--check-backend``."""
     if not info:

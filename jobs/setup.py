@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 from ..backend import protocol
+from ..backend.setup_env import SetupFailed, acquire_lock
 from .environment import base_python_problem, describe_env, managed_root
 from .runner import Run, RunError, in_use
 
@@ -69,9 +71,15 @@ def remove_managed(user_dir: str) -> str:
         return "a backend set-up is running: cancel it first"
     if not os.path.isdir(root):
         return "the backend is not set up"
+    try:  # a set-up started elsewhere (a script, another Blender) holds the lock: its environment stays
+        lock = acquire_lock(Path(root))
+    except SetupFailed as error:
+        return f"{error}; nothing was removed"
     try:
         os.remove(os.path.join(root, protocol.CURRENT_JSON))
     except FileNotFoundError:
         pass
-    shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        lock.release()
     return ""

@@ -5,15 +5,18 @@ The full runtime set is installed in tests/addon/test_setup_backend_e2e.py."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import bpy
 import pytest
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "tests", "backend"))
-from test_setup_env import make_wheel  # noqa: E402
+from test_addon import _draw  # noqa: E402
+from test_setup_env import make_wheel, serve_index  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("addon")
 
@@ -114,3 +117,53 @@ def test_base_python_problems_are_one_line(addon, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python, problem = env.find_base_python(str(venv / "bin" / "python"))
     assert python and problem == "", "a venv's Python has venv and ensurepip: it can make environments"
+
+
+def test_remove_is_refused_while_a_set_up_elsewhere_runs(addon, user, tmp_path):
+    """A set-up run from a script (no Blender claim on the folder) is mid-install: Remove leaves the
+    folder alone, so the set-up's switch never names a deleted environment."""
+    before = _tiny_env(user, tmp_path)
+    server, url = serve_index(tmp_path / "site", tmp_path / "wheels")
+    server.stall_seconds = 60  # the installer waits on the index: the set-up surely runs meanwhile
+    setup = subprocess.Popen([shutil.which("python3"), "-m", "backend", "setup", user, "--index-url", url,
+                              "--package", "ssk-probe-a"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(os.listdir(os.path.join(user, "envs"))) < 2:
+            assert setup.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(RuntimeError, match="another backend set-up is running"):
+            bpy.ops.splatsketch.remove_backend()
+        state = bpy.context.window_manager.splatsketch
+        assert state.backend_error and "nothing was removed" in state.backend_report
+        assert addon.jobs.environment.managed_env(addon.preferences.user_dir()) == before
+    finally:
+        setup.send_signal(signal.SIGINT)
+        setup.communicate(timeout=60)
+        server.shutdown()
+    assert sorted(os.listdir(os.path.join(user, "envs"))) == [before["env"]]
+
+
+def test_torch_from_pypi_is_said_in_the_log_and_the_box(addon, user, tmp_path, monkeypatch):
+    """PyTorch's CPU index unreachable, the configured index reachable: the set-up works, its log
+    and the Preferences box say where torch came from and what it costs on disk."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "torchvision")  # installed in the torch round, like torch
+    server, url = serve_index(tmp_path / "site", wheels)
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    monkeypatch.setenv("SPLATSKETCH_TORCH_CPU_INDEX", "http://127.0.0.1:9/whl/cpu")  # nothing listens there
+    base, _ = addon.jobs.environment.find_base_python("")
+    run = addon.jobs.setup.SetupRun(base, user_dir=addon.preferences.user_dir(), torch="cpu",
+                                    packages=("torchvision",))
+    try:
+        assert run.run_blocking() == addon.jobs.runner.SUCCEEDED, run.message
+    finally:
+        server.shutdown()
+    assert len(run.warnings) == 1 and "could not be reached" in run.warnings[0], run.warnings
+    with open(run.log_path, encoding="utf-8") as f:
+        assert run.warnings[0] in f.read()
+    prefs = addon.preferences.get_preferences()
+    shown = " ".join(str(call) for call in _draw(type(prefs), bpy.context, prefs) if call[0] == "label")
+    assert "http://127.0.0.1:9/whl/cpu could not be reached" in shown and " on disk" in shown, shown

@@ -148,10 +148,8 @@ class _Index(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
-@pytest.fixture
-def index(tmp_path, wheels):
-    """A PEP 503 package index on loopback holding the probe wheels (every other name answers 404)."""
-    site = tmp_path / "site"
+def serve_index(site: Path, wheels: Path):
+    """A PEP 503 package index on loopback holding ``wheels`` (every other name answers 404)."""
     for wheel in wheels.iterdir():
         name = wheel.name.split("-")[0].replace("_", "-")
         folder = site / "simple" / name
@@ -162,7 +160,13 @@ def index(tmp_path, wheels):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.stall_seconds = 0
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/simple"
+    return server, f"http://127.0.0.1:{server.server_address[1]}/simple"
+
+
+@pytest.fixture
+def index(tmp_path, wheels):
+    server, url = serve_index(tmp_path / "site", wheels)
+    yield server, url
     server.shutdown()
 
 
@@ -258,6 +262,136 @@ def test_a_second_set_up_while_one_runs_is_refused(tmp_path, wheels, index):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     assert envs(root) == [] and current(root) is None
+
+
+# Takes the set-up lock once per line of stdin (the instant to try at), says "held" or "refused",
+# and holds it until the next line.
+_TAKER = r"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from backend.setup_env import SetupFailed, acquire_lock
+for line in sys.stdin:
+    start = float(line)
+    while time.time() < start:  # spin, not sleep: both processes try within microseconds
+        pass
+    try:
+        lock = acquire_lock(Path(sys.argv[2]))
+    except SetupFailed:
+        print("refused", flush=True)
+        continue
+    print("held", flush=True)
+    sys.stdin.readline()
+    lock.release()
+    print("released", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["no-lock-file", "lock-of-a-dead-set-up"])
+def test_two_set_ups_at_the_same_instant_never_both_hold_the_lock(tmp_path, stale):
+    """Two real processes try at the same instant, 30 times: exactly one holds the lock each time,
+    also when the file left by a set-up that died (its PID) is there first."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    takers = [subprocess.Popen([sys.executable, "-c", _TAKER, str(REPO), str(tmp_path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, bufsize=1) for _ in range(2)]
+    holders = []
+    try:
+        for _ in range(30):
+            if stale:
+                (tmp_path / "setup.lock").write_text(str(dead.pid))
+            start = time.time() + 0.05
+            for taker in takers:
+                taker.stdin.write(f"{start}\n")
+                taker.stdin.flush()
+            answers = [taker.stdout.readline().strip() for taker in takers]
+            holders.append(answers.count("held"))
+            for taker in (t for t, answer in zip(takers, answers) if answer == "held"):
+                taker.stdin.write("release\n")
+                taker.stdin.flush()
+                assert taker.stdout.readline().strip() == "released"
+    finally:
+        for taker in takers:
+            taker.stdin.close()
+            taker.wait(30)
+    assert holders == [1] * 30, f"holders per try: {holders}"
+    assert not (tmp_path / "setup.lock").exists()
+
+
+def test_a_set_up_recovers_the_lock_of_one_that_was_killed(tmp_path, wheels, index):
+    """kill -9 mid-install: the lock file stays with a dead PID; the next set-up takes it and works."""
+    root, proc = _start_stalled(tmp_path, index)
+    pid = int((root / "setup.lock").read_text())
+    proc.kill()
+    proc.communicate(timeout=60)
+    for line in _installers_of(root):  # its installer, in a session of its own, outlives it
+        os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert (root / "setup.lock").exists() and pid == proc.pid
+    code, events, err = setup_env(root, "--find-links", str(wheels), "--package", "ssk-probe-a")
+    assert code == 0, err
+    info = current(root)
+    assert envs(root) == [info["env"]] and imports(info["python"], "ssk_probe_a")
+
+
+@pytest.fixture
+def torch_indexes(tmp_path):
+    """Two indexes on loopback with a probe distribution named torchvision (installed in the torch
+    round, like torch, but checked by nothing else): the configured index holds 1.0, a mirror of
+    PyTorch's CPU index 2.0."""
+    served = []
+    for version, name in (("1.0", "configured"), ("2.0", "cpu-mirror")):
+        folder = tmp_path / f"{name}-wheels"
+        folder.mkdir()
+        make_wheel(folder, "torchvision", version)
+        make_wheel(folder, "ssk-probe-a")
+        served.append(serve_index(tmp_path / name, folder))
+    yield [url for _, url in served]
+    for server, _ in served:
+        server.shutdown()
+
+
+def _torch_round(tmp_path, configured: str, cpu_index: str):
+    root = tmp_path / "backend"
+    code, events, err = setup_env(root, "--torch", "cpu", "--package", "torchvision", "--package", "ssk-probe-a",
+                                  env={"PIP_INDEX_URL": configured, "SPLATSKETCH_TORCH_CPU_INDEX": cpu_index})
+    assert code == 0, err
+    info = current(root)
+    version = subprocess.run([info["python"], "-c", "import torchvision; print(torchvision.VERSION)"],
+                             capture_output=True, text=True).stdout.strip()
+    return version, [e["message"] for e in events if e["type"] == "warning"], err, info
+
+
+def test_torch_comes_from_the_configured_index_when_the_cpu_index_cannot_be_reached(tmp_path, torch_indexes):
+    configured, _ = torch_indexes
+    closed = "http://127.0.0.1:9/whl/cpu"  # the discard port: nothing listens, the connection is refused
+    version, warnings, log, info = _torch_round(tmp_path, configured, closed)
+    assert version == "1.0", "torchvision from the configured index"
+    assert len(warnings) == 1 and f"CPU index {closed} could not be reached" in warnings[0], warnings
+    assert f"torch comes from {configured} instead" in warnings[0]
+    if sys.platform.startswith("linux") and os.uname().machine == "x86_64":
+        assert "the CUDA build" in warnings[0] and "about 5 GB on disk instead of about 1 GB" in warnings[0]
+    assert warnings[0] in log, "the set-up log says it too"
+    assert info["torch_note"] == warnings[0], "current.json keeps it for the Preferences box"
+    assert info["disk_bytes"] > 10 << 20, "the environment's size, measured (pip alone is ~15 MB)"
+
+
+def test_torch_comes_from_the_cpu_index_when_it_answers(tmp_path, torch_indexes):
+    configured, cpu_mirror = torch_indexes
+    version, warnings, _, info = _torch_round(tmp_path, configured, cpu_mirror)
+    assert version == "2.0" and warnings == [] and info["torch_note"] == ""
+
+
+def test_no_index_at_all_is_one_line(tmp_path):
+    """Neither the CPU index nor the configured one answers: the set-up fails saying which, nothing
+    switched."""
+    root = tmp_path / "backend"
+    code, events, _ = setup_env(root, "--torch", "cpu", "--package", "torchvision",
+                                env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+                                     "SPLATSKETCH_TORCH_CPU_INDEX": "http://127.0.0.1:9/whl/cpu"})
+    kinds = [e["type"] for e in events]
+    assert code == 5 and kinds.count("warning") == 1 and kinds[-1] == "error", events
+    assert "could not reach the package index http://127.0.0.1:9/simple" in events[-1]["message"]
+    assert current(root) is None and envs(root) == []
 
 
 REAL_BLENDER = REPO.parent / "shared" / "tools" / "real-blender"
