@@ -70,6 +70,10 @@ def test_cli_on_suzanne_end_to_end(addon, tiny, backend_python, tmp_path, capsys
     assert (tmp_path / "sheet.png").stat().st_size > 1000
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["assets"][0]["status"] == "ok" and report["settings"]["curves"] == 4
+    phases = report["assets"][0]["phases"]  # where the wall time went, all of it
+    assert list(phases) == ["start", "targets", "features", "optimisation", "write_back"]
+    assert phases["targets"] > 0 and phases["optimisation"] > 0 and phases["start"] > 0
+    assert sum(phases.values()) >= report["assets"][0]["seconds"] - 0.1
 
     with np.load(jobs / "Suzanne" / "result.npz", allow_pickle=False) as data:
         control_points = data["control_points"].astype(np.float64)

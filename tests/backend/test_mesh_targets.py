@@ -2,6 +2,9 @@
 
 import itertools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +190,14 @@ def test_images_left_out_need_centred_cameras(tmp_path):
     np.savez(folder / "views.npz", **arrays)
     with pytest.raises(BadJob, match="principal point at the centre"):
         load_job(folder)
+
+
+def test_the_run_says_how_long_its_phases_took(tmp_path):
+    folder = write_job(tmp_path / "job", settings={"iterations": 4})
+    without(folder, "rgba", "lines")
+    done = subprocess.run([sys.executable, "-m", "backend", "run", str(folder)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert done.returncode == 0, done.stderr
+    phases = json.loads((folder / "result.json").read_text())["phases"]
+    assert set(phases) == {"targets", "features", "optimisation"}
+    assert phases["targets"] > 0 and phases["features"] >= 0 and phases["optimisation"] > 0
