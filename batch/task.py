@@ -179,7 +179,12 @@ def _run_asset(spec: dict) -> dict:
         record = {"attempts": attempt, "seconds": seconds, "node": socket.gethostname(), "exit_code": code}
         saved = os.path.exists(os.path.join(staging, BLEND)) and os.path.exists(os.path.join(staging, METRICS))
         if code == 0 or (code == 1 and saved and not timed_out):
-            report = _finish_outputs(staging, out, asset)
+            try:
+                report = _finish_outputs(staging, out, asset)
+            except ValueError:  # a report cut short: on a full disk the command may not have noticed
+                if not _out_of_space(staging, _read(log_path)):
+                    raise
+                return {**record, **no_space_record(out, "its report was cut short")}
             assets = report.get("assets", [])
             record.update(status="ok", reason="", assets=[_asset_figures(a) for a in assets],
                           settings=report.get("settings", {}), job=report.get("job", {}))

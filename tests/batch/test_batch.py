@@ -311,3 +311,205 @@ def test_on_an_existing_cluster_reruns_redo_exactly_what_changed_and_a_timeout_i
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+
+
+def test_index_lines_of_the_wrong_type_are_skipped_with_a_warning(tmp_path):
+    from batch import gallery
+
+    good = {"asset": "a", "status": "ok", "source": "/lib/a.obj", "metrics": {"f_mean": 0.5, "f_min": "x"},
+            "outputs": {"sheet": "a/sheet.png"}, "seconds": 3}
+    lines = [json.dumps(good), '{"asset": "zzz", "metrics": [1]}', '{"asset": "a", "status": "ok", "outputs": [1]}',
+             "[1, 2]", '{"asset": "b", "status": "ok", "seconds": "slow"}', "not json at all", ""]
+    (tmp_path / index.INDEX).write_text("\n".join(lines) + "\n")
+    heard = []
+    latest = index.read(str(tmp_path), warn=heard.append)
+    assert latest == {"a": good}  # the bad later line of "a" does not replace its good one
+    assert len(heard) == 1 and "skipped 5 unusable line(s) (line 2: unknown status None and 4 more)" in heard[0]
+    page = gallery.write(str(tmp_path), list(latest.values()))  # a string where a figure belongs: a dash
+    assert "worst view -" in open(page).read()
+
+
+def _tmpfs_runner(tmp_path):
+    """``unshare`` with a mount namespace, in which a small tmpfs is mounted on a folder: a real full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            f"mount -t tmpfs -o size=1m tmpfs {mount}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no tmpfs in a user namespace here: {probe.stderr.strip()}")
+
+    def run(script: str, size: str, env=None, timeout=60):
+        inner = f'mount -t tmpfs -o size={size} tmpfs "$1" && exec "$2" -c "$3" "$1"'
+        done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", inner, "sh", str(mount),
+                               PYTHON, script], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    return run
+
+
+FILL = """
+import os, sys
+def fill(folder, leave=0):
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize - leave
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        while free > 0:
+            try:
+                free -= f.write(b"x" * min(free, 1 << 16))
+                f.flush()
+            except OSError:
+                break
+"""
+
+
+def test_on_a_full_disk_the_index_and_the_gallery_stay_whole(tmp_path):
+    run = _tmpfs_runner(tmp_path)
+    script = FILL + f"""
+import json
+sys.path.insert(0, {REPO!r})
+from batch import gallery, index
+out = sys.argv[1]
+index.append(out, {{"asset": "a", "status": "ok", "source": "/a.obj", "seconds": 1}})
+gallery.write(out, list(index.read(out).values()))
+page = open(os.path.join(out, "index.html")).read()
+with open(os.path.join(out, index.INDEX), "ab") as f:  # the last page of the index nearly full
+    f.write(b"\\n" * (4096 - os.path.getsize(os.path.join(out, index.INDEX)) - 40))
+before = open(os.path.join(out, index.INDEX), "rb").read()
+fill(out)
+errors = []
+for record in ({{"asset": "b", "status": "ok", "reason": "x" * 200}}, {{"asset": "c", "status": "ok"}}):
+    try:
+        index.append(out, record)
+    except index.WriteError as error:
+        errors.append(str(error))
+try:
+    gallery.write(out, list(index.read(out).values()) * 200)
+    errors.append("the page was written")
+except OSError as error:
+    errors.append(error.strerror)
+after = open(os.path.join(out, index.INDEX), "rb").read()
+print(json.dumps({{"errors": errors, "index_same": after[:len(before)] == before, "added": after[len(before):].decode(),
+                  "page_same": open(os.path.join(out, "index.html")).read() == page,
+                  "files": sorted(os.listdir(out)), "latest": sorted(index.read(out))}}))
+"""
+    seen = run(script, "256k")
+    assert len(seen["errors"]) == 2 and all("No space left on device" in e for e in seen["errors"]), seen
+    # The long line did not fit and was cut back off; the short one after it fits whole, on a clean line.
+    assert seen["index_same"] and seen["added"] == '{"asset": "c", "status": "ok"}\n', seen
+    assert seen["page_same"], seen  # the old page kept
+    assert seen["files"] == ["filler", "index.html", "index.jsonl"], seen  # no index.html.tmp-PID
+    assert seen["latest"] == ["a", "c"], seen
+
+
+def test_a_full_disk_during_a_batch_is_recorded_stops_it_with_one_message_and_a_rerun_finishes(env, library, tmp_path):
+    run = _tmpfs_runner(tmp_path)
+    script = FILL + f"""
+import json, subprocess
+out = os.path.join(sys.argv[1], "out")
+argv = [{PYTHON!r}, {BATCH!r}, {str(library / "cube.obj")!r}, {str(library / "tetra.obj")!r}, "--out", out,
+        "--cpus", "2", "--jobs", "1", *{TINY!r}]
+os.makedirs(out)
+fill(sys.argv[1], leave=64 << 10)
+first = subprocess.run(argv, capture_output=True, text=True)
+path = os.path.join(out, "index.jsonl")
+lines = open(path).read().splitlines() if os.path.exists(path) else []
+left = sorted(os.path.relpath(os.path.join(root, name), out) for root, dirs, files in os.walk(out)
+              for name in dirs + files if ".tmp-" in name or name == ".staging")
+os.remove(os.path.join(sys.argv[1], "filler"))
+second = subprocess.run(argv, capture_output=True, text=True)
+sys.path.insert(0, {REPO!r})
+from batch import index
+print(json.dumps({{"first": [first.returncode, first.stdout, first.stderr], "lines": lines, "left": left,
+                  "second": [second.returncode, second.stdout, second.stderr],
+                  "latest": {{os.path.basename(r["source"]): r["status"] for r in index.read(out).values()}}}}))
+"""
+    seen = run(script, "8m", env=env, timeout=900)
+    code, stdout, stderr = seen["first"]
+    assert code == 1 and "Traceback" not in stderr, stdout + stderr
+    assert stderr.count("splatsketch-batch: error: no space left") == 1, stderr
+    assert "1 asset(s) not started" in stderr, stderr
+    (line,) = [json.loads(text) for text in seen["lines"]]  # the first asset: recorded, not lost
+    assert line["status"] == "crashed" and line["no_space"] and "no space left" in line["reason"], line
+    assert seen["left"] == [], seen["left"]  # no staging folder, no index.html.tmp-PID
+    code, stdout, stderr = seen["second"]
+    assert code == 0, stdout + stderr
+    assert seen["latest"] == {"cube.obj": "ok", "tetra.obj": "ok"}, seen["latest"]
+
+
+def _descendants(pid: int) -> set[int]:
+    done = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True)
+    children: dict[int, list[int]] = {}
+    for line in done.stdout.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_driver_leaves_no_process_and_the_local_instance_listens_on_loopback(env, library, tmp_path):
+    out = tmp_path / "out"
+    home = tmp_path / "home"
+    own = {**env, "HOME": str(home), "BLENDER_USER_RESOURCES": str(home / "blender")}
+    long = [*TINY, "--iterations", "100000"]
+    top = subprocess.Popen([PYTHON, BATCH, library / "cube.obj", library / "tetra.obj", "--out", out, "--cpus", "2",
+                            *long], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=own, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while len(processes_with(f"{out}/.staging")) < 2 and time.monotonic() < deadline and top.poll() is None:
+        time.sleep(0.2)
+    time.sleep(3.0)
+    tree = _descendants(top.pid)
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+    ours = [line for line in listening if any(f"pid={pid}," in line for pid in tree | {top.pid})]
+    (driver,) = [pid for pid in tree if str(out) in open(f"/proc/{pid}/cmdline").read()
+                 and _descendants(pid) and pid in _children(top.pid)]
+    os.kill(driver, signal.SIGKILL)
+    stdout, stderr = top.communicate(timeout=120)
+    assert top.returncode == 128 + signal.SIGKILL, stdout + stderr
+    assert len(processes_with(str(out))) == 0 and len(tree) > 8, tree
+    assert not [pid for pid in tree if _alive(pid)], "a process of the killed batch lives on"
+    assert ours and all(line.split()[3].startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for line in ours), \
+        "\n".join(ours)
+    assert os.stat(home / ".ray" / "auth_token").st_mode & 0o777 == 0o600
+    assert not list(home.glob("**/splatsketch/jobs/*")), "a job folder was left in the extension's user folder"
+    assert not (out / ".staging").exists()
+
+
+def _children(pid: int) -> set[int]:
+    done = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in done.stdout.split()}
+
+
+def test_a_bad_index_line_is_skipped_and_a_renamed_asset_keeps_its_sketch(env, library, tmp_path):
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    lib.mkdir()
+    out.mkdir()
+    (lib / "old name.obj").write_bytes((library / "tetra.obj").read_bytes())
+    (out / index.INDEX).write_text('{"asset": "zzz", "metrics": [1]}\n')
+    first = batch(env, lib, "--out", out, "--cpus", "2", *TINY)
+    assert first.returncode == 0 and "Traceback" not in first.stderr, first.stdout + first.stderr
+    assert "skipped 1 unusable line(s)" in first.stderr
+    assert not (out / ".staging").exists()
+    (old,) = [r for r in index.read(str(out)).values() if r["status"] == "ok"]
+    os.rename(lib / "old name.obj", lib / "new name.obj")
+    second = batch(env, lib, "--out", out, "--cpus", "2", *TINY)
+    assert second.returncode == 0 and "1 assets: 0 to sketch, 1 already done" in second.stdout, second.stdout
+    assert "(renamed): its sketch moved, not redone" in second.stdout
+    latest = index.read(str(out))
+    assert latest[old["asset"]]["status"] == index.RENAMED and not (out / old["asset"]).exists()
+    (new,) = [r for r in latest.values() if r["status"] == "ok"]
+    assert new["source"] == str(lib / "new name.obj") and new["content_hash"] == old["content_hash"]
+    assert all(os.path.isfile(out / path) for path in new["outputs"].values()), new["outputs"]
+    page = (out / "index.html").read_text()
+    assert "new name.obj" in page and "old name.obj" not in page
