@@ -291,7 +291,7 @@ def cpu_torch_index(dist: str, events: EventStream) -> tuple[str, str]:
     if _serves(url, dist):
         return url, ""
     cuda_wheel = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
-    cost = ("the CUDA build: it runs on the CPU too, but takes about 5 GB on disk instead of about 1 GB"
+    cost = ("the CUDA build: it runs on the CPU too, but takes about 6 GB on disk instead of about 1 GB"
             if cuda_wheel else "about the size of the CPU build here")
     note = f"PyTorch's CPU index {url} could not be reached: torch comes from {default_index()} instead, {cost}"
     sys.stderr.write(f"{note}\n")  # the set-up log
