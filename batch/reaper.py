@@ -4,7 +4,8 @@ Ray's local instance starts agents (dashboard, runtime env) that outlive a drive
 by a minute or more, and a killed driver cannot clean anything itself. So ``bin/splatsketch-batch``
 forks: the child is the driver; the parent is a Linux *child subreaper*, so every process the driver
 leaves behind (Ray's, Blender's) becomes its child, and it stops them when the driver is gone, then
-removes ``OUT/.staging`` if no other batch took the folder meanwhile. Killing the parent instead
+removes ``OUT/.staging`` if no other batch took the folder meanwhile. Ctrl-C and SIGTERM are passed
+on to the driver (its own process group, so it hears a terminal's Ctrl-C once); killing the parent
 stops the driver (SIGTERM, its orderly stop) through the parent-death signal.
 """
 
@@ -45,6 +46,7 @@ def supervise(driver) -> int:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(143)
+        os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the reaper only, which passes it on once
         code = 1
         try:
             code = driver(write_end)
@@ -53,8 +55,8 @@ def supervise(driver) -> int:
             sys.stderr.flush()
             os._exit(code)
     os.close(write_end)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the driver itself
-    signal.signal(signal.SIGTERM, lambda *_: _forward(pid, signal.SIGTERM))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: _forward(pid, signum))
     status = _wait_for(pid)
     code = os.waitstatus_to_exitcode(status)
     killed = code < 0
