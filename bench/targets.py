@@ -33,7 +33,7 @@ import quality  # noqa: E402 - the suite's meshes, importer and evaluation views
 
 MODES = ("freestyle", "mesh")
 PHASES = ("start", "targets", "features", "optimisation", "write_back")
-PICTURE_MESHES = ("spot", "mug", "chair", "lamp")
+PICTURE_MESHES = ("spot", "duck", "plane", "lamp")
 PICTURE_VIEWS = (0, 7, 15)
 
 
@@ -144,7 +144,7 @@ def picture(results: dict, out: Path, dest: Path) -> None:
         with np.load(Path(results[name]["freestyle"]["job"]) / "views.npz") as data:
             freestyle = data["lines"] > 127
         with np.load(job / "views.npz") as data, np.load(job / "mesh.npz") as mesh:
-            size = int(data["size"][0])
+            size = int(round(2 * float(data["Ks"][0, 0, 2])))  # the cameras' centred principal point
             drawn = mesh_views(mesh["vertices"], mesh["faces"], data["viewmats"][list(PICTURE_VIEWS)],
                                data["Ks"][list(PICTURE_VIEWS)], size, size)["lines"] > 127
         for i, v in enumerate(PICTURE_VIEWS):
