@@ -7,6 +7,7 @@ job leaves the folder exactly as it was.
 from __future__ import annotations
 
 import json
+import math
 import time
 import zipfile
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .protocol import (  # noqa: F401 - write_atomic stays importable from here 
 
 MAX_VIEWS = 4096
 MAX_IMAGE_SIZE = 4096
+MAX_NPZ_BYTES = 8 * 2 ** 30  # all the arrays of one .npz: far above any real job (a few hundred MB at most)
 
 
 @dataclass
@@ -48,10 +50,36 @@ def load_npz(path: Path, required: bool) -> dict[str, np.ndarray]:
             raise BadJob(f"{path}: missing (the job folder needs {path.name}, see docs/JOB_FORMAT.md)")
         return {}
     try:
+        _check_sizes(path)
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise BadJob(f"{path}: not a readable .npz of plain arrays ({exc})") from None
+
+
+def _check_sizes(path: Path) -> None:
+    """Refuse an .npz whose arrays declare more bytes than the file holds, or more than MAX_NPZ_BYTES
+    in all, from their headers alone: loading allocates what a header declares before reading a byte."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            with archive.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(f))
+                declared = math.prod(shape) * dtype.itemsize
+                held = member.file_size - f.tell()
+            name = member.filename.removesuffix(".npy")
+            if declared > held:
+                raise BadJob(f"{path}: '{name}' declares {list(shape)} {dtype} ({_size(declared)}) but holds "
+                             f"{_size(held)}")
+            total += declared
+    if total > MAX_NPZ_BYTES:
+        raise BadJob(f"{path}: its arrays hold {_size(total)}, more than the limit of {_size(MAX_NPZ_BYTES)}")
+
+
+def _size(count: int) -> str:
+    return f"{count / 2 ** 30:.1f} GiB" if count >= 2 ** 30 else f"{count} bytes"
 
 
 def _check(arrays, path: Path, key: str, dtypes, shape, required=True):

@@ -7,7 +7,7 @@ instant-ngp's ``fl_x``/``fl_y``/``cx``/``cy``) and per frame ``file_path`` and a
 the silhouette (or a mask folder). What a mesh gives the mesh path comes from the images instead:
 
 * the normalised space (centre, radius) is the bounding sphere of the silhouettes' visual hull;
-* ``mesh.npz`` is that hull, carved from every training silhouette (a wire thinner than the carving's
+* ``mesh.npz`` is that hull, carved from the training silhouettes (a wire thinner than the carving's
   cells kept as a thin tube) and meshed by surface nets, so the
   ``surface`` term, the ``features`` start and re-seeding work unchanged (it bounds the object from
   outside: concavities no silhouette sees are filled);
@@ -18,7 +18,9 @@ the silhouette (or a mask folder). What a mesh gives the mesh path comes from th
 
 Image decoding is the caller's (Blender's loader handles every format); everything else is here, so
 the bad-input checks and the geometry are testable without Blender. Every problem is a
-:class:`CaptureError` with one line naming the file and what is wrong.
+:class:`CaptureError` with one line naming the file and what is wrong. Loops that can run long on a
+large capture (its frames, the hull's views, growing lines) look at the headless command's stop
+request (``jobs.runner.check_stop``), so Ctrl-C or SIGTERM stops them within a second.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..backend import cameras
+from ..jobs.runner import check_stop
 
 TRAIN_JSON, TEST_JSON, SINGLE_JSON = "transforms_train.json", "transforms_test.json", "transforms.json"
 IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
@@ -49,6 +53,11 @@ DEPTH_JUMP = 0.1  # normalised units (radius 1) between neighbour pixels: an occ
 DEPTH_CONTRAST, DEPTH_CONTRAST_REACH = 0.004, 3
 HULL_SAMPLES_PER_EDGE = 3  # surface samples per triangle edge for the hull's depth maps
 TEST_SPLIT_EVERY = 8  # without transforms_test.json every 8th training frame is held out
+# What a transforms json may hold: a capture needs four levels (file, frames, frame, matrix rows) and a
+# few hundred bytes a frame, so these leave room for any real capture and refuse a hostile file before
+# it is parsed (a deeply nested one would exhaust the parser's recursion, a huge one the memory).
+MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_FRAMES = 64 * 2 ** 20, 32, 50_000
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 class CaptureError(ValueError):
@@ -137,31 +146,76 @@ def _rigid(matrix, where: str) -> np.ndarray:
     return m
 
 
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives
+        return False
+
+
 def _image_path(folder: str, relative, where: str) -> str:
+    """The picture a frame names, which must lie inside the capture ``folder`` (after following links):
+    a capture is often someone else's download, and its json must not make us read other files."""
     if not isinstance(relative, str) or not relative.strip():
         raise CaptureError(f"{where}: 'file_path' must name an image")
     base = os.path.normpath(os.path.join(folder, relative))
+    if not _inside(base, os.path.normpath(folder)):
+        raise CaptureError(f"{where}: 'file_path' {relative!r} points outside the capture folder {folder}; "
+                           "its pictures must be inside it")
     for ext in IMAGE_EXTENSIONS:
         if os.path.isfile(base + ext):
-            return base + ext
+            return _real_inside(base + ext, folder, where)
     raise CaptureError(f"{where}: image '{relative}' not found (looked for {base}"
                        f"{' with .png/.jpg' if not os.path.splitext(base)[1] else ''})")
 
 
-def read_frames(path: str, masks: str = "") -> list[Frame]:
-    """Every frame of one transforms json, checked; images must exist (they are not decoded here)."""
+def _real_inside(path: str, folder: str, where: str) -> str:
+    """``path`` if the file it finally names (links followed) is inside ``folder``'s own real folder."""
+    real = os.path.realpath(path)
+    if not _inside(real, os.path.realpath(folder)):
+        raise CaptureError(f"{where}: {path} is a link to {real}, outside the folder {folder}; "
+                           "its pictures must be inside it")
+    return path
+
+
+def _json_depth(raw: bytes) -> int:
+    """How deeply ``raw``'s arrays and objects nest, counted without parsing (so without recursion):
+    brackets outside strings, as a running sum."""
+    code = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
+    step = np.isin(code, (ord("["), ord("{"))).astype(np.int64) - np.isin(code, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def load_json(path: str):
+    """A transforms json, read within MAX_JSON_BYTES and MAX_JSON_DEPTH; :class:`CaptureError` otherwise."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+    except OSError as error:
+        raise CaptureError(f"{path}: cannot read it ({error.strerror or error})") from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise CaptureError(f"{path}: larger than {MAX_JSON_BYTES // 2 ** 20} MiB, too large for a capture's json")
+    if _json_depth(raw) > MAX_JSON_DEPTH:
+        raise CaptureError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep, not a capture's json")
+    try:
+        return json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as error:
         raise CaptureError(f"{path}: malformed JSON ({error})") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
         raise CaptureError(f"{path}: cannot read it ({error})") from None
+
+
+def read_frames(path: str, masks: str = "") -> list[Frame]:
+    """Every frame of one transforms json, checked; images must exist (they are not decoded here)."""
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
         raise CaptureError(f"{path}: expected an object with a 'frames' list (NeRF synthetic layout)")
+    if len(data["frames"]) > MAX_FRAMES:
+        raise CaptureError(f"{path}: {len(data['frames'])} frames, more than the {MAX_FRAMES} a capture may have")
     shared = _intrinsics(data, path)
     folder, frames = os.path.dirname(path), []
     for i, entry in enumerate(data["frames"]):
+        check_stop()  # tens of thousands of frames, each a few file-system calls
         where = f"{path}: frame {i}"
         if not isinstance(entry, dict):
             raise CaptureError(f"{where}: expected an object with 'file_path' and 'transform_matrix'")
@@ -176,6 +230,7 @@ def read_frames(path: str, masks: str = "") -> list[Frame]:
                          if os.path.isfile(os.path.join(masks, stem + ext))), "")
             if not mask:
                 raise CaptureError(f"{where}: no mask {os.path.join(masks, stem)}.png for {image}")
+            _real_inside(mask, masks, where)
         if "transform_matrix" not in entry:
             raise CaptureError(f"{where}: no 'transform_matrix'")
         frames.append(Frame(image, _rigid(entry["transform_matrix"], where), intrinsics, mask))
@@ -269,7 +324,8 @@ def _blur(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 def _grow(mask: np.ndarray, within: np.ndarray) -> np.ndarray:
     """Pixels of ``within`` 8-connected to ``mask`` (hysteresis)."""
     grown = mask.copy()
-    while True:
+    while True:  # one pixel a pass: a long line in a large picture takes thousands
+        check_stop()
         p = np.pad(grown, 1)
         near = np.zeros_like(grown)
         for dy in (0, 1, 2):
@@ -469,6 +525,7 @@ def carve(viewmats, Ks, alphas, lo, hi, n: int) -> tuple[np.ndarray, np.ndarray]
     near = np.ones(len(points), bool)
     alive = np.arange(len(points))  # points some view may still keep: later views only look at these
     for viewmat, K, alpha in zip(viewmats, Ks, alphas):
+        check_stop()  # a view is a fraction of a second: a stop need not wait for the whole hull
         viewmat, K, alpha = (np.asarray(a, np.float32) for a in (viewmat, K, alpha))
         cam = points[alive] @ viewmat[:3, :3].T + viewmat[:3, 3]
         z = cam[:, 2]

@@ -2,8 +2,10 @@
 
 The Blender half of :mod:`.capture`: pictures are decoded by Blender's own loader (any format it
 reads; one picture per step, so a modal operator stays responsive), then the capture's numpy code
-makes the targets, the visual hull and the normalisation. Nothing is written until every picture has
-loaded and been checked, and a failure removes what was written, as for meshes.
+makes the targets, the visual hull and the normalisation. Only the pictures a job uses are decoded
+(its views and the hull's, at most HULL_FRAMES), so a long capture costs time and memory like a short
+one. Nothing is written until every one of them has loaded and been checked, and a failure removes
+what was written, as for meshes.
 """
 
 from __future__ import annotations
@@ -22,18 +24,28 @@ from .sketch_object import world_control_points
 EVAL_FRAMES = 24  # held-out frames scored by --evaluate (spread over the test set)
 HULL_PICTURE_SIZE = 512  # silhouettes are carved at up to this many pixels (the job's pictures are smaller)
 LINE_PICTURE_SIZE = 512  # lines inside the silhouette are found at up to this many pixels, then pooled
+# The hull is carved from at most this many training pictures, spread round the object (more add
+# nothing a carving at HULL_FINE voxels can show); only these and the job's own views are decoded, so
+# a capture of thousands of frames holds about as much as one of a hundred.
+HULL_FRAMES = 128
+
+
+def _decoded(path: str, what: str) -> np.ndarray:
+    """The picture at ``path`` as uint8 ``[H,W,4]``; a file Blender cannot decode is named as such
+    (its loader hands back an empty image for a file that is not a picture)."""
+    try:
+        rgba = targets.read_image_rgba(path)
+    except RuntimeError as error:  # Blender: "Error: Cannot read image ..."
+        raise CaptureError(f"{path}: Blender cannot read this {what} ({error})") from None
+    if rgba.size == 0:
+        raise CaptureError(f"{path}: Blender cannot read this {what} (not a picture it knows, or damaged)")
+    return rgba
 
 
 def _picture(frame: capture.Frame, masked: bool) -> np.ndarray:
-    try:
-        rgba = targets.read_image_rgba(frame.image)
-    except RuntimeError as error:  # Blender: "Error: Cannot read image ..."
-        raise CaptureError(f"{frame.image}: Blender cannot read this image ({error})") from None
+    rgba = _decoded(frame.image, "image")
     if masked:
-        try:
-            mask = targets.read_image_rgba(frame.mask)
-        except RuntimeError as error:
-            raise CaptureError(f"{frame.mask}: Blender cannot read this mask ({error})") from None
+        mask = _decoded(frame.mask, "mask")
         if mask.shape != rgba.shape:
             raise CaptureError(f"{frame.mask}: the mask is {mask.shape[1]}x{mask.shape[0]} px but its image "
                                f"is {rgba.shape[1]}x{rgba.shape[0]} px")
@@ -52,11 +64,12 @@ class Loaded(NamedTuple):
     detail: list | None = None  # [V] uint8 [H'',W'',4]: the pictures at up to LINE_PICTURE_SIZE, for their lines
 
 
-def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool = False, detail: bool = False):
+def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool = False, detail=False):
     """Decode, check and resize ``frames``; yields once per picture, returns :class:`Loaded` (with
     ``hull``, also the silhouettes at up to ``HULL_PICTURE_SIZE`` px: the hull is carved from sharper
     silhouettes than the job's, so a wire a pixel thin at the job's size is still in it; with
-    ``detail``, the pictures at up to ``LINE_PICTURE_SIZE`` px, where thin lines are still lines)."""
+    ``detail``, the pictures at up to ``LINE_PICTURE_SIZE`` px, where thin lines are still lines:
+    ``True`` for every frame, or a set of positions in ``frames``, the others None, as they are large)."""
     rgbas, viewmats, Ks, alphas, hull_Ks, details = [], [], [], [], [], []
     for i, frame in enumerate(frames):
         rgba = _picture(frame, bool(frame.mask))
@@ -81,8 +94,10 @@ def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool =
             w, h = capture.target_size(*full, HULL_PICTURE_SIZE)
             alphas.append(capture.resize_rgba(rgba, w, h)[..., 3].astype(np.float32) / 255.0)
             hull_Ks.append(K * np.array([[w / width], [h / height], [1.0]]))
-        if detail:
+        if detail is True or detail and i in detail:
             details.append(capture.resize_rgba(rgba, *capture.target_size(*full, LINE_PICTURE_SIZE)))
+        elif detail:
+            details.append(None)
         yield i + 1, len(frames)
     return Loaded(np.stack(rgbas), np.stack(viewmats), np.stack(Ks), expect,
                   np.stack(alphas) if hull else None, np.stack(hull_Ks) if hull else None,
@@ -98,20 +113,23 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     written so far are removed."""
     held = [cap.test[i] for i in capture.pick_spread(cap.test, heldout_views)] if cap.test and heldout_views else []
     picked = capture.pick_spread(cap.train, train_views)
+    # The hull's frames (spread sampling is greedy from frame 0, so they include the job's picks).
+    carved = sorted(set(capture.pick_spread(cap.train, HULL_FRAMES)) | set(picked))
+    at = [carved.index(i) for i in picked]  # the job's views among the loaded frames
     # Steps: every picture, the hull, then each job view's depth and lines (so a modal stays responsive).
-    total = len(cap.train) + len(held) + 1 + len(picked) + len(held)
-    train = yield from _counted(iter_load(cap.train, size, hull=True, detail=True), 0, total)
+    total = len(carved) + len(held) + 1 + len(picked) + len(held)
+    train = yield from _counted(iter_load([cap.train[i] for i in carved], size, hull=True, detail=set(at)), 0, total)
     rgba, viewmats, Ks = train.rgba, train.viewmats, train.Ks
-    details = [train.detail[i] for i in picked]
+    details = [train.detail[i] for i in at]
     if held:
-        test = yield from _counted(iter_load(held, size, train.full, detail=True), len(cap.train), total)
+        test = yield from _counted(iter_load(held, size, train.full, detail=True), len(carved), total)
         test_rgba, test_viewmats, test_Ks = test.rgba, test.viewmats, test.Ks
         details += test.detail
     vertices, faces = capture.visual_hull(viewmats, train.hull_Ks, train.hull_alpha)
-    done = len(cap.train) + len(held) + 1
+    done = len(carved) + len(held) + 1
     yield done, total
     center, radius = mesh.bounding_sphere(vertices)
-    views = {"rgba": rgba[picked], "viewmats": viewmats[picked], "Ks": Ks[picked]}
+    views = {"rgba": rgba[at], "viewmats": viewmats[at], "Ks": Ks[at]}
     if held:
         views = {k: np.concatenate([views[k], v]) for k, v in
                  (("rgba", test_rgba), ("viewmats", test_viewmats), ("Ks", test_Ks))}

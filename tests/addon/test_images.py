@@ -98,6 +98,20 @@ def _non_finite(data):
     data["frames"][2]["transform_matrix"][0][3] = float("nan")
 
 
+def _deep_json(folder):
+    with open(os.path.join(folder, "transforms_train.json"), "w", encoding="utf-8") as f:
+        f.write('{"frames": ' + "[" * 200_000 + "]" * 200_000 + "}")
+
+
+def _file_path(frame, path):
+    return lambda data: data["frames"][frame].update(file_path=path)
+
+
+def _link_out(folder, name):
+    os.remove(os.path.join(folder, "train", name))
+    os.symlink("/etc/passwd", os.path.join(folder, "train", name))
+
+
 def _picture(addon, folder, name, image):
     mod(addon, "scene.pixels").write_png(os.path.join(folder, "train", name), image)
 
@@ -117,6 +131,13 @@ BAD = {
     "fewer than 2 frames": (lambda a, f: _edit_json(f, lambda d: d.update(frames=d["frames"][:1])),
                             "at least 2 views"),
     "cameras looking away": (lambda a, f: _edit_json(f, _look_away), "do not look at one object"),
+    "json nested 200,000 deep": (lambda a, f: _deep_json(f), "nested more than 32 levels deep"),
+    "file_path out of the folder": (lambda a, f: _edit_json(f, _file_path(3, "../" * 12 + "etc/passwd")),
+                                    "frame 3: 'file_path' '../../"),
+    "absolute file_path": (lambda a, f: _edit_json(f, _file_path(2, "/etc/passwd")), "outside the capture folder"),
+    "picture linked out of the folder": (lambda a, f: _link_out(f, "r_3.png"), "is a link to /etc/passwd"),
+    "not a picture": (lambda a, f: open(os.path.join(f, "train", "r_1.png"), "w").write("hello"),
+                      "r_1.png: Blender cannot read this image"),
 }
 
 
@@ -425,3 +446,44 @@ def test_visual_hull_keeps_a_wire_thinner_than_its_cells(addon):
     assert np.median(np.linalg.norm(ball, axis=1)) < 1.06
     field, near = capture.carve(viewmats, Ks, alphas, -np.full(3, 2.4), np.full(3, 2.4), 64)
     assert not (field[32, 32, 56:] > capture.ALPHA_THRESHOLD).any()  # the plain carving loses the wire
+
+
+def test_a_bad_capture_leaves_the_other_assets_of_the_command_running(addon, capsys, tmp_path):
+    deep = write_sphere_capture(addon, str(tmp_path / "deep"))
+    _deep_json(deep)
+    good = write_sphere_capture(addon, str(tmp_path / "good"))
+    code = addon.cli.main(["--images", deep, "--images", good, "--python", BACKEND_PYTHON, *TINY])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("splatsketch: error")]
+    assert code == 1 and len(lines) == 1 and "nested more than" in lines[0] and "Traceback" not in err, err
+    assert "good Sketch" in bpy.data.objects
+
+
+def test_a_long_capture_decodes_only_the_pictures_it_uses(addon, tmp_path, monkeypatch):
+    """The hull is carved from at most HULL_FRAMES pictures spread round the object, and only those and
+    the job's views are decoded: thousands of frames cost what a hundred do."""
+    capture, capture_job = mod(addon, "scene.capture"), mod(addon, "scene.capture_job")
+    monkeypatch.setattr(capture_job, "HULL_FRAMES", 8)
+    cap = capture.read_capture(write_sphere_capture(addon, str(tmp_path / "c"), train=40, size=48))
+    steps = capture_job.iter_write_capture_job(str(tmp_path / "job"), cap, {}, train_views=4, heldout_views=2,
+                                               size=48)
+    assert next(steps)[1] == 8 + 2 + 1 + 4 + 2  # pictures, held-out pictures, the hull, each view's lines
+    placed = mod(addon, "scene.targets").drain(steps)
+    assert placed["train"] == 4 and np.linalg.norm(np.array(placed["center"]) - CENTER) < 0.1 * RADIUS
+
+
+def test_a_stop_request_ends_every_long_loop_of_a_capture(addon, tmp_path):
+    """Reading frames, carving the hull and growing lines each look at the stop flag SIGTERM sets."""
+    capture, runner = mod(addon, "scene.capture"), mod(addon, "jobs.runner")
+    folder = write_sphere_capture(addon, str(tmp_path / "c"), train=12, size=48)
+    cap = capture.read_capture(folder)
+    loaded = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train, 48, hull=True))
+    runner.request_stop("SIGTERM")
+    try:
+        for work in (lambda: capture.read_capture(folder),
+                     lambda: capture.visual_hull(loaded.viewmats, loaded.hull_Ks, loaded.hull_alpha),
+                     lambda: capture.line_image(loaded.rgba[0])):
+            with pytest.raises(runner.Terminated):
+                work()
+    finally:
+        runner.clear_stop()

@@ -1,9 +1,11 @@
 """Bad jobs: each case exits with code 2, one line naming what and where, no traceback, nothing written."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,30 @@ def test_unavailable_device_has_its_own_code(job):
         pytest.skip("this machine has CUDA")
     assert proc.returncode == 4
     assert "'cuda' was requested" in json.loads(proc.stdout.strip().splitlines()[-1])["message"]
+
+
+def _declare_huge_rgba(folder):
+    """views.npz whose 'rgba' header declares a 12 TiB array over a few bytes of data."""
+    path = Path(folder) / "views.npz"
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (3, 1 << 20, 1 << 20, 4)})
+    members["rgba.npy"] = header.getvalue() + bytes(64)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_an_array_declaring_more_than_the_file_holds_is_refused_before_loading(job):
+    _declare_huge_rgba(job)
+    assert_bad_job(job, "views.npz", "'rgba' declares [3, 1048576, 1048576, 4]", "holds 64 bytes")
+
+
+def test_arrays_beyond_the_size_limit_are_refused(job, monkeypatch):
+    import backend.job
+
+    monkeypatch.setattr(backend.job, "MAX_NPZ_BYTES", 1000)
+    with pytest.raises(BadJob, match="views.npz: its arrays hold .* more than the limit of 1000 bytes"):
+        load_job(job)
