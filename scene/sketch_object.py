@@ -4,9 +4,12 @@ One stroke of the backend is one Bézier spline: S cubic segments (control point
 normalised space, anchors at rows 0, 3, ..., 3S) are S+1 spline points, point j at row 3j with
 handle_left row 3j-1 and handle_right row 3j+1. Interior joints are G1 (collinear handles), so their
 handles are ALIGNED: dragging one handle in Blender keeps the stroke smooth, as an artist expects.
-The end points' outer handles mirror the inner ones and are FREE (they shape nothing). The points are
-written in world space (``center + radius * p``) with an identity object matrix, so what the artist
-edits is exactly what the optimiser produced.
+The end points' outer handles mirror the inner ones and are FREE (they shape nothing).
+
+The object sits at the source's centre (its location; no rotation, scale 1) and the points are
+written relative to it: ``world = center + radius * p`` is worked out in float64 and Blender's float32
+then only holds the small offsets, so a sketch a million units from the origin keeps its shape
+instead of snapping to a 1/16-unit grid. Lengths stay in scene units (the bevel too).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 
 import bpy
+import mathutils
 import numpy as np
 
 INK_MATERIAL = "SplatSketch Ink"
@@ -21,13 +25,19 @@ CREATED_FLAG = "splatsketch_created"  # on collections we made, so remove_sketch
 _INT_LIMIT = 2**31 - 1  # ID properties hold 32-bit ints
 
 
-def _world_points(control_points, center, radius) -> np.ndarray:
+def _local_points(control_points, center, radius, origin) -> np.ndarray:
+    """Normalised ``control_points`` as offsets from ``origin`` (the object's location), in float64."""
     points = np.asarray(control_points, dtype=np.float64)
     if points.size == 0:
         points = points.reshape(0, 4, 3)
     if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] < 4 or (points.shape[1] - 1) % 3:
         raise ValueError(f"stroke control points must be [K, 3*S+1, 3], got {list(points.shape)}")
-    return np.asarray(center, dtype=np.float64) + float(radius) * points
+    return (np.asarray(center, dtype=np.float64) - np.asarray(origin, dtype=np.float64)) + float(radius) * points
+
+
+def _location(obj) -> np.ndarray:
+    """The object's world location as Blender stores it (float32 values, read as float64)."""
+    return np.array(obj.matrix_world.translation, dtype=np.float64)
 
 
 def _ink_material():
@@ -60,7 +70,7 @@ def _sketch_collection(name: str):
 
 
 def _fill_splines(curve, points: np.ndarray) -> None:
-    """(Re)build one Bézier spline of S+1 points per stroke from world-space ``points [K,3S+1,3]``."""
+    """(Re)build one Bézier spline of S+1 points per stroke from object-space ``points [K,3S+1,3]``."""
     curve.splines.clear()
     anchors = (points.shape[1] - 1) // 3 + 1
     for _ in range(len(points)):
@@ -111,7 +121,6 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
     ``stroke_width * radius`` (scene units). ``source_obj`` is only read (its name); it is None for a
     sketch made from pictures (then ``name`` is required and ``properties`` say where it came from).
     """
-    points = _world_points(control_points, center, radius)
     name = name or f"{source_obj.name} Sketch"
     curve = bpy.data.curves.new(name, 'CURVE')
     curve.dimensions = '3D'
@@ -120,9 +129,11 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
     curve.bevel_depth = float(stroke_width) * float(radius)
     curve.bevel_resolution = 3
     curve.use_fill_caps = True  # no round caps for curve bevels in Blender 4.2-5.0: closed ends instead
-    _fill_splines(curve, points)
     curve.materials.append(_ink_material())
     obj = bpy.data.objects.new(name, curve)  # Blender makes the name unique (".001")
+    # matrix_world, not location: it takes effect at once, before the next depsgraph update
+    obj.matrix_world = mathutils.Matrix.Translation([float(c) for c in center])
+    _fill_splines(curve, _local_points(control_points, center, radius, _location(obj)))
     _sketch_collection(collection_name).objects.link(obj)
     if source_obj is not None:
         obj["splatsketch_source"] = source_obj.name
@@ -134,7 +145,7 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
 
 def update_sketch(obj, control_points, center, radius: float) -> None:
     """Move the curves in place (live preview); rebuild the splines when the count changed (pruning)."""
-    points = _world_points(control_points, center, radius)
+    points = _local_points(control_points, center, radius, _location(obj))
     curve = obj.data
     anchors = (points.shape[1] - 1) // 3 + 1
     if len(curve.splines) != len(points) or any(len(s.bezier_points) != anchors for s in curve.splines):
@@ -165,6 +176,32 @@ def world_control_points(obj) -> np.ndarray:
     padded = [np.vstack([r, np.repeat(r[-1:], width - len(r), axis=0)]) for r in strokes]
     points = np.array(padded, dtype=np.float64).reshape(-1, width, 3)
     return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def normalised_copy(obj, center, radius: float):
+    """A copy of the sketch ``obj`` (object and curve) in the normalised frame (``world = center +
+    radius * p``), identity matrix, bevel scaled alike, handles FREE so they stay where written.
+
+    For pictures of it: Blender builds a curve's tube in object space, where a sketch a millionth of
+    a unit across (or a million units away, in float32) has no room left for one.
+    """
+    matrix = np.array(obj.matrix_world, dtype=np.float64)
+    copy = obj.copy()
+    copy.data = obj.data.copy()
+    copy.matrix_world = mathutils.Matrix.Identity(4)
+    center = np.asarray(center, dtype=np.float64)
+    for spline in copy.data.splines:
+        bps = spline.bezier_points
+        for bp in bps:
+            bp.handle_left_type = bp.handle_right_type = 'FREE'
+        for key in ("co", "handle_left", "handle_right"):
+            local = np.empty(len(bps) * 3)
+            bps.foreach_get(key, local)
+            world = local.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+            bps.foreach_set(key, ((world - center) / radius).ravel())
+    scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3]))))  # the object's own (mean) scale
+    copy.data.bevel_depth = obj.data.bevel_depth * scale / radius
+    return copy
 
 
 def remove_sketch(obj) -> None:

@@ -436,3 +436,57 @@ def test_png_round_trip(tmp_path):
     assert np.array_equal(png.read_png(png.write_png(str(tmp_path / "a.png"), image)), image)
     grey = image[..., 0]
     assert np.array_equal(png.read_png(png.write_png(str(tmp_path / "g.png"), grey))[..., 0], grey)
+
+
+# --- far from the origin, or tiny ----------------------------------------------------------------
+
+def test_a_sketch_far_from_the_origin_keeps_its_shape(suzanne):
+    """Blender holds curve points in float32, a 1/16-unit grid a million units out: the sketch sits at
+    its source's centre and holds only the offsets, so it comes back as the optimiser made it."""
+    center, radius = np.array([1e6 + 0.3, -2e6 - 0.7, 5e5 + 0.1]), 0.5
+    chains = _chains(4, 3)
+    sketch = sketch_object.create_sketch(suzanne, chains, center, radius, 0.01)
+    bpy.context.view_layer.update()
+    expected = center + radius * chains.astype(np.float64)
+    np.testing.assert_allclose(sketch_object.world_control_points(sketch), expected, rtol=0, atol=1e-5)
+    moved = _chains(4, 3, seed=1)
+    sketch_object.update_sketch(sketch, moved, center, radius)
+    np.testing.assert_allclose(sketch_object.world_control_points(sketch), center + radius * moved.astype(np.float64),
+                               rtol=0, atol=1e-5)
+
+
+def _cube_and_its_edges(half: float, offset: float):
+    """A cube of half-size ``half`` whose mesh data sits ``offset`` from the origin (as an imported
+    file has it), and a sketch of its 12 edges."""
+    corners = np.array([(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64)
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    data = bpy.data.meshes.new("Box")
+    data.from_pydata((offset + half * corners).tolist(), [], faces)
+    box = bpy.data.objects.new("Box", data)
+    bpy.context.scene.collection.objects.link(box)
+    center, radius = sphere_of(box)
+    edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if np.abs(corners[a] - corners[b]).sum() == 2]
+    p0, p3 = (corners[[e[0] for e in edges]] / np.sqrt(3), corners[[e[1] for e in edges]] / np.sqrt(3))
+    strokes = np.stack([p0, (2 * p0 + p3) / 3, (p0 + 2 * p3) / 3, p3], 1)
+    return box, sketch_object.create_sketch(box, strokes, center, radius, 0.01)
+
+
+def _ink(sheet: np.ndarray, size: int, views: int) -> float:
+    m = preview.SHEET_MARGIN
+    row = sheet[2 * m + size:2 * m + 2 * size, m:views * (size + m)]
+    return float((row.max(axis=-1) < 100).mean())
+
+
+@pytest.mark.parametrize("half, offset", [(5e-7, 0.0), (0.5, 1e6)], ids=["tiny", "far"])
+def test_contact_sheet_of_a_tiny_or_far_object_draws_the_sketch_like_any_other(tmp_path, half, offset):
+    """Blender builds a curve's tube in object space, in float32: a sketch a millionth of a unit across
+    drew specks and one a million units out drew nothing, unless the pictures are made in the
+    normalised frame."""
+    inks = []
+    for h, o in ((1.0, 0.0), (half, offset)):
+        box, sketch = _cube_and_its_edges(h, o)
+        before, state = counts(), user_state()
+        path = preview.render_contact_sheet(box, sketch, str(tmp_path / f"sheet_{h}.png"), views=2, size=64)
+        assert counts() == before and user_state() == state
+        inks.append(_ink(png.read_png(path), 64, 2))
+    assert inks[0] > 0.02 and 0.8 < inks[1] / inks[0] < 1.25, inks
