@@ -3,7 +3,9 @@
 Built for batches: every user mistake is one line on stderr (no traceback); outputs are checked
 before the long run; one bad asset is reported and skipped, the rest still run, and the exit code
 says whether anything failed (0 all sketched, 1 some asset failed, 2 nothing could start,
-130 interrupted, 143 terminated). The open .blend is never saved over unless ``--output`` names it.
+130 interrupted, 143 terminated). No output may be an input or another output (checked, by any name
+or link, before anything runs); the open .blend is never saved over unless ``--output`` names it, and
+a .blend that ``--output`` replaces is kept as ``.blend1``.
 Users see progress lines and real errors; Blender's own chatter (render "Saved:" lines, GPU
 messages) goes to a log file named when something fails.
 """
@@ -27,6 +29,8 @@ from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, check_stop,
 from .jobs.sketch import CaptureSketchRun, SketchRun
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
 from .settings_map import active_losses, add_flags, apply_flags
+
+OPEN_BLEND = "the open .blend file"
 
 
 class UsageError(Exception):
@@ -256,9 +260,77 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _resolve(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether writing ``a`` would overwrite ``b``: the same path after links, or one file under two
+    names (a hard link, a case-insensitive disk)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _per_asset(path: str, label: str, several: bool) -> str:
+    """The file an output option gives one asset: ``stem_<asset>.ext`` when several are sketched."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}_{safe_name(label)}{ext}" if several else path
+
+
+def _output_files(output, preview, json_path, report_path, labels=("",)) -> list[tuple[str, str]]:
+    """``(what, path)`` of every file the run may write, each asset's pictures included."""
+    several = len(labels) > 1
+    found = [("--output", output), ("--json", json_path)]
+    for label in labels:
+        of = f" of '{label}'" if several else ""
+        found.append((f"--preview{of}", preview and _per_asset(preview, label, several)))
+        if report_path:
+            stem = os.path.splitext(_per_asset(report_path, label, several))[0]
+            found += [(f"--report{of}", stem + ".png"), (f"--report{of} (its turntable)", stem + ".gif")]
+    return [(what, path) for what, path in found if path]
+
+
+def _input_files(args, sources=()) -> list[tuple[str, str]]:
+    """``(what, path)`` of every file the run reads: meshes, the open .blend, a capture's json files,
+    pictures and masks, the backend Python."""
+    from .scene.capture import Capture, CaptureError, resolve
+
+    found = [("--input", _resolve(path)) for path in args.input]
+    if bpy.data.filepath:
+        found.append((OPEN_BLEND, bpy.data.filepath))
+    if args.python:
+        found.append(("--python", _resolve(args.python)))
+    for path in args.images:
+        try:
+            found += [("--images", json_path) for json_path in resolve(path) if json_path]
+        except CaptureError:
+            pass  # reported with the asset
+    for _, capture, _ in sources:
+        if isinstance(capture, Capture):
+            for frame in capture.train + capture.test:
+                found += [(f"a picture of --images '{capture.name}'", frame.image)]
+                found += [(f"a mask of --images '{capture.name}'", frame.mask)] if frame.mask else []
+    return found
+
+
+def _refuse_clashes(outputs: list[tuple[str, str]], inputs: list[tuple[str, str]]) -> None:
+    """UsageError when an output would overwrite an input or another output. ``--output`` may name
+    the open .blend: saving the sketches into it is what that asks for."""
+    for index, (what, path) in enumerate(outputs):
+        for other, other_path in inputs + outputs[:index]:
+            if _same_file(path, other_path) and not (what == "--output" and other == OPEN_BLEND):
+                raise UsageError(f"{what} '{path}' is the same file as {other}"
+                                 + ("" if other == OPEN_BLEND else f" '{other_path}'")
+                                 + ": it would be overwritten; name another file")
+
+
 def _writable_file(path: str, what: str) -> str:
     """Absolute path of an output file that can be written; checked before any long work."""
-    path = os.path.abspath(os.path.expanduser(path))
+    path = _resolve(path)
     if os.path.isdir(path):
         raise UsageError(f"{what} '{path}' is a folder, expected a file name")
     folder = os.path.dirname(path)
@@ -274,12 +346,27 @@ def _writable_file(path: str, what: str) -> str:
 
 
 def _output_blend(path: str) -> str:
+    """The .blend ``--output`` names (a folder: ``<open file>_sketch.blend`` in it), resolved."""
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
         stem = os.path.splitext(os.path.basename(bpy.data.filepath))[0] or "splatsketch"
         path = os.path.join(path, f"{stem}_sketch.blend")
     if not path.lower().endswith(".blend"):
         raise UsageError(f"--output '{path}' must end in .blend")
-    return _writable_file(path, "--output")
+    return _resolve(path)
+
+
+def _save_blend(path: str) -> None:
+    """Save the scene to ``path``; a file already there is kept as ``path + "1"`` (Blender's own
+    backup, whatever the user's Save Versions preference says), so no run destroys a .blend."""
+    existed = os.path.exists(path)
+    files = bpy.context.preferences.filepaths
+    versions = files.save_version
+    files.save_version = max(versions, 1)
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=path, copy=True)
+    finally:
+        files.save_version = versions
+    _say(f"saved {path}" + (f" (the file it replaced is kept as {path}1)" if existed else ""))
 
 
 def _settings(args, context) -> tuple[dict, dict]:
@@ -393,11 +480,13 @@ def _run(args, log_path: str) -> int:
 
     context = bpy.context
     output = _output_blend(args.output) if args.output else None
-    preview = _writable_file(args.preview, "--preview") if args.preview else None
-    json_path = _writable_file(args.json, "--json") if args.json else None
-    report_path = _writable_file(args.report, "--report") if args.report else None
+    preview, json_path, report_path = (_resolve(p) if p else None for p in (args.preview, args.json, args.report))
     if report_path and not report_path.lower().endswith(".png"):
         raise UsageError(f"--report '{report_path}' must end in .png (the turntable goes beside it as .gif)")
+    _refuse_clashes(_output_files(output, preview, json_path, report_path), _input_files(args))
+    for what, path in (("--output", output), ("--preview", preview), ("--json", json_path), ("--report", report_path)):
+        if path:
+            _writable_file(path, what)
     python = _python(args, context)
     settings, params = _settings(args, context)
     if args.print_settings:  # one prefixed line: whatever else reaches stdout cannot be mistaken for it
@@ -410,6 +499,9 @@ def _run(args, log_path: str) -> int:
     reports, status = [], CLI_OK
     sources, startup = _sources(args, context)
     good = sum(1 for _, obj, problem in sources if not problem)
+    # again with what only the sources tell (each asset's own file names, a capture's pictures), before any run
+    labels = [label for label, _, problem in sources if not problem] if good > 1 else [""]
+    _refuse_clashes(_output_files(output, preview, json_path, report_path, labels), _input_files(args, sources))
     bad_captures = 0  # captures whose input was unusable: if nothing else ran, that is a usage error
     for label, obj, problem in sources:
         check_stop()
@@ -466,8 +558,7 @@ def _run(args, log_path: str) -> int:
     if bad_captures and bad_captures == len(reports):  # nothing could run: bad input, as a bad argument is
         return CLI_USAGE
     if output and sketched:
-        bpy.ops.wm.save_as_mainfile(filepath=output, copy=True)
-        _say(f"saved {output}")
+        _save_blend(output)
     elif output:
         _error(f"no asset was sketched ({len(reports)} failed): nothing saved, {output} not written")
     else:
@@ -508,7 +599,7 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
         for key in ("splatsketch_report", "splatsketch_turntable"):
             sketch.pop(key, None)  # the folder's copies go away with it; the user's copies are below
         if report_path:
-            stem = os.path.splitext(report_path)[0] + (f"_{safe_name(label)}" if several else "")
+            stem = os.path.splitext(_per_asset(report_path, label, several))[0]
             for key, ext in (("report", ".png"), ("turntable", ".gif")):
                 if run.pictures.get(key):
                     shutil.copyfile(run.pictures[key], stem + ext)
@@ -524,9 +615,7 @@ def _preview(source, result_name: str, path: str, label: str, several: bool, cen
     from .scene.capture import Capture
     from .scene.preview import render_capture_sheet, render_contact_sheet
 
-    if several:
-        stem, ext = os.path.splitext(path)
-        path = f"{stem}_{safe_name(label)}{ext}"
+    path = _per_asset(path, label, several)
     if isinstance(source, Capture):
         render_capture_sheet(source, bpy.data.objects[result_name], center, radius, path,
                              title=f"{label} - SplatSketch from pictures")

@@ -10,6 +10,7 @@ import os
 import bpy
 
 from ..backend.protocol import MESH_FORMATS
+from .mesh_files import non_finite_problem
 
 IMPORTERS = {  # extension -> (operator path, keyword arguments)
     ".obj": ("wm.obj_import", {}),
@@ -57,8 +58,13 @@ def import_asset(context, path: str):
     if ext not in IMPORTERS:
         raise ValueError(f"unsupported file type '{ext or os.path.basename(path)}' "
                          f"(supported: {', '.join(sorted(IMPORTERS))})")
+    if os.path.isdir(path):
+        raise ValueError(f"'{path}' is a folder, not a mesh file")
     if not os.path.isfile(path):
         raise ValueError(f"file '{path}' does not exist")
+    problem = non_finite_problem(path)
+    if problem:
+        raise ValueError(problem)
     op_path, kwargs = IMPORTERS[ext]
     module, name = op_path.split(".")
     before, objects_before = id_snapshot(), set(context.scene.objects)

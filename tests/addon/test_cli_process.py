@@ -52,13 +52,13 @@ def _leftovers(home, tmp) -> list[str]:
 
 def test_input_run_is_quiet_and_saves_an_empty_scene_with_the_sketch(sandbox, tmp_path):
     """--input with no file opened: no startup Cube/Camera/Light in the saved .blend; the terminal
-    shows progress (rendering included) and no Blender chatter ("Saved:", Freestyle, EGL)."""
+    shows progress (Freestyle's renders included) and no Blender chatter ("Saved:", Freestyle, EGL)."""
     env, home, tmp = sandbox
     bpy.ops.mesh.primitive_monkey_add()
     asset = tmp_path / "monkey.obj"
     bpy.ops.wm.obj_export(filepath=str(asset), export_selected_objects=True)
     out = tmp_path / "out.blend"
-    done = _cli(env, "--input", str(asset), *TINY, "--output", str(out))
+    done = _cli(env, "--input", str(asset), *TINY, "--targets", "freestyle", "--output", str(out))
     stdout, stderr = done.communicate(timeout=600)
     assert done.returncode == 0, stderr
     for noise in ("Saved:", "strokes set empty", "EGL", "Fra:"):
@@ -99,11 +99,11 @@ def test_nothing_saved_when_every_asset_fails(sandbox, tmp_path):
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_signal_while_targets_render_cancels_cleanly(sandbox, tmp_path, sig, code, word):
-    """A scheduler's SIGTERM (or Ctrl-C) while the target views render: one line, exit 143 (130),
+    """A scheduler's SIGTERM (or Ctrl-C) while Freestyle renders the target views: one line, exit 143 (130),
     no traceback, no job or render folder left behind, nothing saved."""
     env, home, tmp = sandbox
     out = tmp_path / "out.blend"
-    proc = _cli(env, "--demo", "--views", "200", "--image-size", "64", "--output", str(out))
+    proc = _cli(env, "--demo", "--targets", "freestyle", "--views", "200", "--image-size", "64", "--output", str(out))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
@@ -120,3 +120,22 @@ def test_signal_while_targets_render_cancels_cleanly(sandbox, tmp_path, sig, cod
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and word in lines[0], stderr
     assert not out.exists() and not _leftovers(home, tmp)
+
+
+def test_an_existing_output_is_replaced_and_the_old_file_kept_as_blend1(sandbox, tmp_path):
+    """The overwrite policy, as a user sees it: the run saves, the previous file stays as OUT.blend1,
+    and the terminal says so."""
+    env, home, tmp = sandbox
+    bpy.ops.wm.read_homefile(use_factory_startup=True, use_empty=True)
+    bpy.ops.mesh.primitive_cube_add()
+    asset = tmp_path / "box.obj"
+    bpy.ops.wm.obj_export(filepath=str(asset), export_selected_objects=True)
+    out = tmp_path / "out.blend"
+    out.write_bytes(b"the user's previous file")
+    done = _cli(env, "--input", str(asset), *TINY, "--output", str(out))
+    stdout, stderr = done.communicate(timeout=600)
+    assert done.returncode == 0, stderr
+    assert f"saved {out} (the file it replaced is kept as {out}1)" in stdout, stdout
+    assert (tmp_path / "out.blend1").read_bytes() == b"the user's previous file"
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    assert "box Sketch" in bpy.data.objects
