@@ -149,11 +149,15 @@ def _run_asset(spec: dict) -> dict:
     attempt = _count_attempt(attempts_marker(out, asset))
     staging = os.path.join(staging_root, f"{asset}.{uuid.uuid4().hex[:8]}")
     jobs = f"{staging}.jobs"  # the CLI's job folders: here, not in the extension's user folder, so they go too
+    # Blender's and Python's temporary folders too: a Blender killed mid-run cannot remove its own, and
+    # whatever is left under .staging goes with the next run's clean-up.
+    scratch = f"{staging}.tmp"
     os.makedirs(staging)
+    os.makedirs(scratch)
     log_path = os.path.join(staging, "log.txt")
     argv = [*spec["argv"], "--output", os.path.join(staging, BLEND), "--preview", os.path.join(staging, SHEET),
             "--json", os.path.join(staging, METRICS), "--job-dir", jobs]
-    env = {**os.environ, **spec.get("env", {})}
+    env = {**os.environ, **spec.get("env", {}), "TMPDIR": scratch, "TEMP": scratch, "TMP": scratch}
     cwd = spec.get("cwd") if spec.get("cwd") and os.path.isdir(spec["cwd"]) else None  # the driver's, if here
     started, timeout, timed_out, proc = time.monotonic(), float(spec.get("timeout") or 0), False, None
     try:
@@ -215,8 +219,8 @@ def _run_asset(spec: dict) -> dict:
                                                    f"{_error_line(log_copy) or 'no message'}")
         return record
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(jobs, ignore_errors=True)
+        for folder in (staging, jobs, scratch):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _log_copy(out: str, asset: str) -> str:
