@@ -27,9 +27,9 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "lines": 1.0,
     "surface": 0.5,
     # Off by default: on the quality suite it lowered F at 16 curves on 8 of 10 meshes and pushed ink
-    # off the lines at 40 (docs/QUALITY.md); pruning and the ink budget handle piling and filling.
+    # off the lines at 40; pruning and the ink budget handle piling and filling.
     "repulsion": 0.0,
-    # Loops kept away by two terms (docs/QUALITY.md "Strokes"): turning, a quarter turn per segment and
+    # Loops kept away by two terms (docs/QUALITY.md "Loops"): turning, a quarter turn per segment and
     # three quarters per stroke (no wiggles or hatching), and coiling, no stroke coming back on itself
     # (no loops, however far a stroke bends round an outline).
     "turning": 0.02,
@@ -94,27 +94,28 @@ class OptimizeConfig:
     # opacity <= 0.97 that changes a pixel by < 1e-4/(1-0.97) = 3.3e-3, so both renderers agree.
     opacity: float = 0.95
     init: InitName = "features"
-    # Where the training views' line images come from: "mesh" draws them (and the depth and silhouette)
-    # from the mesh in the backend, a few seconds for 32 views on a CPU; "freestyle" renders them with
-    # Blender's Freestyle through Cycles, about a second a view (docs/PERFORMANCE.md "Targets"). The
-    # evaluation's own views are always Freestyle's. Jobs whose views.npz already holds lines (pictures)
-    # keep them either way.
-    targets: TargetsName = "mesh"
+    # Where the training views' line images come from: "freestyle" renders them with Blender's Freestyle
+    # (and Workbench for the picture and depth), a third of a second to two seconds a view on a CPU;
+    # "mesh" draws them (and the depth, the silhouette and a grey picture) from the mesh in the backend,
+    # about a second for 32 views. "mesh" is not the default: on the wicker chair its lines cost 0.17 of
+    # held-out F (docs/PERFORMANCE.md "Training targets"). The evaluation's own views are always
+    # Freestyle's; jobs whose views.npz already holds lines (pictures) keep them either way.
+    targets: TargetsName = "freestyle"
     # How evenly the feature-line initialisation's cover serves the training views (features.greedy_cover):
     # 0 counts line pixels, so the views where the object is large decide; 0.1 weighs each view's pixels
     # by how little of that view is covered yet. 0.1 lifted the worst held-out view on 7 of 10 suite
-    # meshes at the same mean F (docs/QUALITY.md "Strokes").
+    # meshes at the same mean F.
     cover_balance: float = 0.1
     seed: int = 0
     best_of: int = 1
     # Adam's step size, decayed to a tenth over the run (cosine). 0.03 over 0.02: held-out F +0.005 on
-    # the quality suite (16 strokes, 3 seeds; 0.014 lower, 0.04 level; docs/QUALITY.md "Strokes").
+    # the quality suite (16 strokes, 3 seeds; 0.014 lower, 0.04 level).
     lr: float = 0.03
     losses: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     augmentations: int = 4
     # CLIP's augmented targets come from a bank of this many augmentations per training view, encoded
     # once; a step warps its sketch with the bank's own warps and encodes only the sketch (the target
-    # pass was ~27% of a CPU step, docs/PERFORMANCE.md). 0 draws and encodes fresh ones every step
+    # pass is ~3 s of an ~18 s CPU step, docs/PERFORMANCE.md). 0 draws and encodes fresh ones every step
     # (CLIPasso). ``bank_refresh`` entries (oldest first) are re-drawn and re-encoded each step.
     augmentation_bank: int = 8
     bank_refresh: int = 1
@@ -134,7 +135,7 @@ class OptimizeConfig:
     # The mid-run pruning also drops (and, with ``reseed``, re-seeds) the strokes whose removal raises
     # the training views' mean line F by more than this: strokes on a line in a few views and across
     # the body in the rest. 0 turns it off. On the quality suite it acted on fish and mug only (held-out
-    # worst view of fish +0.014, mean F of mug +0.008 over 3 seeds; docs/QUALITY.md "Strokes").
+    # worst view of fish +0.014, mean F of mug +0.008 over 3 seeds; docs/QUALITY.md).
     prune_f_gain: float = 0.002
     # Coarse to fine: with an even ``segments`` and 0 < split_at < 1, the run starts with half the
     # segments per stroke and halves every segment (exactly, de Casteljau at its middle) at this
@@ -146,7 +147,7 @@ class OptimizeConfig:
     ink_budget: int = 16
     # Each step weighs its views by (view loss / batch mean) ** hard_views: 0 is the plain mean; higher
     # values spend the effort on the views the sketch reads worst from (the per-view minimum). 6 was
-    # chosen on the quality suite (docs/QUALITY.md): it lifted the worst view on lamp, plane, teapot.
+    # chosen on the quality suite: it lifted the worst view on lamp, plane, teapot.
     hard_views: float = 6.0
     snapshot_every: int = 10
     progress_every: int = 10  # progress events read values from the device: not every step (no syncs)

@@ -20,8 +20,8 @@ from .losses.base import Targets
 WELD = 1e-6  # of the bounding size: glTF/OBJ split vertices at UV seams, which are no borders
 CORNER_DEGREES = 60.0  # a G1 chain cannot draw a sharper turn, so chains are cut there
 CORNER_WINDOW = 3.0  # mean edge lengths either side over which a corner must also turn
-# 6 % of the unit sphere's diameter: shorter pieces (the creases of a duck's beak and eyes) won the cover
-# for their dense lines and drew a knot of short strokes there (0.04 before; docs/QUALITY.md "Strokes")
+# 6 % of the unit sphere's diameter: shorter pieces (the creases of a duck's beak and eyes) win the cover
+# for their dense lines and draw a knot of short strokes there
 MIN_LENGTH = 0.12
 FIT_SAMPLES = 16  # resampled points per fitted segment
 COVER_SAMPLES = 96  # points per stroke when projected for the cover

@@ -370,7 +370,7 @@ def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState
     message = "pruned stroke(s): " + ", ".join(reasons)
     # Up to the strokes asked for, and never past the ink budget: beyond it pruning removes the
     # volume-filling strokes on purpose (at 32 strokes re-seeding past the budget lowered held-out F
-    # on spot 0.606 -> 0.545, docs/QUALITY.md "Strokes").
+    # on spot 0.606 -> 0.545).
     wanted = len(dropped) if not cfg.ink_budget else min(len(dropped), max(0, cfg.ink_budget - kept.shape[0]))
     if cfg.reseed and wanted:
         fresh = reseed_strokes(sketch, kept, train_ids, wanted, generator)

@@ -8,7 +8,7 @@ the figures: runs and their exit codes, kills, index lines, every asset recorded
 no later line contradicting it, leftovers (staging, temporary files, job folders, processes), and
 what the batch's processes listened on (``ss -ltnp``) during the first run.
 
-    flock /tmp/heavy.lock .venv/bin/python bench/batch_soak.py [--assets 60] [--cpus 2] [--kill-every 20]
+    .venv/bin/python bench/batch_soak.py [--assets 60] [--cpus 2] [--kill-every 20]
 
 Exit 0 when every check holds.
 """

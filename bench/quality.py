@@ -56,8 +56,10 @@ from backend.protocol import (  # noqa: E402 - after the path set-up above
 )
 
 MESH_DIR = (REPO.parent / "shared" / "data" / "meshes").resolve()
-if not MESH_DIR.is_dir():  # a worktree beside main: the shared folder is beside the project
-    MESH_DIR = Path("/work/shared/data/meshes")
+if not MESH_DIR.is_dir() and shutil.which("git"):  # a git worktree elsewhere: beside its main checkout
+    _GIT_DIR = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=REPO,
+                              capture_output=True, text=True).stdout.strip()
+    MESH_DIR = Path(_GIT_DIR).parent.parent / "shared" / "data" / "meshes" if _GIT_DIR else MESH_DIR
 
 # name -> file (relative to MESH_DIR). Every mesh of SOURCES.md.
 MESHES = {
@@ -87,8 +89,8 @@ WITH_REPULSION = {"lines": 1.0, "surface": 0.5, "repulsion": 0.05}
 NO_REPULSION = {"lines": 1.0, "surface": 0.5}
 CLIP_OBJECTIVE = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5}
 EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
-# The defaults before issue 12 (single cubics, surface initialisation, no turning term, no re-seeding),
-# pinned, so the suite can show them beside today's defaults in one run.
+# A pinned baseline (single cubics, surface initialisation, no turning term, no re-seeding, lr 0.02),
+# so the suite can show it beside the defaults in one run.
 GEOMETRY_ONLY_V1 = {"lines": 1.0, "surface": 0.5}
 LEGACY = {"segments": 1, "init": "surface", "reseed": False, "samples_per_curve": 64, "lr": 0.02,
           "prune_f_gain": 0.0, "losses": GEOMETRY_ONLY_V1}
@@ -99,7 +101,7 @@ LEGACY = {"segments": 1, "init": "surface", "reseed": False, "samples_per_curve"
 # result: it trains on the test set)
 CONFIGS: dict[str, tuple[dict, str, bool, str]] = {
     "defaults": ({}, "train", False, "project defaults: lines + surface, pruning, ink budget 16"),
-    "legacy": (LEGACY, "train", False, "the defaults before issue 12: one cubic per stroke, surface init"),
+    "legacy": (LEGACY, "train", False, "pinned baseline: one cubic per stroke, surface init"),
     "seed_setup": ({"init": "random", "losses": NO_REPULSION, "prune": False}, "single", False,
                    "the research seed's setup: one view, random init, no repulsion, no pruning"),
     "single_view": ({}, "single", False, "defaults but one training view"),
@@ -139,7 +141,7 @@ EXPERIMENTS: dict[str, tuple[dict, str, bool, str]] = {
                           "evaluation views"),
     "x_seed1": ({"seed": 1}, "train", False, "defaults, seed 1 (with seed 2: the run-to-run noise)"),
     "x_seed2": ({"seed": 2}, "train", False, "defaults, seed 2"),
-    # issue 12 (strokes): one change at a time against the single-cubic defaults of before
+    # Strokes: one change at a time against the single-cubic baseline
     "x_seg2": ({**LEGACY, "segments": 2}, "train", False, "legacy, 2 segments per stroke"),
     "x_seg3": ({**LEGACY, "segments": 3}, "train", False, "legacy, 3 segments per stroke"),
     "x_seg4": ({**LEGACY, "segments": 4}, "train", False, "legacy, 4 segments per stroke"),

@@ -1,4 +1,4 @@
-"""The stroke comparison of issue 12: configurations x stroke counts x seeds on the quality suite's meshes.
+"""The defaults against a pinned single-cubic baseline: configurations x stroke counts x seeds on the suite's meshes.
 
 Runs through ``bench/quality.py`` (its cached job folders, its backend runs and its held-out scoring:
 24 orbit views at 256 px never used for optimisation) and writes ``<out>/STROKES.md``: per stroke count,
@@ -34,10 +34,10 @@ import quality  # noqa: E402 - after the path set-up
 from backend.config import GEOMETRY_ONLY_WEIGHTS  # noqa: E402
 
 BASELINE, CANDIDATE = "legacy", "defaults"
-# One part of the new defaults undone at a time (issue 12, parts 1-4).
+# One part of the defaults undone at a time: 1 segments, 2 loop terms, 3 feature-line starts, 4 re-seeding.
 ABLATIONS = {
     "abl_one_segment": ({"segments": 1}, "part 1 undone: one cubic per stroke"),
-    "abl_three_segments": ({"segments": 3}, "part 1 at 3 segments per stroke (the default before 4)"),
+    "abl_three_segments": ({"segments": 3}, "part 1 at 3 segments per stroke"),
     "abl_no_loop_terms": ({"losses": {k: v for k, v in GEOMETRY_ONLY_WEIGHTS.items()
                                       if k not in ("turning", "coiling")}},
                           "part 2 undone: neither the turning nor the coiling term"),
@@ -135,7 +135,7 @@ def ablation_table(out: Path, meshes: list[str], seeds: list[int]) -> str:
                 means[name].append(x["f"])
         lines.append(f"| {mesh} | " + " | ".join(cells) + " |")
     lines.append("| **mean F** | " + " | ".join(f"**{_mean(means[n]):.3f}**" for n in names) + " |")
-    return ("F mean / F min / looping strokes, 16 strokes; each ablation undoes one part of the new defaults:\n"
+    return ("F mean / F min / looping strokes, 16 strokes; each ablation undoes one part of the defaults:\n"
             + "; ".join(f"`{k}`: {v[1]}" for k, v in ABLATIONS.items()) + ".\n\n" + "\n".join(lines) + "\n")
 
 

@@ -154,7 +154,7 @@ class TurningLoss:
     (a quarter turn: an outline cubic rarely needs more); a chain of several segments may turn
     ``free_stroke`` in all: three quarters of a turn, so one stroke can follow an outline round a body
     (a duck's back and tail). That much turning could close a loop, which ``CoilingLoss`` forbids; a
-    limit of pi forbids loops by itself but cost about 0.004 of held-out F (docs/QUALITY.md). Squared
+    limit of pi forbids loops by itself but cost about 0.004 of held-out F. Squared
     excess, mean over strokes."""
 
     name = "turning"

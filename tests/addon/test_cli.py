@@ -1,4 +1,4 @@
-"""The headless handler (``blender -b -c splatsketch ARGS``) on every bad-input case of issue 3.
+"""The headless handler (``blender -b -c splatsketch ARGS``) on every bad-input case.
 
 Each case checks the one-line message, the exit code, and that the scene's objects, meshes, curves,
 materials and collections are exactly what they were. The handler is called with an argv list, as

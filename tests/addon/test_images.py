@@ -1,4 +1,4 @@
-"""Sketches from multi-view pictures (``--images``, issue 13): every bad capture is one line and exit 2
+"""Sketches from multi-view pictures (``--images``): every bad capture is one line and exit 2
 with nothing written; the hull, line images and frames are right; a capture rendered from a mesh
 gives curves on that mesh, in its world frame.
 

@@ -180,7 +180,7 @@ def test_modal_generate_then_one_undo_in_the_ui(installed):
 def test_no_gpu_context_renders_targets_with_cycles(installed):
     """A node with no GPU context (no display, libEGL unloadable) renders its targets with Cycles.
 
-    Workbench there used to abort the whole Blender (libepoxy: "Couldn't open libEGL.so.1", exit 134)
+    Workbench there would abort the whole Blender (libepoxy: "Couldn't open libEGL.so.1", exit 134)
     at the first target view. Here libEGL is hidden behind /dev/null in the chroot's private mount
     namespace and no X display is given, then the CLI runs a short sketch, with a contact sheet
     (Workbench too, in a GPU Blender), and must finish with one log line saying why it used Cycles.

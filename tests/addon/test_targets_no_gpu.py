@@ -2,7 +2,7 @@
 
 Run under the bpy wheels (5.0.1 and 4.2.0). The end-to-end cases start a child Python with bpy in a
 private mount namespace where libEGL (or only its Mesa vendor library) is hidden behind /dev/null:
-there, before the fix, the first Workbench render aborted the process ("Couldn't open libEGL.so.1",
+there the first Workbench render would abort the process ("Couldn't open libEGL.so.1",
 or libepoxy's "Couldn't find current GLX or EGL context"). Real Blender 4.3: test_real_blender.py.
 """
 

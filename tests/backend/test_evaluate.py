@@ -316,7 +316,7 @@ def test_sigterm_stops_an_evaluation_between_views(tmp_path):
 
 def test_report_of_a_sketch_without_curves(tmp_path):
     """Every curve pruned: the surface figures are null in metrics.json and the sheet prints n/a (the
-    header's formatting used to crash on them: exit 1 after metrics.json was written)."""
+    header must format them: a crash there would exit 1 after metrics.json was written)."""
     folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
     np.savez(folder / "result.npz", control_points=np.zeros((0, 4, 3), np.float32), widths=np.zeros(0, np.float32))
     proc, events = _evaluate(folder, "--report")

@@ -95,7 +95,7 @@ def test_closing_a_watched_stdin_cancels(tmp_path):
 
 def test_run_leaves_its_callers_stdin_alone(tmp_path):
     """Without --watch-stdin the worker never reads stdin: in ``while read job; do python -m backend run
-    "$job"; done < list`` the first worker used to read the rest of the list and cancel at iteration 0."""
+    "$job"; done < list`` a worker reading stdin would swallow the rest of the list and cancel at iteration 0."""
     job = write_job(tmp_path / "job", settings={"iterations": 3})
     read_end, write_end = os.pipe()
     os.write(write_end, b"job-2\njob-3\n")
