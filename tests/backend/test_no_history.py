@@ -1,6 +1,6 @@
 """Docs, comments, test names and messages state facts, not how the project was developed.
 
-Numbered work steps, issue numbers, "this change", who lent which device or a developer machine's
+Numbered work steps, issue numbers, talk of "the change" at hand, device loans or a developer machine's
 paths tell a user nothing: git's history keeps them. The checker is one function, run here on a
 known-bad sample, on a throw-away git repository and on every tracked text file of this tree.
 """
@@ -21,8 +21,8 @@ PATTERNS = {
     "numbered stop": r"\bstops?[ -]\d+",
     "issue number": r"\bissues? #?\d+",
     "work session": r"\b(?:this|that|last|next|previous|earlier|later) session\b",
-    "this change": r"\bthis (?:change|stop|commit|pull request)\b",
-    "machine path": r"/work/|/home/\w+/|/tmp/heavy\.lock",
+    "change talk": r"\bthis (?:change|stop|commit|pull request)\b",
+    "machine path": r"/wo" r"rk/|/home/\w+/|/tmp/heavy\.lock",
     "device lending": r"\blent\b",
     "the fix's history": r"\b(?:before|after|until) the fix\b",
     "what old code did": r"\bused to (?:crash|abort|hang|fail|read|write|exit)\b",
@@ -57,12 +57,12 @@ def tracked_text_files(root: Path):
             continue
 
 
-# Built from pieces so this file itself stays clean for the tree-wide check.
+# Samples and patterns are built from pieces so this file itself passes the tree-wide check.
 _BAD = {
     "numbered stop": "as in st" "op 22, the defaults",
     "issue number": "the comparison of iss" "ue 12",
     "work session": "no GPU in th" "is session",
-    "this change": "the files of th" "is change",
+    "change talk": "the files of th" "is change",
     "machine path": "meshes in /wo" "rk/shared/data",
     "device lending": "the H100 we were le" "nt",
     "the fix's history": "be" "fore the fix, Blender aborted",
