@@ -345,6 +345,20 @@ def _writable_file(path: str, what: str) -> str:
     return path
 
 
+def _writable_folder(path: str, what: str) -> str:
+    """Absolute path of an output folder that exists or can be made, and can be written; checked early."""
+    path = _resolve(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what} '{path}' is a file, expected a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".splatsketch-check-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write {what} '{path}': {error.strerror or error}") from None
+    return path
+
+
 def _output_blend(path: str) -> str:
     """The .blend ``--output`` names (a folder: ``<open file>_sketch.blend`` in it), resolved."""
     if path.endswith(("/", os.sep)) or os.path.isdir(path):
@@ -487,6 +501,8 @@ def _run(args, log_path: str) -> int:
     for what, path in (("--output", output), ("--preview", preview), ("--json", json_path), ("--report", report_path)):
         if path:
             _writable_file(path, what)
+    if args.job_dir:
+        _writable_folder(args.job_dir, "--job-dir")
     python = _python(args, context)
     settings, params = _settings(args, context)
     if args.print_settings:  # one prefixed line: whatever else reaches stdout cannot be mistaken for it

@@ -165,6 +165,8 @@ def load_job(folder) -> Job:
         meta = json.loads(job_json.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadJob(f"{job_json}: malformed JSON ({exc})") from None
+    except RecursionError:  # nested deeper than the parser's stack: no job.json is
+        raise BadJob(f"{job_json}: malformed JSON (nested too deep)") from None
     if not isinstance(meta, dict):
         raise BadJob(f"{job_json}: must hold a JSON object")
     if meta.get("schema") not in READABLE_SCHEMAS:

@@ -102,7 +102,7 @@ def read(out: str, repair: bool = False, warn=None) -> dict[str, dict]:
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser's stack
             bad.append(f"line {number}: not JSON")
             continue
         why = problem(record)

@@ -245,6 +245,14 @@ def test_a_folder_named_like_a_mesh_is_called_a_folder(addon, capsys, tmp_path):
     assert code == 1 and "is a folder, not a mesh file" in only_line(err) and scene_state() == before
 
 
+def test_a_job_dir_that_is_a_file_is_refused_before_anything_runs(addon, capsys, tmp_path):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    code, out, err, before = run_cli(addon, capsys, "--demo", "--job-dir", str(taken))
+    assert code == 2 and "--job-dir" in only_line(err) and "is a file, expected a folder" in err
+    assert taken.read_text() == "mine" and scene_state() == before
+
+
 def _tetrahedron_files(folder, bad: tuple) -> dict:
     """The same tetrahedron, its last vertex ``bad``, in each format and encoding the importers read."""
     import base64

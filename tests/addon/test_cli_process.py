@@ -139,3 +139,14 @@ def test_an_existing_output_is_replaced_and_the_old_file_kept_as_blend1(sandbox,
     assert (tmp_path / "out.blend1").read_bytes() == b"the user's previous file"
     bpy.ops.wm.open_mainfile(filepath=str(out))
     assert "box Sketch" in bpy.data.objects
+
+
+def test_a_blend_argument_that_is_not_a_blend_is_one_line_exit_2(sandbox, tmp_path):
+    env, _, _ = sandbox
+    fake = tmp_path / "scene.blend"
+    fake.write_text("not a blend file")
+    proc = _cli(env, str(fake), "--demo")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    assert "Traceback" not in out + err and f"cannot open '{fake}'" in err
+    assert fake.read_text() == "not a blend file"

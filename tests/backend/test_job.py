@@ -249,3 +249,8 @@ def test_arrays_beyond_the_size_limit_are_refused(job, monkeypatch):
     monkeypatch.setattr(backend.job, "MAX_NPZ_BYTES", 1000)
     with pytest.raises(BadJob, match="views.npz: its arrays hold .* more than the limit of 1000 bytes"):
         load_job(job)
+
+
+def test_job_json_nested_past_the_parsers_stack_is_malformed_not_a_crash(job):
+    (job / "job.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert_bad_job(job, "job.json", "malformed JSON (nested too deep)")

@@ -319,12 +319,13 @@ def test_index_lines_of_the_wrong_type_are_skipped_with_a_warning(tmp_path):
     good = {"asset": "a", "status": "ok", "source": "/lib/a.obj", "metrics": {"f_mean": 0.5, "f_min": "x"},
             "outputs": {"sheet": "a/sheet.png"}, "seconds": 3}
     lines = [json.dumps(good), '{"asset": "zzz", "metrics": [1]}', '{"asset": "a", "status": "ok", "outputs": [1]}',
-             "[1, 2]", '{"asset": "b", "status": "ok", "seconds": "slow"}', "not json at all", ""]
+             "[1, 2]", '{"asset": "b", "status": "ok", "seconds": "slow"}', "not json at all",
+             "[" * 100_000 + "]" * 100_000, ""]  # the last: deeper than the JSON parser's stack
     (tmp_path / index.INDEX).write_text("\n".join(lines) + "\n")
     heard = []
     latest = index.read(str(tmp_path), warn=heard.append)
     assert latest == {"a": good}  # the bad later line of "a" does not replace its good one
-    assert len(heard) == 1 and "skipped 5 unusable line(s) (line 2: unknown status None and 4 more)" in heard[0]
+    assert len(heard) == 1 and "skipped 6 unusable line(s) (line 2: unknown status None and 5 more)" in heard[0]
     page = gallery.write(str(tmp_path), list(latest.values()))  # a string where a figure belongs: a dash
     assert "worst view -" in open(page).read()
 
