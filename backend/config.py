@@ -94,12 +94,13 @@ class OptimizeConfig:
     # opacity <= 0.97 that changes a pixel by < 1e-4/(1-0.97) = 3.3e-3, so both renderers agree.
     opacity: float = 0.95
     init: InitName = "features"
-    # Where the training views' line images come from: "mesh" draws them (and the depth and silhouette)
-    # from the mesh in the backend, a few seconds for 32 views on a CPU; "freestyle" renders them with
-    # Blender's Freestyle through Cycles, about a second a view (docs/PERFORMANCE.md "Targets"). The
-    # evaluation's own views are always Freestyle's. Jobs whose views.npz already holds lines (pictures)
-    # keep them either way.
-    targets: TargetsName = "mesh"
+    # Where the training views' line images come from: "freestyle" renders them with Blender's Freestyle
+    # (and Workbench for the picture and depth), a third of a second to two seconds a view on a CPU;
+    # "mesh" draws them (and the depth, the silhouette and a grey picture) from the mesh in the backend,
+    # about a second for 32 views. "mesh" is not the default: on the wicker chair its lines cost 0.17 of
+    # held-out F (docs/PERFORMANCE.md "Training targets"). The evaluation's own views are always
+    # Freestyle's; jobs whose views.npz already holds lines (pictures) keep them either way.
+    targets: TargetsName = "freestyle"
     # How evenly the feature-line initialisation's cover serves the training views (features.greedy_cover):
     # 0 counts line pixels, so the views where the object is large decide; 0.1 weighs each view's pixels
     # by how little of that view is covered yet. 0.1 lifted the worst held-out view on 7 of 10 suite

@@ -35,7 +35,6 @@ PRESETS: dict[str, dict] = {
         # One torch thread: the tensors are too small for intra-op threads to pay, and on a busy
         # 2-core machine two spinning OpenMP threads cost 14x the CPU time (docs/PERFORMANCE.md).
         "threads": 1,
-        "targets": "mesh",  # training lines drawn from the mesh: seconds, not a minute of Freestyle renders
     },
     "final": {
         "losses": dict(DEFAULT_LOSS_WEIGHTS),
@@ -46,7 +45,6 @@ PRESETS: dict[str, dict] = {
         "progress_every": 20,  # a progress event reads the loss (a host-device sync on CUDA)
         "snapshot_every": 100,
         "clip": {"model": "RN101-quickgelu", "pretrained": "openai"},
-        "targets": "mesh",
     },
 }
 

@@ -164,14 +164,14 @@ def without(folder, *keys, **settings):
 
 def test_a_job_without_images_gets_them_drawn_and_a_job_with_lines_keeps_its_own(tmp_path):
     folder = write_job(tmp_path / "drawn")
-    without(folder, "rgba", "lines")
+    without(folder, "rgba", "lines", targets="mesh")
     job = load_job(folder)
     assert job.arrays["lines"].shape == job.arrays["depth"].shape == (12, 64, 64)
     assert job.arrays["rgba"].shape == (12, 64, 64, 4) and (job.arrays["lines"] == 255).any()
     assert job.drawn_seconds > 0
 
     kept = write_job(tmp_path / "kept")
-    own = without(kept)["lines"]
+    own = without(kept, targets="mesh")["lines"]
     job = load_job(kept)
     assert np.array_equal(job.arrays["lines"], own) and "depth" in job.arrays  # only what is missing is drawn
 
@@ -185,7 +185,7 @@ def test_freestyle_targets_draw_nothing_and_a_job_without_images_is_refused_as_b
 
 def test_images_left_out_need_centred_cameras(tmp_path):
     folder = write_job(tmp_path / "job")
-    arrays = without(folder, "rgba", "lines")
+    arrays = without(folder, "rgba", "lines", targets="mesh")
     arrays["Ks"][0, 0, 2] += 3.0
     np.savez(folder / "views.npz", **arrays)
     with pytest.raises(BadJob, match="principal point at the centre"):
@@ -194,7 +194,7 @@ def test_images_left_out_need_centred_cameras(tmp_path):
 
 def test_the_run_says_how_long_its_phases_took(tmp_path):
     folder = write_job(tmp_path / "job", settings={"iterations": 4})
-    without(folder, "rgba", "lines")
+    without(folder, "rgba", "lines", targets="mesh")
     done = subprocess.run([sys.executable, "-m", "backend", "run", str(folder)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert done.returncode == 0, done.stderr
