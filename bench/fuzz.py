@@ -1,6 +1,6 @@
 """Feed the four entry points a few hundred generated bad inputs and count how each one ended.
 
-    .venv/bin/python bench/fuzz.py [--out DIR] [--only cli,images,backend,batch] [--jobs 2] [--seed 0]
+    .venv/bin/python bench/fuzz.py [--out DIR] [--only cli,images,backend,batch] [--match TEXT] [--jobs 2]
 
 Entry points: the headless command (`bin/splatsketch`: bad mesh files and bad flags), sketches from
 pictures (`bin/splatsketch --images`: bad captures), the backend (`python -m backend run`: bad job
@@ -568,12 +568,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="cases at once (batch cases always run alone)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the case folders")
+    parser.add_argument("--match", default="", help="only the cases whose name holds this text")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     makers = {"cli": lambda: mesh_cases(rng) + flag_cases(rng), "images": lambda: capture_cases(rng),
               "backend": lambda: backend_cases(rng), "batch": lambda: batch_cases(rng)}
     wanted = [w for w in args.only.split(",") if w]
-    cases = [case for entry in wanted for case in makers[entry]()]
+    cases = [case for entry in wanted for case in makers[entry]() if args.match in case.name]
     root = Path(args.out or tempfile.mkdtemp(prefix="splatsketch-fuzz-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / "cases", ignore_errors=True)
