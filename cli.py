@@ -328,18 +328,22 @@ def _refuse_clashes(outputs: list[tuple[str, str]], inputs: list[tuple[str, str]
                                  + ": it would be overwritten; name another file")
 
 
-def _writable_file(path: str, what: str) -> str:
-    """Absolute path of an output file that can be written; checked before any long work."""
-    path = _resolve(path)
-    if os.path.isdir(path):
-        raise UsageError(f"{what} '{path}' is a folder, expected a file name")
-    folder = os.path.dirname(path)
+def _can_write_in(folder: str, what: str, path: str) -> None:
+    """Make ``folder`` if needed and write a probe file there, so a bad output fails before the work."""
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".splatsketch-check-"):
             pass
     except OSError as error:
         raise UsageError(f"cannot write {what} '{path}': {error.strerror or error}") from None
+
+
+def _writable_file(path: str, what: str) -> str:
+    """Absolute path of an output file that can be written; checked before any long work."""
+    path = _resolve(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{what} '{path}' is a folder, expected a file name")
+    _can_write_in(os.path.dirname(path), what, path)
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UsageError(f"cannot write {what} '{path}': permission denied")
     return path
@@ -350,12 +354,7 @@ def _writable_folder(path: str, what: str) -> str:
     path = _resolve(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{what} '{path}' is a file, expected a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".splatsketch-check-"):
-            pass
-    except OSError as error:
-        raise UsageError(f"cannot write {what} '{path}': {error.strerror or error}") from None
+    _can_write_in(path, what, path)
     return path
 
 

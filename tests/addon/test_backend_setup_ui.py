@@ -2,6 +2,7 @@
 wheel, with real set-up processes on small real wheels (tests/backend/test_setup_env.py makes them).
 The full runtime set is installed in tests/addon/test_setup_backend_e2e.py."""
 
+import importlib
 import json
 import os
 import shutil
@@ -70,12 +71,18 @@ def test_set_up_that_fails_keeps_the_previous_environment_and_says_why(addon, us
     assert sorted(os.listdir(os.path.join(user, "envs"))) == [before["env"]]
 
 
+def _setup_module(addon):
+    """``jobs.setup`` imported by name: whether an earlier test already imported it (and so made it an
+    attribute of ``jobs``) depends on how the tests were spread over the workers."""
+    return importlib.import_module(f"{addon.__name__}.jobs.setup")
+
+
 def test_a_second_set_up_is_refused_while_one_runs(addon, user):
     runner = addon.jobs.runner
     os.makedirs(user, exist_ok=True)
     runner.claim(user)  # this process is "running" a set-up on the folder
     base, _ = addon.jobs.environment.find_base_python("")
-    run = addon.jobs.setup.SetupRun(base, user_dir=addon.preferences.user_dir())
+    run = _setup_module(addon).SetupRun(base, user_dir=addon.preferences.user_dir())
     with pytest.raises(runner.RunError, match="already running"):
         run.begin()
     os.remove(os.path.join(user, ".owner"))
@@ -155,7 +162,7 @@ def test_torch_from_pypi_is_said_in_the_log_and_the_box(addon, user, tmp_path, m
     monkeypatch.setenv("PIP_INDEX_URL", url)
     monkeypatch.setenv("SPLATSKETCH_TORCH_CPU_INDEX", "http://127.0.0.1:9/whl/cpu")  # nothing listens there
     base, _ = addon.jobs.environment.find_base_python("")
-    run = addon.jobs.setup.SetupRun(base, user_dir=addon.preferences.user_dir(), torch="cpu",
+    run = _setup_module(addon).SetupRun(base, user_dir=addon.preferences.user_dir(), torch="cpu",
                                     packages=("torchvision",))
     try:
         assert run.run_blocking() == addon.jobs.runner.SUCCEEDED, run.message
