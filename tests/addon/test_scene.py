@@ -266,6 +266,8 @@ def test_render_targets_cleans_up_on_error(suzanne):
 
 @pytest.mark.parametrize("targets", ["freestyle", "mesh"])
 def test_write_job_matches_contract(suzanne, tmp_path, targets):
+    if targets == "mesh":  # the backend draws that job's images: a Python with torch checks them
+        pytest.importorskip("torch")
     job = tmp_path / "job"
     settings = {"curves": 8, "targets": targets}
     info = job_folder.write_job(str(job), suzanne, bpy.context.evaluated_depsgraph_get(), settings,
