@@ -7,7 +7,7 @@ VENV42 := .venv-bpy42
 TORCH := torch==2.14.1 torchvision==0.29.1
 REAL_BLENDER ?= $(wildcard ../shared/tools/real-blender)
 
-.PHONY: demo test lint backend bpy42 real-blender bench zip clean
+.PHONY: demo test test-real-blender test-batch lint backend bpy42 real-blender bench zip clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,16 +37,22 @@ lint: $(VENV)/.ready
 	$(BIN)/ruff check .
 
 test: $(VENV)/.ready $(VENV42)/.ready real-blender lint
-	# the backend and add-on suites on 2 workers (independent tests; minutes saved on 2 cores); the
-	# modules that drive a whole Blender binary or a backend set-up run on their own
+	# the backend and add-on suites on 2 workers (independent tests; minutes saved on 2 cores)
 	$(BIN)/python -m pytest tests/backend -q -n 2
 	$(BIN)/python -m pytest tests/addon -q -n 2 --ignore=tests/addon/test_real_blender.py \
 		--ignore=tests/addon/test_setup_backend_e2e.py
-	$(BIN)/python -m pytest tests/addon/test_real_blender.py tests/addon/test_setup_backend_e2e.py -q
-	$(BIN)/python -m pytest tests/batch -q
+	# the modules that drive a whole Blender binary or a backend set-up, and the batch suite (a 2-CPU
+	# Ray instance), each run one process at a time, mostly waiting on disk and children: side by side
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-real-blender test-batch
 	# the real-Blender modules run a Blender binary, whichever wheel hosts pytest: once is enough
 	$(VENV42)/bin/python -m pytest tests/addon -q -n 2 --ignore=tests/addon/test_real_blender.py \
 		--ignore=tests/addon/test_setup_backend_e2e.py
+
+test-real-blender: $(VENV)/.ready real-blender
+	$(BIN)/python -m pytest tests/addon/test_real_blender.py tests/addon/test_setup_backend_e2e.py -q
+
+test-batch: $(VENV)/.ready
+	$(BIN)/python -m pytest tests/batch -q
 
 zip: $(VENV)/.ready  ## the installable extension (dist/splatsketch-<version>.zip), built by Blender's own tool
 	mkdir -p dist
