@@ -40,6 +40,7 @@ TRAIN_JSON, TEST_JSON, SINGLE_JSON = "transforms_train.json", "transforms_test.j
 IMAGE_EXTENSIONS = ("", ".png", ".PNG", ".jpg", ".jpeg", ".exr")
 ALPHA_THRESHOLD = 0.5
 HULL_COARSE, HULL_FINE = 48, 128  # voxels per side: where the object is, then its hull
+CARVE_PART = 1 << 19  # grid points a view carves between two stop checks (a fraction of a second)
 THIN_GAP = 2  # grid points between the plain hull and a part only the reach test keeps (a wire)
 NEAR_HALVES = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # px: the silhouette max-filters a cell's reach picks from
 EDGE_HIGH, EDGE_LOW = 0.06, 0.03  # Canny hysteresis on luminance gradient (per pixel, after a 1 px blur)
@@ -525,20 +526,22 @@ def carve(viewmats, Ks, alphas, lo, hi, n: int) -> tuple[np.ndarray, np.ndarray]
     near = np.ones(len(points), bool)
     alive = np.arange(len(points))  # points some view may still keep: later views only look at these
     for viewmat, K, alpha in zip(viewmats, Ks, alphas):
-        check_stop()  # a view is a fraction of a second: a stop need not wait for the whole hull
         viewmat, K, alpha = (np.asarray(a, np.float32) for a in (viewmat, K, alpha))
         cam = points[alive] @ viewmat[:3, :3].T + viewmat[:3, 3]
         z = cam[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             uv = cam[:, :2] / z[:, None] * K[[0, 1], [0, 1]] + K[:2, 2]
             radius = np.where(z > 1e-6, reach * float(K[0, 0]) / np.maximum(z, 1e-6), 0.0)  # the sphere's, in px
-        field[alive] = np.minimum(field[alive], _sample(alpha, uv, z))
         level = np.minimum(np.searchsorted(NEAR_HALVES, radius), len(NEAR_HALVES) - 1)
         grown = _dilations(alpha, NEAR_HALVES[:int(level.max()) + 1])
         seen = np.zeros(len(alive), bool)
-        for lv in np.unique(level):
-            pick = level == lv
-            seen[pick] = _sample(grown[lv], uv[pick], z[pick]) > ALPHA_THRESHOLD
+        # In parts, with a stop check before each: the first view looks at every grid point (a second or more).
+        for part in (slice(i, i + CARVE_PART) for i in range(0, len(alive), CARVE_PART)):
+            check_stop()
+            field[alive[part]] = np.minimum(field[alive[part]], _sample(alpha, uv[part], z[part]))
+            for lv in np.unique(level[part]):
+                pick = np.flatnonzero(level[part] == lv) + part.start
+                seen[pick] = _sample(grown[lv], uv[pick], z[pick]) > ALPHA_THRESHOLD
         near[alive] &= seen
         alive = alive[near[alive] | (field[alive] > 0)]
     return field.reshape(n, n, n), near.reshape(n, n, n)

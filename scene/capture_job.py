@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import protocol
+from ..jobs.runner import check_stop
 from . import capture, mesh, targets
 from .capture import CaptureError
 from .sketch_object import world_control_points
@@ -73,6 +74,7 @@ def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool =
     rgbas, viewmats, Ks, alphas, hull_Ks, details = [], [], [], [], [], []
     for i, frame in enumerate(frames):
         rgba = _picture(frame, bool(frame.mask))
+        check_stop()  # decoding and each resize of a large picture take a good part of a second
         full = (rgba.shape[1], rgba.shape[0])
         if expect is None:
             expect = full
@@ -91,10 +93,12 @@ def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool =
         viewmats.append(viewmat)
         Ks.append(K)
         if hull:
+            check_stop()
             w, h = capture.target_size(*full, HULL_PICTURE_SIZE)
             alphas.append(capture.resize_rgba(rgba, w, h)[..., 3].astype(np.float32) / 255.0)
             hull_Ks.append(K * np.array([[w / width], [h / height], [1.0]]))
         if detail is True or detail and i in detail:
+            check_stop()
             details.append(capture.resize_rgba(rgba, *capture.target_size(*full, LINE_PICTURE_SIZE)))
         elif detail:
             details.append(None)
