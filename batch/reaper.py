@@ -85,8 +85,9 @@ def _wait_for(pid: int) -> int:
             return status
 
 
-def children() -> list[int]:
-    """This process's children, from /proc (the orphans handed to this subreaper among them)."""
+def children() -> list[tuple[int, bool]]:
+    """This process's children, from /proc (the orphans handed to this subreaper among them), each
+    with whether it is a zombie."""
     me, found = os.getpid(), []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -97,8 +98,8 @@ def children() -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[1]) == me and fields[0] != b"Z":
-            found.append(int(name))
+        if int(fields[1]) == me:
+            found.append((int(name), fields[0] == b"Z"))
     return found
 
 
@@ -114,15 +115,19 @@ def _reap_zombies() -> None:
 
 def reap_children(grace: float) -> None:
     """SIGTERM every child (and the orphans that keep arriving as their parents end), SIGKILL what is
-    left after ``grace`` seconds; return when none is left."""
+    left after ``grace`` seconds; return when none is left, not even a zombie.
+
+    A zombie among the children means another look: /proc is read one process at a time, so a scan can
+    read an orphan's parent before that parent ended and the parent after it (a zombie), and miss the
+    orphan it has just handed over (Ray's agents, when their raylet is killed)."""
     deadline, asked = time.monotonic() + grace, set()
     while True:
         _reap_zombies()
-        alive = children()
-        if not alive:
+        found = children()
+        if not found:
             return
         late = time.monotonic() > deadline
-        for pid in alive:
+        for pid in (pid for pid, zombie in found if not zombie):
             if late or pid not in asked:
                 _forward(pid, signal.SIGKILL if late else signal.SIGTERM)
                 asked.add(pid)

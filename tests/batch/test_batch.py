@@ -483,12 +483,26 @@ def test_a_killed_driver_leaves_no_process_and_the_local_instance_listens_on_loo
     while processes_with(str(out)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(processes_with(str(out))) == 0 and len(tree) > 8, tree
-    assert not [pid for pid in tree if _alive(pid)], "a process of the killed batch lives on"
+    alive = [pid for pid in tree if _alive(pid)]
+    assert not alive, f"a process of the killed batch lives on: {_describe(alive)}"
     assert ours and all(line.split()[3].startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for line in ours), \
         "\n".join(ours)
     assert os.stat(home / ".ray" / "auth_token").st_mode & 0o777 == 0o600
     assert not list(home.glob("**/splatsketch/jobs/*")), "a job folder was left in the extension's user folder"
     assert not (out / ".staging").exists()
+
+
+def _describe(pids) -> str:
+    """What a survivor is: its state, parent and command line (for a failure's message)."""
+    lines = []
+    for pid in pids:
+        try:
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            command = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:200]
+            lines.append(f"{pid} state {stat[0]} parent {stat[1]}: {command}")
+        except OSError:
+            lines.append(f"{pid} gone")
+    return "; ".join(lines)
 
 
 def _children(pid: int) -> set[int]:
