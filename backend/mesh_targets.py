@@ -60,8 +60,13 @@ def mesh_edges(vertices: torch.Tensor, faces: torch.Tensor, crease_degrees: floa
     normals = face_normals(vertices, faces)
     ids, vertex_of = welded(vertices)
     faces = ids[faces]
+    # A face listed twice (a double-sided shell: the same corners, either winding) is one surface, as
+    # for Freestyle: its edges stay two-faced, not four-faced edges drawn from every side.
+    _, inverse = torch.unique(faces.sort(dim=1).values, dim=0, return_inverse=True)
+    kept = torch.full((int(inverse.max()) + 1,), len(faces), dtype=torch.long, device=faces.device)
+    kept = kept.scatter_reduce(0, inverse, torch.arange(len(faces), device=faces.device), reduce="amin")
     nverts = len(vertex_of)
-    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    directed = faces[kept][:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     lo, hi = directed.min(dim=1).values, directed.max(dim=1).values
     key = lo * nverts + hi
     key_sorted, order = torch.sort(key, stable=True)
@@ -71,9 +76,9 @@ def mesh_edges(vertices: torch.Tensor, faces: torch.Tensor, crease_degrees: floa
     count = torch.diff(torch.cat([starts, starts.new_tensor([len(key)])]))
     ends = vertex_of[torch.stack([lo[order[starts]], hi[order[starts]]], dim=1)]
     two = count == 2
-    face_a = order[starts] // 3
+    face_a = kept[order[starts] // 3]
     second = torch.where(two, starts + 1, starts)
-    face_b = order[second] // 3
+    face_b = kept[order[second] // 3]
     forward = directed[:, 0] < directed[:, 1]
     flipped = two & (forward[order[starts]] == forward[order[second]])
     cos = (normals[face_a] * normals[face_b]).sum(dim=1) * torch.where(flipped, -1.0, 1.0)

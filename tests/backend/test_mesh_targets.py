@@ -134,6 +134,18 @@ def test_a_seam_of_duplicated_vertices_draws_no_border():
     assert np.hypot(xs + 0.5 - centre[0], ys + 0.5 - centre[1]).min() > expected - 3  # the outline only
 
 
+@pytest.mark.parametrize("winding", ["same", "reversed"])
+def test_a_double_sided_shell_draws_the_lines_of_one_side(winding):
+    """Every face listed twice (a double-sided model's shell) is one surface: the sphere still draws
+    its outline only, not every edge as a non-manifold one."""
+    verts, faces = seamed_sphere()
+    twice = np.concatenate([faces, faces if winding == "same" else faces[:, ::-1]])
+    viewmat, K = view((2.8, 0.3, 0.4))
+    once, doubled = draw(verts, faces, viewmat, K), draw(verts, twice, viewmat, K)
+    assert (once["lines"] > 127).sum() > 100
+    assert np.array_equal(doubled["lines"], once["lines"])
+
+
 def test_torus_far_contour_is_hidden_from_the_side_and_its_inner_contour_shown_from_above():
     verts, faces = torus()
     major, minor = 0.6, 0.25
