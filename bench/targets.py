@@ -33,7 +33,7 @@ import quality  # noqa: E402 - the suite's meshes, importer and evaluation views
 
 MODES = ("freestyle", "mesh")
 PHASES = ("start", "targets", "features", "optimisation", "write_back")
-PICTURE_MESHES = ("spot", "duck", "plane", "lamp")
+PICTURE_MESHES = ("duck", "plane", "lamp", "wicker_chair")
 PICTURE_VIEWS = (0, 7, 15)
 
 
