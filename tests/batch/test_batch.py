@@ -473,8 +473,7 @@ def test_a_killed_driver_leaves_no_process_and_the_local_instance_listens_on_loo
     tree = _descendants(top.pid)
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
     ours = [line for line in listening if any(f"pid={pid}," in line for pid in tree | {top.pid})]
-    (driver,) = [pid for pid in tree if str(out) in open(f"/proc/{pid}/cmdline").read()
-                 and _descendants(pid) and pid in _children(top.pid)]
+    (driver,) = [pid for pid in tree if str(out) in _command(pid) and _descendants(pid) and pid in _children(top.pid)]
     os.kill(driver, signal.SIGKILL)
     stdout, stderr = top.communicate(timeout=120)
     assert top.returncode == 128 + signal.SIGKILL, stdout + stderr
@@ -490,6 +489,15 @@ def test_a_killed_driver_leaves_no_process_and_the_local_instance_listens_on_loo
     assert os.stat(home / ".ray" / "auth_token").st_mode & 0o777 == 0o600
     assert not list(home.glob("**/splatsketch/jobs/*")), "a job folder was left in the extension's user folder"
     assert not (out / ".staging").exists()
+
+
+def _command(pid: int) -> str:
+    """A process's command line; "" once it has ended (the tree holds short-lived helpers too)."""
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _describe(pids) -> str:
