@@ -505,11 +505,12 @@ def _describe(pids) -> str:
     lines = []
     for pid in pids:
         try:
-            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            command = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:200]
-            lines.append(f"{pid} state {stat[0]} parent {stat[1]}: {command}")
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
         except OSError:
             lines.append(f"{pid} gone")
+            continue
+        lines.append(f"{pid} state {stat[0]} parent {stat[1]}: {_command(pid).replace(chr(0), ' ')[:200]}")
     return "; ".join(lines)
 
 
