@@ -15,11 +15,11 @@ import torch
 
 from .config import OptimizeConfig
 from .curves import curve_lengths, enforce_g1, sample_curves, segment_count, split_segments, subdivide
-from .evaluate import INK_THRESHOLD, TOLERANCE_PX
 from .imageops import gaussian_blur
 from .init import initial_curves, lifted_contour_points, strokes_on_points
 from .losses import LossContext, LossInputs, Targets, build_losses
 from .protocol import INFO, PROGRESS, SNAPSHOT
+from .ranking import LineF, rank_strokes, stroke_log_image
 from .render import Renderer, pinhole, pixel_scales
 
 Emit = Callable[[dict], None]
@@ -44,6 +44,7 @@ class RunResult:
     heldout_loss: float = float("nan")
     runs: list[dict] = field(default_factory=list)  # best-of-N: one summary per seed
     init_seconds: float = 0.0  # of ``seconds``: finding the initial strokes (the feature lines' cover)
+    first_f: list[float] = field(default_factory=list)  # held-out line F of the first n strokes, n = 1..K
 
 
 class Sketch:
@@ -170,46 +171,18 @@ def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_i
     return sorted(collapsed)
 
 
-def _disk(radius: int, device) -> torch.Tensor:
-    r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    return ((r[:, None] ** 2 + r[None] ** 2) <= radius * radius).float()[None, None]
-
-
-def _grow(mask: torch.Tensor, disk: torch.Tensor) -> torch.Tensor:
-    """``[N,H,W]`` bool dilated by ``disk``."""
-    pad = disk.shape[-1] // 2
-    return torch.nn.functional.conv2d(mask.float()[:, None], disk, padding=pad)[:, 0] > 0.5
-
-
 @torch.no_grad()
 def line_f_without(sketch: Sketch, points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
     """``[K+1]``: the mean line F over ``view_ids`` of the sketch without stroke k, and last of the
-    whole sketch; F as the evaluation measures it (ink within TOLERANCE_PX of any line, visible lines
-    within TOLERANCE_PX of ink), at the job's stroke width. All splats are black, so an image is the
-    product of its strokes' images: the whole sketch's log image is a sum over strokes, and leaving a
-    stroke out subtracts its own (two renders per stroke, memory of one image stack)."""
-    t = sketch.targets
-    disk = _disk(int(TOLERANCE_PX), points.device)
-    every = t.lines[view_ids] > 0.5
-    if t.lines_hidden is not None:
-        every |= t.lines_hidden[view_ids] > 0.5
-    near_line, visible = _grow(every, disk), t.lines[view_ids] > 0.5
-    samples = sketch.samples(points)
-
-    def log_image(k: int) -> torch.Tensor:
-        return torch.cat([sketch.render(samples[k:k + 1], view_ids[i:i + 8])
-                          for i in range(0, len(view_ids), 8)]).clamp_min(1e-30).log()
-
-    def mean_f(log_t: torch.Tensor) -> torch.Tensor:
-        ink = 1.0 - log_t.exp() > INK_THRESHOLD
-        precision = (ink & near_line).sum(dim=(1, 2)) / ink.sum(dim=(1, 2)).clamp_min(1)
-        recall = (visible & _grow(ink, disk)).sum(dim=(1, 2)) / visible.sum(dim=(1, 2)).clamp_min(1)
-        return (2 * precision * recall / (precision + recall).clamp_min(1e-12)).mean()
-
-    total = torch.zeros_like(visible, dtype=torch.float32)
+    whole sketch (F as the evaluation measures it, at the job's stroke width: ``ranking.LineF``). The
+    whole sketch's log image is a sum over strokes, and leaving a stroke out subtracts its own (two
+    renders per stroke, memory of one image stack)."""
+    score, samples = LineF(sketch.targets, view_ids), sketch.samples(points)
+    total = torch.zeros_like(sketch.targets.lines[view_ids], dtype=torch.float32)
     for k in range(points.shape[0]):
-        total += log_image(k)
-    return torch.stack([mean_f(total - log_image(k)) for k in range(points.shape[0])] + [mean_f(total)])
+        total += stroke_log_image(sketch, samples[k:k + 1], view_ids)
+    return torch.stack([score(total - stroke_log_image(sketch, samples[k:k + 1], view_ids))
+                        for k in range(points.shape[0])] + [score(total)])
 
 
 @torch.no_grad()
@@ -426,13 +399,19 @@ def _finish_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, t
     if not state.cancelled and cfg.prune and state.steps > 0:
         final, alive, dropped = _drop_useless_curves(sketch, losses, final, train_ids, alive)
         pruned += dropped
+    heldout = ~targets.is_train
+    first_f = []
+    if not state.cancelled:  # most important stroke first (``ranking``), on the views not trained on
+        order, first_f = rank_strokes(sketch, final, torch.nonzero(heldout if heldout.any() else targets.is_train
+                                                                   ).flatten())
+        if order:
+            final, alive = final[order], [alive[k] for k in order]
     if state.cancelled:
         view_losses = torch.full((targets.views,), float("nan"))
     else:
         all_ids = torch.arange(targets.views, device=targets.rgb.device)
         view_losses = evaluate_views(sketch, losses, final, all_ids, max(cfg.views_per_step, 1)).cpu()
-    heldout = ~targets.is_train.cpu()
-    pick = heldout if heldout.any() else targets.is_train.cpu()
+    pick = heldout.cpu() if heldout.any() else targets.is_train.cpu()
     return RunResult(
         control_points=final.cpu().contiguous(),
         widths=torch.full((final.shape[0],), sketch.world_width()),
@@ -447,6 +426,7 @@ def _finish_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, t
         kept=alive,
         heldout_loss=float(view_losses[pick].mean()) if len(view_losses) else float("nan"),
         init_seconds=state.init_seconds,
+        first_f=first_f,
     )
 
 

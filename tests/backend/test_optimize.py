@@ -261,3 +261,32 @@ def test_strokes_that_lower_line_f_are_found(tmp_path):
     assert scores[3] > scores[-1] + 0.02 and (scores[:3] < scores[-1]).all(), scores
     assert strokes_lowering_f(sketch, points, train, 0.002, 2) == [3]
     assert strokes_lowering_f(sketch, points, train, 0.0, 2) == []
+
+
+def test_strokes_are_ranked_by_what_they_add_to_the_line_drawing(tmp_path):
+    """Three strokes on the object's lines, one on a third of a line, one across the frame: the
+    greedy order puts whole lines first, the partial one after the line it repeats, the stray
+    last; the F of all strokes is the leave-one-out measure's, and an optimised result is stored
+    in this order with one F per stroke."""
+    from backend.curves import subdivide
+    from backend.optimize import line_f_without
+    from backend.ranking import rank_strokes
+
+    truth = known_curves(3, seed=1)
+    cfg, targets, renderer = setup(tmp_path, {"curves": 5, "losses": {"lines": 1.0}}, mesh=False, size=96,
+                                   train=8, heldout=4, curves=truth)
+    stray = torch.tensor([[[-0.9, -0.9, 0.9], [-0.3, -0.3, 0.9], [0.3, 0.3, 0.9], [0.9, 0.9, 0.9]]])
+    part = subdivide(truth[1:2], 3)[:, :4]  # the first of three equal pieces of line 1
+    points = torch.cat([stray, part, truth])
+    sketch = Sketch(cfg, targets, renderer)
+    views = torch.nonzero(~targets.is_train).flatten()
+    order, first_f = rank_strokes(sketch, points, views)
+    assert sorted(order) == list(range(5)) and order[-1] == 0, order
+    assert order.index(1) > order.index(3), order  # the piece adds little once its whole line is drawn
+    assert len(first_f) == 5 and abs(first_f[-1] - float(line_f_without(sketch, points, views)[-1])) < 1e-5
+    assert first_f[2] > first_f[1] > first_f[0] and first_f[-1] < first_f[-2], first_f
+
+    result = optimize(dataclasses.replace(cfg, iterations=5, curves=4), targets, renderer)
+    again_order, again_f = rank_strokes(sketch, result.control_points, views)
+    assert len(result.first_f) == result.control_points.shape[0] and again_order == list(range(len(again_order)))
+    assert again_f == pytest.approx(result.first_f, abs=1e-6)
