@@ -143,12 +143,32 @@ def job_params(props) -> dict:
     return props_to_settings(props)[1]
 
 
+def _get_shown(obj) -> int:
+    from .scene.stroke_style import shown_count
+
+    return shown_count(obj) if obj.type == "CURVE" else 0
+
+
+def _set_shown(obj, value: int) -> None:
+    """Shown as asked; at or above the sketch's count, every stroke (also splines drawn in later)."""
+    from .scene import stroke_style
+
+    if obj.type == "CURVE" and stroke_style.style_modifier(obj) is not None:
+        total = len(obj.data.splines)
+        stroke_style.set_input(obj, "Strokes Shown", int(value) if value < total else stroke_style.ALL_STROKES)
+
+
 def register_properties():
     bpy.types.Scene.splatsketch = PointerProperty(type=SplatSketchSettings)
     bpy.types.WindowManager.splatsketch = PointerProperty(type=SplatSketchState)
+    # On the sketch: the first N strokes (most important first) are drawn; live, no new run
+    bpy.types.Object.splatsketch_strokes_shown = IntProperty(
+        name="Strokes Shown", min=0, soft_min=1, get=_get_shown, set=_set_shown, options=set(),
+        description="Draw the sketch's N most important strokes: fewer is more abstract")
 
 
 def unregister_properties():
+    del bpy.types.Object.splatsketch_strokes_shown
     del bpy.types.WindowManager.splatsketch
     del bpy.types.Scene.splatsketch
 

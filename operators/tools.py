@@ -53,24 +53,36 @@ def grease_pencil_data():
 
 
 def grease_pencil_from_curves(curve_obj, samples: int = 24):
-    """A GPv3 object with one stroke per Bézier spline (radius = bevel), where convert cannot."""
+    """A GPv3 object with one stroke per shown spline, most important first, each point's radius
+    the strokes modifier's (width, taper, importance weight). Drawn on like the sketch when that is
+    animated: the drawing starts at the animation's first frame and a Build modifier draws it."""
     import numpy as np
 
+    from ..scene import stroke_style
+
     gp = grease_pencil_data().new(f"{curve_obj.name} GP")
-    drawing = gp.layers.new("Sketch").frames.new(bpy.context.scene.frame_current).drawing
+    drawn = stroke_style.drawing_range(curve_obj)
+    frame = int(drawn[0]) if drawn else bpy.context.scene.frame_current
+    drawing = gp.layers.new("Sketch").frames.new(frame).drawing
     t = np.linspace(0.0, 1.0, samples)[:, None]
     basis = np.hstack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
     matrix = np.array(curve_obj.matrix_world)
-    splines = [s for s in curve_obj.data.splines if s.type == "BEZIER" and len(s.bezier_points) >= 2]
+    splines = [s for s in list(curve_obj.data.splines)[:stroke_style.shown_count(curve_obj)]
+               if s.type == "BEZIER" and len(s.bezier_points) >= 2]
     strokes = []
     for spline in splines:  # each segment sampled, the shared end points once
         bps = spline.bezier_points
         parts = [basis @ np.array([a.co, a.handle_right, b.handle_left, b.co]) for a, b in zip(bps[:-1], bps[1:])]
         strokes.append(np.vstack([parts[0]] + [p[1:] for p in parts[1:]]) @ matrix[:3, :3].T + matrix[:3, 3])
+    width = max(stroke_style.stroke_width(curve_obj), 1e-4)
+    taper = float(stroke_style.get_input(curve_obj, "Taper") or 0.0)
+    weight = float(stroke_style.get_input(curve_obj, "Importance Weight") or 0.0)
     drawing.add_strokes([len(p) for p in strokes])
-    for stroke, points in zip(drawing.strokes, strokes):
-        for point, co in zip(stroke.points, points):
-            point.position, point.radius = co, max(curve_obj.data.bevel_depth, 1e-4)
+    for rank, (stroke, points) in enumerate(zip(drawing.strokes, strokes)):
+        radii = width * stroke_style.radius_factors(np.linspace(0.0, 1.0, len(points)), rank, len(strokes),
+                                                    taper, weight)
+        for point, co, radius in zip(stroke.points, points, radii):
+            point.position, point.radius = co, float(radius)
     material = bpy.data.materials.new("SplatSketch GP Ink")
     bpy.data.materials.create_gpencil_data(material)
     material.grease_pencil.color = (0.0, 0.0, 0.0, 1.0)
@@ -78,11 +90,26 @@ def grease_pencil_from_curves(curve_obj, samples: int = 24):
     obj = bpy.data.objects.new(gp.name, gp)
     for collection in curve_obj.users_collection:
         collection.objects.link(obj)
+    if drawn:
+        _build_modifier(obj.modifiers.new("Draw On", "GREASE_PENCIL_BUILD"), curve_obj, drawn)
     return obj
 
 
+def _build_modifier(build, curve_obj, drawn) -> None:
+    """Grease Pencil's Build draws the strokes in their order over the sketch's drawn-on frames."""
+    from ..scene import stroke_style
+
+    overlap = float(stroke_style.get_input(curve_obj, "Overlap") or 0.0)
+    build.mode = "CONCURRENT" if overlap >= 0.99 else "SEQUENTIAL"
+    build.transition = "GROW"
+    build.time_mode = "FRAMES"
+    build.start_delay = 0.0
+    build.length = max(int(round(drawn[1] - drawn[0])), 1)
+
+
 class SPLATSKETCH_OT_convert_grease_pencil(bpy.types.Operator):
-    """Make a Grease Pencil copy of the last sketch; the curves stay editable"""
+    """Make a Grease Pencil copy of the last sketch (its shown strokes, their weight and drawn-on
+    animation); the curves stay editable"""
 
     bl_idname = "splatsketch.convert_grease_pencil"
     bl_label = "Convert to Grease Pencil"
@@ -94,15 +121,21 @@ class SPLATSKETCH_OT_convert_grease_pencil(bpy.types.Operator):
         return obj is not None and obj.name in context.view_layer.objects and context.mode == "OBJECT"
 
     def execute(self, context):
+        from ..scene import stroke_style
+
         source = last_result(context)
         make_active(context, source)
-        before = set(bpy.data.objects)
-        with context.temp_override(active_object=source, selected_objects=[source],
-                                   selected_editable_objects=[source]):
-            result = bpy.ops.object.convert(target=grease_pencil_target(), keep_original=True)
-        created = [obj for obj in bpy.data.objects if obj not in before]
-        if not created and grease_pencil_data() is not None:  # 4.3 converts curves to nothing
-            created = [grease_pencil_from_curves(source)]
+        if grease_pencil_data() is not None:  # GPv3 (4.3+): Blender's convert gives bare anchors or nothing
+            created, result = [grease_pencil_from_curves(source)], {"FINISHED"}
+        else:
+            before = set(bpy.data.objects)
+            with context.temp_override(active_object=source, selected_objects=[source],
+                                       selected_editable_objects=[source]):
+                result = bpy.ops.object.convert(target=grease_pencil_target(), keep_original=True)
+            created = [obj for obj in bpy.data.objects if obj not in before]
+            drawn = stroke_style.drawing_range(source)
+            if created and drawn:
+                _build_modifier(created[0].grease_pencil_modifiers.new("Draw On", "GP_BUILD"), source, drawn)
         if "FINISHED" not in result or not created:
             self.report({"ERROR"}, "Blender could not convert the sketch to Grease Pencil")
             return {"CANCELLED"}

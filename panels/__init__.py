@@ -153,6 +153,57 @@ class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
                         icon="VIEWZOOM")
 
 
+class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
+    """The active sketch's strokes: how many are shown, their style, drawn-on animation."""
+
+    bl_idname = "SPLATSKETCH_PT_strokes"
+    bl_label = "Strokes"
+    bl_parent_id = "SPLATSKETCH_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        from ..scene.stroke_style import style_modifier
+
+        obj = context.active_object
+        return obj is not None and obj.type == "CURVE" and style_modifier(obj) is not None
+
+    def draw(self, context):
+        import json
+
+        from ..scene import stroke_style
+
+        layout = self.layout
+        obj = context.active_object
+        modifier = stroke_style.style_modifier(obj)
+        layout.enabled = not context.window_manager.splatsketch.running
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        col = layout.column(align=True)
+        total = len(obj.data.splines)
+        col.prop(obj, "splatsketch_strokes_shown", text=f"Shown (of {total})")
+        try:
+            first_f = json.loads(obj.get("splatsketch_metrics", "{}")).get("first_strokes_f") or []
+        except (TypeError, ValueError):
+            first_f = []
+        shown = obj.splatsketch_strokes_shown
+        if 0 < shown <= len(first_f) and len(first_f) == total:  # figures of the run's own strokes
+            col.label(text=f"Held-out line F of these {shown}: {first_f[shown - 1]:.2f}")
+        row = layout.row(align=True)
+        for style in ("UNIFORM", "PEN", "MARKER"):
+            row.operator("splatsketch.stroke_style", text=style.title()).style = style
+        col = layout.column(align=True)
+        for name in ("Width", "Taper", "Importance Weight"):
+            col.prop(modifier, stroke_style.input_path(modifier, name), text=name)
+        col = layout.column(align=True)
+        col.use_property_decorate = True  # the keyframe dot: Drawn is what the animation keys
+        col.prop(modifier, stroke_style.input_path(modifier, "Drawn"), text="Drawn")
+        col.prop(modifier, stroke_style.input_path(modifier, "Overlap"), text="Overlap")
+        row = layout.row(align=True)
+        row.operator("splatsketch.animate_drawing", icon="GP_SELECT_STROKES")
+        if stroke_style.drawing_range(obj):
+            row.operator("splatsketch.clear_drawing", text="", icon="X")
+
+
 class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
     bl_idname = "SPLATSKETCH_PT_advanced"
     bl_label = "Advanced"
@@ -200,4 +251,5 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_evaluation, SPLATSKETCH_PT_advanced)
+CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_strokes, SPLATSKETCH_PT_evaluation,
+           SPLATSKETCH_PT_advanced)

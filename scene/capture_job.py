@@ -21,6 +21,7 @@ from ..jobs.runner import check_stop
 from . import capture, mesh, targets
 from .capture import CaptureError
 from .sketch_object import world_control_points
+from .stroke_style import shown_count, stroke_width
 
 EVAL_FRAMES = 24  # held-out frames scored by --evaluate (spread over the test set)
 HULL_PICTURE_SIZE = 512  # silhouettes are carved at up to this many pixels (the job's pictures are smaller)
@@ -189,14 +190,16 @@ def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture,
     if not cap.test:
         raise CaptureError(f"{cap.train_json}: no held-out pictures to score on (no {capture.TEST_JSON} and "
                            f"fewer than {2 * capture.TEST_SPLIT_EVERY} training frames to split)")
+    if not shown_count(sketch_obj):
+        raise CaptureError(f"'{sketch_obj.name}' shows no strokes (Strokes Shown is 0): nothing to evaluate")
     frames = [cap.test[i] for i in capture.pick_spread(cap.test, EVAL_FRAMES)]
     os.makedirs(folder, exist_ok=True)
     try:
         loaded = yield from iter_load(frames, size, detail=True)
         rgba, viewmats, Ks = loaded.rgba, loaded.viewmats, loaded.Ks
         center = np.asarray(center, np.float64)
-        control_points = (world_control_points(sketch_obj) - center) / radius
-        width = float(sketch_obj.data.bevel_depth) / radius
+        control_points = (world_control_points(sketch_obj, shown_only=True) - center) / radius
+        width = stroke_width(sketch_obj) / radius
         source = {"name": cap.name, "center": [float(c) for c in center], "radius": float(radius),
                   "sketch": sketch_obj.name, "capture": cap.train_json}
         protocol.write_job_folder(

@@ -20,6 +20,7 @@ import numpy as np
 from ..backend import cameras, protocol
 from . import mesh, targets
 from .sketch_object import world_control_points
+from .stroke_style import shown_count, stroke_width
 
 EVAL_VIEWS, EVAL_SIZE, EVAL_PHASE = 24, 256, 0.25
 TURNTABLE_FRAMES, TURNTABLE_SIZE, TURNTABLE_ELEVATION = 24, 160, 20.0
@@ -72,12 +73,14 @@ def iter_write_evaluation(folder: str, sketch_obj, source_obj, depsgraph, turnta
     if sketch_obj.type != 'CURVE' or not len(sketch_obj.data.splines) or any(
             s.type != 'BEZIER' or len(s.bezier_points) < 2 for s in sketch_obj.data.splines):
         raise ValueError(f"'{sketch_obj.name}' is not a SplatSketch result (open Bézier splines of 2 or more points)")
+    if not shown_count(sketch_obj):
+        raise ValueError(f"'{sketch_obj.name}' shows no strokes (Strokes Shown is 0): nothing to evaluate")
     os.makedirs(folder, exist_ok=True)
     try:
         vertices, faces = mesh.evaluated_mesh_world(source_obj, depsgraph)
         center, radius = mesh.bounding_sphere(vertices)
-        control_points = (world_control_points(sketch_obj) - center) / radius
-        width = float(sketch_obj.data.bevel_depth) / radius
+        control_points = (world_control_points(sketch_obj, shown_only=True) - center) / radius
+        width = stroke_width(sketch_obj) / radius
         source = {"name": source_obj.name, "center": [float(c) for c in center], "radius": float(radius),
                   "sketch": sketch_obj.name}
         protocol.write_job_folder(

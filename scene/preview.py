@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import cameras
 from . import mesh, pixels, targets
 from .sketch_object import normalised_copy, world_control_points
+from .stroke_style import set_stroke_width, stroke_width
 
 SHEET_MARGIN = 4
 CYCLES_SKETCH_SAMPLES = 16
@@ -36,8 +37,7 @@ def _sketch_scene(sketch_copy, size: int, min_bevel: float, engine: str):
             "SplatSketch Preview Ink", "ShaderNodeEmission", (0.0, 0.0, 0.0))
     scene.render.image_settings.file_format = 'PNG'
     scene.render.image_settings.color_mode = 'RGBA'
-    curve = sketch_copy.data
-    curve.bevel_depth = max(curve.bevel_depth, min_bevel)
+    set_stroke_width(sketch_copy, max(stroke_width(sketch_copy), min_bevel))
     return scene
 
 

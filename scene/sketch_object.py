@@ -6,6 +6,9 @@ handle_left row 3j-1 and handle_right row 3j+1. Interior joints are G1 (collinea
 handles are ALIGNED: dragging one handle in Blender keeps the stroke smooth, as an artist expects.
 The end points' outer handles mirror the inner ones and are FREE (they shape nothing).
 
+The tubes are drawn by the object's strokes modifier (``stroke_style``): the artist's Strokes Shown,
+width, taper and drawn-on animation live there, and the splines stay plain editable curves.
+
 The object sits at the source's centre (its location; no rotation, scale 1) and the points are
 written relative to it: ``world = center + radius * p`` is worked out in float64 and Blender's float32
 then only holds the small offsets, so a sketch a million units from the origin keeps its shape
@@ -19,6 +22,8 @@ import json
 import bpy
 import mathutils
 import numpy as np
+
+from . import stroke_style
 
 INK_MATERIAL = "SplatSketch Ink"
 CREATED_FLAG = "splatsketch_created"  # on collections we made, so remove_sketch may delete them
@@ -117,23 +122,21 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
                   collection_name: str = "SplatSketch", properties: dict | None = None):
     """Make the result Curve object "<source> Sketch" in the "SplatSketch" collection.
 
-    ``control_points`` [K,3S+1,3] and ``stroke_width`` are in normalised units; the bevel depth is
-    ``stroke_width * radius`` (scene units). ``source_obj`` is only read (its name); it is None for a
+    ``control_points`` [K,3S+1,3] (most important first) and ``stroke_width`` are in normalised units;
+    the tubes' radius is ``stroke_width * radius`` (scene units), all strokes shown. ``source_obj`` is
+    only read (its name); it is None for a
     sketch made from pictures (then ``name`` is required and ``properties`` say where it came from).
     """
     name = name or f"{source_obj.name} Sketch"
     curve = bpy.data.curves.new(name, 'CURVE')
     curve.dimensions = '3D'
     curve.resolution_u = 16
-    curve.bevel_mode = 'ROUND'
-    curve.bevel_depth = float(stroke_width) * float(radius)
-    curve.bevel_resolution = 3
-    curve.use_fill_caps = True  # no round caps for curve bevels in Blender 4.2-5.0: closed ends instead
     curve.materials.append(_ink_material())
     obj = bpy.data.objects.new(name, curve)  # Blender makes the name unique (".001")
     # matrix_world, not location: it takes effect at once, before the next depsgraph update
     obj.matrix_world = mathutils.Matrix.Translation([float(c) for c in center])
     _fill_splines(curve, _local_points(control_points, center, radius, _location(obj)))
+    stroke_style.add_style(obj, float(stroke_width) * float(radius))
     _sketch_collection(collection_name).objects.link(obj)
     if source_obj is not None:
         obj["splatsketch_source"] = source_obj.name
@@ -156,8 +159,9 @@ def update_sketch(obj, control_points, center, radius: float) -> None:
     obj.update_tag()
 
 
-def world_control_points(obj) -> np.ndarray:
-    """``[K,3S+1,3]`` float64 world-space control points read back from a sketch object.
+def world_control_points(obj, shown_only: bool = False) -> np.ndarray:
+    """``[K,3S+1,3]`` float64 world-space control points read back from a sketch object; with
+    ``shown_only`` only the strokes the artist has shown (Strokes Shown), as they are scored.
 
     S is the longest spline's segment count; a shorter spline (an artist may delete or add points) is
     padded with zero-length segments at its end point, which draw nothing. A spline of one point is a
@@ -165,7 +169,8 @@ def world_control_points(obj) -> np.ndarray:
     """
     matrix = np.array(obj.matrix_world, dtype=np.float64)
     strokes = []
-    for spline in obj.data.splines:
+    splines = list(obj.data.splines)
+    for spline in splines[:stroke_style.shown_count(obj)] if shown_only else splines:
         bps = spline.bezier_points
         rows = [bps[0].co]
         for a, b in zip(bps[:-1], bps[1:]):
@@ -200,7 +205,10 @@ def normalised_copy(obj, center, radius: float):
             world = local.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
             bps.foreach_set(key, ((world - center) / radius).ravel())
     scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3]))))  # the object's own (mean) scale
-    copy.data.bevel_depth = obj.data.bevel_depth * scale / radius
+    stroke_style.set_stroke_width(copy, stroke_style.stroke_width(obj) * scale / radius)
+    if stroke_style.style_modifier(copy) is not None:  # the whole sketch, not the animation's current frame
+        copy.animation_data_clear()
+        stroke_style.set_input(copy, "Drawn", 1.0)
     return copy
 
 

@@ -112,7 +112,10 @@ class RecordingLayout:
         object.__setattr__(self, name, value)
 
     def prop(self, data, name, **kwargs):
-        assert name in data.bl_rna.properties, f"no property {name!r} on {data}"
+        if name.startswith('["'):  # an ID property, such as a Geometry Nodes modifier's input
+            assert name[2:-2] in data.keys(), f"no ID property {name!r} on {data}"
+        else:
+            assert name in data.bl_rna.properties, f"no property {name!r} on {data}"
         self.log.append(("prop", name))
 
     def operator(self, idname, **kwargs):
@@ -140,7 +143,8 @@ def _draw(cls, context, delegate=None):
 
 def test_panels_poll_and_draw(addon):
     context, state = bpy.context, bpy.context.window_manager.splatsketch
-    main, result, evaluation, advanced = addon.panels.CLASSES
+    main, result, advanced = (addon.panels.SPLATSKETCH_PT_main, addon.panels.SPLATSKETCH_PT_result,
+                              addon.panels.SPLATSKETCH_PT_advanced)
     assert main.bl_category == "Sketch" and main.bl_space_type == "VIEW_3D" and main.bl_region_type == "UI"
     assert not result.poll(context)  # no run yet
     log = _draw(main, context)
@@ -164,7 +168,7 @@ def test_panels_poll_and_draw(addon):
 def test_evaluation_panel_shows_the_active_sketchs_figures(addon):
     import json
 
-    evaluation = addon.panels.CLASSES[2]
+    evaluation = addon.panels.SPLATSKETCH_PT_evaluation
     context = bpy.context
     context.view_layer.objects.active = bpy.data.objects["Cube"]
     assert not evaluation.poll(context)  # a plain mesh: nothing to evaluate

@@ -157,12 +157,14 @@ def test_cancellation_stops_between_steps(tmp_path):
 
 
 def test_zero_iterations_return_the_initial_curves(tmp_path):
+    """The initial curves themselves, in order of importance (``kept`` says which is which)."""
     cfg, targets, renderer = setup(tmp_path, {"iterations": 0, "init": "random", "seed": 5})
     events = []
     result = optimize(cfg, targets, renderer, emit=events.append)
     start = initial_curves("random", cfg.curves, targets, torch.Generator().manual_seed(5), CPU, cfg.segments)
     assert result.iterations == 0 and result.loss_history == [] and not result.cancelled
-    assert torch.equal(result.control_points, start) and result.pruned == []
+    assert sorted(result.kept) == list(range(cfg.curves)) and result.pruned == []
+    assert torch.equal(result.control_points, start[result.kept])
     assert not [e for e in events if e["type"] in ("progress", "snapshot")]
     assert torch.isfinite(result.view_losses).all()
 
