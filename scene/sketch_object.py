@@ -215,13 +215,18 @@ def normalised_copy(obj, center, radius: float):
 def remove_sketch(obj) -> None:
     """Remove a (possibly half-made) sketch: object, curve data, then what became unused because of it.
 
-    The ink material goes only if nothing else uses it; the collection only if it is empty and was
-    created by SplatSketch. Used when a run fails or is cancelled, so nothing half-made remains.
+    The ink material and the strokes' node group go only if nothing else uses them; the collection
+    only if it is empty and was created by SplatSketch. Used when a run fails or is cancelled, so
+    nothing half-made remains.
     """
     curve = obj.data
     materials = [m for m in getattr(curve, "materials", []) if m is not None]
+    groups = [m.node_group for m in obj.modifiers if m.type == "NODES" and m.node_group is not None]
     collections = list(obj.users_collection)
     bpy.data.objects.remove(obj)
+    for group in groups:
+        if group.users == 0 and not group.use_fake_user:
+            bpy.data.node_groups.remove(group)
     if curve is not None and curve.users == 0:
         bpy.data.curves.remove(curve)
     for material in materials:

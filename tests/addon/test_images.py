@@ -338,7 +338,7 @@ def test_round_trip_mesh_to_capture_to_curves_on_the_mesh(addon, capsys, tmp_pat
     assert code == 0, capsys.readouterr().err
     sketch = bpy.data.objects["ball Sketch"]
     assert "Cube" not in bpy.data.objects  # the factory scene made way for the sketch, as with --input
-    width = sketch.data.bevel_depth  # one stroke width, scene units
+    width = mod(addon, "scene.stroke_style").stroke_width(sketch)  # one stroke width, scene units
     with open(jobs / "ball" / "job.json", encoding="utf-8") as f:
         source = json.load(f)["source"]
     assert np.linalg.norm(np.array(source["center"]) - CENTER) < width

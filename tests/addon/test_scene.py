@@ -41,6 +41,7 @@ mesh = importlib.import_module(PKG + ".scene.mesh")
 targets = importlib.import_module(PKG + ".scene.targets")
 job_folder = importlib.import_module(PKG + ".scene.job_folder")
 sketch_object = importlib.import_module(PKG + ".scene.sketch_object")
+stroke_style = importlib.import_module(PKG + ".scene.stroke_style")
 preview = importlib.import_module(PKG + ".scene.preview")
 png = importlib.import_module(PKG + ".scene.png")
 cameras = importlib.import_module(PKG + ".backend.cameras")
@@ -320,7 +321,9 @@ def test_create_sketch_round_trip(suzanne):
     assert "SplatSketch" in bpy.context.scene.collection.children
     curve = sketch.data
     assert curve.dimensions == '3D' and len(curve.splines) == 6
-    assert curve.bevel_depth == pytest.approx(0.015)
+    # the tubes are the strokes modifier's (radius = width x bounding radius), not the curve's bevel
+    assert curve.bevel_depth == 0.0 and stroke_style.stroke_width(sketch) == pytest.approx(0.015)
+    assert stroke_style.shown_count(sketch) == 6
     assert all(len(s.bezier_points) == 2 and s.type == 'BEZIER' for s in curve.splines)
     assert {t for s in curve.splines for p in s.bezier_points for t in (p.handle_left_type, p.handle_right_type)} \
         == {'FREE'}
