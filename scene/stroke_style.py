@@ -37,6 +37,7 @@ INPUTS = (
                                                 "tubes, 0.3 a pen's swelling line"),
     ("Importance Weight", "NodeSocketFloat", 0.0, 0.0, 1.0, "Less important strokes are drawn thinner: "
                                                             "at 1 the last is 40% of the first's width"),
+    ("Material", "NodeSocketMaterial", None, None, None, "The strokes' material (the run's black ink)"),
     ("Drawn", "NodeSocketFloat", 1.0, 0.0, 1.0, "How much of the sketch is drawn, stroke after stroke in "
                                                 "order of importance (keyed by Animate Drawing)"),
     ("Overlap", "NodeSocketFloat", 0.3, 0.0, 1.0, "How far a stroke's drawing overlaps the next one's: 0 "
@@ -123,6 +124,8 @@ def _build(tree) -> None:
         tree.links.new(b.node("GeometryNodeSetCurveRadius", {0: smooth, "Radius": scale}).outputs[0], tube.inputs[0])
     tube = tube.outputs[0]
     shaded = b.node("GeometryNodeSetShadeSmooth", {0: tube}).outputs[0]
+    # Blender 4.2-4.3 drop the curve's own material list on the way through the modifier
+    shaded = b.node("GeometryNodeSetMaterial", {0: shaded, 2: put["Material"]}).outputs[0]
     tree.links.new(shaded, group_out.inputs[0])
 
 
@@ -137,7 +140,8 @@ def style_group():
     tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     for name, kind, default, low, high, description in INPUTS:
         socket = tree.interface.new_socket(name, in_out="INPUT", socket_type=kind)
-        socket.default_value, socket.min_value, socket.max_value = default, low, high
+        if default is not None:
+            socket.default_value, socket.min_value, socket.max_value = default, low, high
         socket.description = description
     tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     _build(tree)
@@ -184,6 +188,7 @@ def add_style(obj, width: float):
     obj.data.bevel_depth = 0.0
     set_input(obj, "Width", float(width))
     set_input(obj, "Strokes Shown", ALL_STROKES)
+    set_input(obj, "Material", obj.data.materials[0] if len(obj.data.materials) else None)
     obj["splatsketch_width"] = float(width)  # the run's width: the styles' widths are factors of it
     return modifier
 
