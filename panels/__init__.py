@@ -193,7 +193,8 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
             row.operator("splatsketch.stroke_style", text=style.title()).style = style
         col = layout.column(align=True)
         for name in ("Width", "Taper", "Importance Weight"):
-            col.prop(modifier, stroke_style.input_path(modifier, name), text=name)
+            label = "Weight" if name == "Importance Weight" else name  # the sidebar is narrow
+            col.prop(modifier, stroke_style.input_path(modifier, name), text=label)
         col = layout.column(align=True)
         col.use_property_decorate = True  # the keyframe dot: Drawn is what the animation keys
         col.prop(modifier, stroke_style.input_path(modifier, "Drawn"), text="Drawn")
