@@ -26,7 +26,7 @@ import bpy
 from .backend.config import SettingsError, settings_from_dict
 from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, check_stop, clear_stop, request_stop, safe_name
-from .jobs.sketch import CaptureSketchRun, SketchRun
+from .jobs.sketch import CaptureSketchRun, KeepStrokesRun, SketchRun, keep_strokes_problem, kept_source
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
 from .settings_map import active_losses, add_flags, apply_flags
 
@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --images: silhouettes from these masks instead of the pictures' alpha (white = "
                           "object; DIR mirrors the pictures' paths: DIR/train/r_0.png for ./train/r_0)")
     src.add_argument("--demo", action="store_true", help="add Blender's Suzanne and sketch it")
+    src.add_argument("--keep-strokes", metavar="SKETCH", default="",
+                     help="instead of a new sketch: keep some strokes of this sketch object (in the open .blend) "
+                          "exactly as they are and make the others again on its source object")
+    src.add_argument("--keep", metavar="0-3,7", default="",
+                     help="with --keep-strokes: the strokes to keep, by number (0 is the most important)")
+    src.add_argument("--add", type=int, default=0, metavar="N",
+                     help="with --keep-strokes: keep every stroke and add N where lines are still missing")
     st = p.add_argument_group("settings")
     st.add_argument("--preset", choices=["preview", "final"],
                     help="preview: fast on a laptop CPU, geometry-only; final: CLIPasso-level, for a GPU "
@@ -430,6 +437,13 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
     from .scene.mesh import source_problem
 
     found: list[tuple[str, object, str]] = []
+    if args.keep_strokes:
+        if args.object or args.objects or args.collection or args.input or args.images or args.demo:
+            raise UsageError("--keep-strokes works on one sketch: no --object, --collection, --input, --images "
+                             "or --demo with it")
+        return [(args.keep_strokes, _keep_request(args), "")], []
+    elif args.keep or args.add:
+        raise UsageError("--keep and --add need --keep-strokes SKETCH")
     names = list(args.object) + [n.strip() for n in args.objects.split(",") if n.strip()]
     # No file was opened: the saved .blend should hold the assets and their sketches, not the factory
     # Cube, Camera and Light. They go once something was brought in, so a failed import changes nothing.
@@ -469,6 +483,37 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
             raise UsageError("no object to sketch: use --object NAME, --objects A,B, --collection NAME or --input FILE")
         found.append((obj.name, obj, source_problem(obj) or ""))
     return found, startup
+
+
+class _KeepRequest:
+    """``--keep-strokes``: which sketch, which of its strokes stay, how many new ones."""
+
+    def __init__(self, sketch, keep: list[int], new: int):
+        self.sketch, self.keep, self.new, self.source = sketch, keep, new, kept_source(sketch)
+
+
+def _keep_request(args) -> _KeepRequest:
+    """The checked ``--keep-strokes`` request; UsageError (nothing runs, nothing changes) otherwise."""
+    from .operators.generate import parse_strokes
+
+    sketch = bpy.data.objects.get(args.keep_strokes)
+    if sketch is None:
+        raise UsageError(f"--keep-strokes: no object '{args.keep_strokes}' in {OPEN_BLEND}")
+    if bool(args.keep) == bool(args.add):
+        raise UsageError("--keep-strokes needs one of --keep 0-3,7 (make the others again) or --add N")
+    total = len(sketch.data.splines) if sketch.type == "CURVE" else 0
+    if args.add:
+        keep, new = list(range(total)), args.add
+    else:
+        try:
+            keep = parse_strokes(args.keep)
+        except RunError as error:
+            raise UsageError(f"--keep {error}") from None
+        new = total - len(set(keep) & set(range(total)))
+    problem = keep_strokes_problem(sketch, keep, new)
+    if problem:
+        raise UsageError(f"--keep-strokes {args.keep_strokes}: {problem}")
+    return _KeepRequest(sketch, keep, new)
 
 
 def _captures(args) -> list[tuple[str, object, str]]:
@@ -528,7 +573,14 @@ def _run(args, log_path: str) -> int:
             bad_captures += isinstance(obj, str)
             continue
         job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
-        if isinstance(obj, Capture):
+        if isinstance(obj, _KeepRequest):
+            _say(f"[{label}] keeping {len(obj.keep)} strokes, making {obj.new} on {obj.source.name}: rendering "
+                 f"{params['train_views']} + {params['heldout_views']} views, {settings['iterations']} iterations")
+            run = KeepStrokesRun(obj.sketch, obj.keep, obj.source, dict(settings, curves=obj.new), params, python,
+                                 user_dir=user_dir(), live_preview=False, job_dir=job_dir,
+                                 keep_job=bool(args.job_dir), log=_say)
+            obj = obj.source  # the preview and the evaluation are of the sketch against its source
+        elif isinstance(obj, Capture):
             _say(f"[{label}] {len(obj.train)} + {len(obj.test)} pictures ({min(len(obj.train), params['train_views'])}"
                  f" used to train), {settings['curves']} curves, {settings['iterations']} iterations")
             run = CaptureSketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False,

@@ -348,7 +348,7 @@ def _cover_sets(samples: np.ndarray, targets: Targets, train: np.ndarray):
 
 def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
                  off_line_weight: float = OFF_LINE_WEIGHT, view_lines: np.ndarray | None = None,
-                 balance: float = 0.0) -> list[int]:
+                 balance: float = 0.0, already: np.ndarray | None = None) -> list[int]:
     """Indices of up to ``k`` candidates, each adding the most newly covered line pixels minus
     ``off_line_weight`` times its off-line pixels. When no candidate gains any more, the weight halves
     (cheaper ink, rather than picking copies of lines already drawn); it stops when nothing is left
@@ -360,11 +360,13 @@ def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
     worth more the less of that view is covered (a head-on fish, a mug from above), and a view covered
     as much as the others is worth the same as each of them whatever its size. The factor keeps one
     pixel of an average view worth one pixel when it is fully covered, so ``off_line_weight`` keeps its
-    meaning."""
+    meaning. ``already``: pixels covered before any pick (the artist's kept strokes)."""
     sizes = np.array([len(c) for c in covered], dtype=np.int64)
     flat = np.concatenate(covered) if covered else np.zeros(0, dtype=np.int64)
     owner = np.repeat(np.arange(len(covered)), sizes)
     done = np.zeros(size, dtype=bool)
+    if already is not None:
+        done[already] = True
     free = np.ones(len(covered), dtype=bool)
     balanced = balance > 0 and view_lines is not None and len(view_lines) > 0
     if balanced:
@@ -372,6 +374,8 @@ def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
         lines = np.maximum(np.asarray(view_lines, dtype=np.float64), 1.0)
         view_of = flat // per_view
         got = np.zeros(len(lines))
+        if already is not None:
+            got += np.bincount(np.unique(already) // per_view, minlength=len(lines))
     weight, picked = off_line_weight, []
     while len(picked) < k and free.any():
         # balanced: d/d(got) of mean(lines) * (1 + b) * log(got + b * lines), per view
@@ -392,12 +396,23 @@ def greedy_cover(covered: list[np.ndarray], off: np.ndarray, k: int, size: int,
     return picked
 
 
+def _kept_cover(targets: Targets, train: np.ndarray) -> np.ndarray | None:
+    """The line pixels the artist's kept strokes cover already (flat ``v*H*W + pixel``), or None."""
+    if targets.kept is None:
+        return None
+    kept = targets.kept.double().cpu().numpy()
+    per_segment = max(COVER_SAMPLES // ((kept.shape[1] - 1) // 3), 2)
+    covered, _, _ = _cover_sets(sample_chains(kept, per_segment), targets, train)
+    return np.concatenate(covered) if covered else None
+
+
 def feature_init(k: int, segments: int, targets: Targets, generator: torch.Generator,
                  max_length: float = 0.9, off_line_weight: float = OFF_LINE_WEIGHT,
                  balance: float = 0.0) -> torch.Tensor:
     """``k`` chains ``[k,3S+1,3]`` on the mesh's feature lines that best cover the training lines.
 
-    Contours are taken from the training cameras, the views whose lines the strokes must match.
+    Contours are taken from the training cameras, the views whose lines the strokes must match; the
+    lines the artist's kept strokes cover count as covered.
     Fewer useful candidates than ``k`` (a tiny mesh, no lines left to cover): the rest are surface
     strokes, drawn from ``generator``. ``balance``: how evenly the cover serves the views
     (:func:`greedy_cover`)."""
@@ -422,7 +437,7 @@ def feature_init(k: int, segments: int, targets: Targets, generator: torch.Gener
             covered, off, view_lines = _cover_sets(sample_chains(chains, max(COVER_SAMPLES // segments, 2)), targets,
                                                    train)
             order = greedy_cover(covered, off, k, len(train) * targets.height * targets.width, off_line_weight,
-                                 view_lines, balance)
+                                 view_lines, balance, _kept_cover(targets, train))
         picked = chains[np.asarray(order, dtype=np.int64)]
     strokes = torch.as_tensor(picked, dtype=torch.float32, device=device)
     if len(strokes) < k:

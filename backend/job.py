@@ -20,6 +20,7 @@ from .errors import BadJob
 from .protocol import (  # noqa: F401 - write_atomic stays importable from here for older callers
     DRAWN_KEYS,
     JOB_JSON,
+    KEPT_NPZ,
     MESH_NPZ,
     READABLE_SCHEMAS,
     RESULT_JSON,
@@ -210,6 +211,9 @@ def load_job(folder) -> Job:
         raise BadJob(f"{views_path}: 'Ks' has a non-positive focal length")
 
     arrays.update(mesh)
+    kept = _load_kept(folder / KEPT_NPZ)
+    if kept is not None:
+        arrays["kept_strokes"] = kept
 
     needs = {"lines": "lines" in arrays, "surface": bool(mesh)}
     for name, present in needs.items():
@@ -222,6 +226,20 @@ def load_job(folder) -> Job:
         raise BadJob(f"{job_json}: init 'contour' needs line images ('lines' in {VIEWS_NPZ})")
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     return Job(folder, config, arrays, source, drawn_seconds)
+
+
+def _load_kept(path: Path) -> np.ndarray | None:
+    """``kept.npz``'s strokes ``[F,3S+1,3]`` (finite, normalised), or None without the file."""
+    kept = load_npz(path, required=False)
+    if not kept:
+        return None
+    _check(kept, path, "control_points", "f", (None, None, 3))
+    points = kept["control_points"]
+    if points.shape[1] < 4 or (points.shape[1] - 1) % 3:
+        raise BadJob(f"{path}: 'control_points' must be [F,3S+1,3] (S cubic segments), got {list(points.shape)}")
+    if not np.isfinite(points).all():
+        raise BadJob(f"{path}: 'control_points' holds non-finite numbers")
+    return points.astype(np.float32)
 
 
 def _draw_from_mesh(arrays: dict, mesh: dict, config: OptimizeConfig, path: Path) -> float:

@@ -19,7 +19,7 @@ from .imageops import gaussian_blur
 from .init import initial_curves, lifted_contour_points, strokes_on_points
 from .losses import LossContext, LossInputs, Targets, build_losses
 from .protocol import INFO, PROGRESS, SNAPSHOT
-from .ranking import LineF, rank_strokes, stroke_log_image
+from .ranking import LineF, kept_log_image, rank_strokes, stroke_log_image
 from .render import Renderer, pinhole, pixel_scales
 
 Emit = Callable[[dict], None]
@@ -52,13 +52,18 @@ class Sketch:
 
     def __init__(self, cfg: OptimizeConfig, targets: Targets, renderer: Renderer):
         self.cfg, self.targets, self.renderer = cfg, targets, renderer
+        # the artist's kept strokes: in every picture of the sketch, so they count as covering their lines
+        self.kept = None if targets.kept is None else self.samples(targets.kept).reshape(-1, 3).detach()
 
     def samples(self, control_points: torch.Tensor) -> torch.Tensor:
         return sample_curves(control_points, self.cfg.samples_per_curve)
 
-    def render(self, samples: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
+    def render(self, samples: torch.Tensor, view_ids: torch.Tensor, with_kept: bool = True) -> torch.Tensor:
+        """Transmittance images ``[V,H,W]`` of the strokes ``samples`` (and the kept strokes)."""
         t = self.targets
         means = samples.reshape(-1, 3)
+        if with_kept and self.kept is not None:
+            means = torch.cat([self.kept, means])
         viewmats, Ks = t.viewmats[view_ids], t.Ks[view_ids]
         if self.cfg.width_mode == "pixels":
             scales = pixel_scales(means, viewmats, Ks, self.cfg.stroke_width)
@@ -178,7 +183,7 @@ def line_f_without(sketch: Sketch, points: torch.Tensor, view_ids: torch.Tensor)
     whole sketch's log image is a sum over strokes, and leaving a stroke out subtracts its own (two
     renders per stroke, memory of one image stack)."""
     score, samples = LineF(sketch.targets, view_ids), sketch.samples(points)
-    total = torch.zeros_like(sketch.targets.lines[view_ids], dtype=torch.float32)
+    total = kept_log_image(sketch, view_ids)
     for k in range(points.shape[0]):
         total += stroke_log_image(sketch, samples[k:k + 1], view_ids)
     return torch.stack([score(total - stroke_log_image(sketch, samples[k:k + 1], view_ids))

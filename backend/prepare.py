@@ -29,6 +29,8 @@ def build_targets(arrays: dict[str, np.ndarray], cfg: OptimizeConfig, device: to
         lines_hidden=tensor(arrays["lines_hidden"]) / 255.0 if "lines_hidden" in arrays else None,
         depth=tensor(arrays["depth"]) if "depth" in arrays else None,
     )
+    if "kept_strokes" in arrays and len(arrays["kept_strokes"]):
+        targets.kept = tensor(arrays["kept_strokes"])
     if "vertices" in arrays:
         targets.vertices = tensor(arrays["vertices"])
         targets.faces = tensor(arrays["faces"], torch.long)

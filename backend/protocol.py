@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 # 2: strokes are chains of S cubic segments (result control points [K,3S+1,3], setting 'segments').
-# A schema-1 job (single cubics, no 'segments') is a valid schema-2 job and still loads.
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+# 3: a job may hold kept strokes (KEPT_NPZ): drawn with the sketch and counted as covering their
+#    lines, never moved; the result is the other strokes. Schema-1 and -2 jobs are valid schema-3 jobs.
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 # -- exit codes of `python -m backend ...` -------------------------------------------------------
 EXIT_OK = 0
@@ -59,6 +60,7 @@ FINAL_EVENTS = frozenset({DONE, ERROR})  # nothing may follow either
 JOB_JSON = "job.json"
 VIEWS_NPZ = "views.npz"
 MESH_NPZ = "mesh.npz"
+KEPT_NPZ = "kept.npz"  # the artist's kept strokes: 'control_points' [F,3S+1,3], normalised (any S)
 RESULT_NPZ = "result.npz"
 RESULT_JSON = "result.json"
 EVAL_NPZ = "eval.npz"
@@ -67,7 +69,7 @@ METRICS_JSON = "metrics.json"
 REPORT_PNG = "report.png"
 TURNTABLE_GIF = "turntable.gif"
 OWNER_FILE = ".owner"  # "PID" of the process using a job folder: pruning skips live owners
-JOB_INPUTS = (JOB_JSON, VIEWS_NPZ, MESH_NPZ)
+JOB_INPUTS = (JOB_JSON, VIEWS_NPZ, MESH_NPZ, KEPT_NPZ)
 
 # -- arrays and summaries --------------------------------------------------------------------------
 VIEW_KEYS = ("viewmats", "Ks", "is_train", "rgba", "lines", "lines_hidden", "depth")

@@ -50,14 +50,26 @@ class LineF:
 
 def stroke_log_image(sketch, samples: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
     """The log-transmittance images ``[V,H,W]`` of one stroke's splat centres ``samples [1,N,3]``
-    (views 8 at a time)."""
-    return torch.cat([sketch.render(samples, view_ids[i:i + 8]) for i in range(0, len(view_ids), 8)]
+    alone (views 8 at a time)."""
+    return torch.cat([sketch.render(samples, view_ids[i:i + 8], with_kept=False)
+                      for i in range(0, len(view_ids), 8)]).clamp_min(1e-30).log()
+
+
+def kept_log_image(sketch, view_ids: torch.Tensor) -> torch.Tensor:
+    """The log-transmittance images ``[V,H,W]`` of the artist's kept strokes (zeros without any):
+    what every ranked sketch starts from."""
+    t = sketch.targets
+    if sketch.kept is None:
+        return torch.zeros((len(view_ids), t.height, t.width), device=view_ids.device)
+    nothing = sketch.kept.new_zeros((0, 3))
+    return torch.cat([sketch.render(nothing, view_ids[i:i + 8]) for i in range(0, len(view_ids), 8)]
                      ).clamp_min(1e-30).log()
 
 
 @torch.no_grad()
 def rank_strokes(sketch, points: torch.Tensor, view_ids: torch.Tensor) -> tuple[list[int], list[float]]:
     """(order, F of the first n strokes for n = 1..K): ``order[0]`` is the most important stroke.
+    Kept strokes come before all of them (their F is in every figure).
 
     Empty lists when the job has no line images (nothing to rank by: the order stays as it is)."""
     count = points.shape[0]
@@ -69,12 +81,12 @@ def rank_strokes(sketch, points: torch.Tensor, view_ids: torch.Tensor) -> tuple[
     if count > GREEDY_MAX:
         alone = torch.stack([score(log) for log in logs])
         order = [int(k) for k in torch.argsort(alone, descending=True, stable=True)]
-        total, curve = torch.zeros_like(logs[0]), []
+        total, curve = kept_log_image(sketch, view_ids), []
         for k in order:
             total += logs[k]
             curve.append(float(score(total)))
         return order, curve
-    total = torch.zeros_like(logs[0])
+    total = kept_log_image(sketch, view_ids)
     left, order, curve = list(range(count)), [], []
     while left:
         scores = torch.stack([score(total + logs[k]) for k in left])

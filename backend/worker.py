@@ -245,6 +245,7 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
         "losses": result.losses, "heldout_loss": result.heldout_loss, "objective": cfg.losses,
         "renderer": renderer.name, "device": str(device), "runs": result.runs,
         "curves": int(result.control_points.shape[0]),
+        "kept_strokes": 0 if targets.kept is None else int(targets.kept.shape[0]),
         # Strokes are stored most important first; the held-out line F of the first n, n = 1..K.
         "first_strokes_f": [round(f, 4) for f in result.first_f],
         # Wall seconds of the backend's phases: drawing the views from the mesh, the initial strokes, the rest.

@@ -190,3 +190,89 @@ class CaptureSketchRun(SketchRun):
     def sketch_properties(self) -> dict:
         return {"splatsketch_capture": self.capture.train_json, "splatsketch_masks": self.capture.masks,
                 "splatsketch_center": [float(c) for c in self.center], "splatsketch_radius": float(self.radius)}
+
+
+def keep_strokes_problem(sketch, keep: list[int], new: int) -> str:
+    """Why strokes ``keep`` of ``sketch`` cannot be kept with ``new`` made again, or ''."""
+    from ..scene import stroke_style
+
+    if sketch is None or sketch.type != "CURVE" or stroke_style.style_modifier(sketch) is None:
+        return "select a SplatSketch result (a sketch with its SplatSketch Strokes modifier)"
+    if kept_source(sketch) is None:
+        return (f"'{sketch.name}' has no source object any more (it was sketched from "
+                f"'{sketch.get('splatsketch_source', '?')}'): its strokes can only be made again on it")
+    total = len(sketch.data.splines)
+    wrong = [i for i in keep if not 0 <= i < total]
+    if wrong:
+        return f"'{sketch.name}' has strokes 0-{total - 1}: there is no stroke {wrong[0]} to keep"
+    splines = list(sketch.data.splines)
+    if any(splines[i].type != "BEZIER" or len(splines[i].bezier_points) < 2 for i in keep):
+        return "a kept stroke is not a Bézier spline of 2 or more points"
+    if new < 1:
+        return "nothing to make: every stroke is kept (Add Strokes adds new ones)"
+    return ""
+
+
+def kept_source(sketch):
+    """The mesh a sketch was made from, if it still exists."""
+    return bpy.data.objects.get(sketch.get("splatsketch_source", "") or "")
+
+
+class KeepStrokesRun(SketchRun):
+    """Regenerate Others / Add Strokes: a run on the sketch's source object with some of the sketch's
+    strokes kept. The kept strokes go into the job (``kept.npz``: drawn, counted as covering their
+    lines, never moved); at the end the sketch's other strokes are replaced by the new ones, which
+    follow the kept ones in order of importance. The kept splines are not touched at all, and until
+    the run succeeds nothing in the sketch changes (a failed or cancelled run leaves it as it was)."""
+
+    def __init__(self, sketch, keep: list[int], source, settings: dict, params: dict, python: str, *,
+                 user_dir: str, live_preview: bool, job_dir: str | None = None, keep_job: bool = False, log=None):
+        super().__init__(source, settings, params, python, user_dir=user_dir, live_preview=live_preview,
+                         job_dir=job_dir, keep_job=keep_job, log=log)
+        self.sketch_name, self.keep = sketch.name, sorted(set(keep))
+        self.splines = len(sketch.data.splines)
+
+    def sketch(self):
+        return bpy.data.objects.get(self.sketch_name)
+
+    def validate(self) -> None:
+        super().validate()
+        sketch = self.sketch()
+        if sketch is None:
+            raise RunError(f"sketch '{self.sketch_name}' no longer exists")
+        if len(sketch.data.splines) != self.splines:
+            raise RunError(f"'{self.sketch_name}' changed (its strokes were added or removed) since the run was set up")
+
+    def prepare(self, folder: str):
+        from ..scene.sketch_object import world_control_points
+
+        placed = yield from super().prepare(folder)
+        kept = world_control_points(self.sketch(), indices=self.keep)
+        protocol.write_npz(os.path.join(folder, protocol.KEPT_NPZ),
+                           control_points=((kept - self.center) / self.radius).astype(np.float32))
+        return placed
+
+    def collect(self) -> None:
+        from ..scene.sketch_object import replace_strokes
+
+        collecting = time.monotonic()
+        self.sketch_source()
+        sketch = self.sketch()
+        if sketch is None:
+            raise RunError(f"sketch '{self.sketch_name}' was removed during the run")
+        if len(sketch.data.splines) != self.splines:
+            raise RunError(f"'{self.sketch_name}' changed during the run (strokes added or removed): left as it was")
+        with np.load(os.path.join(self.folder, protocol.RESULT_NPZ), allow_pickle=False) as data:
+            control_points = np.asarray(data["control_points"], dtype=np.float32)
+        summary_path = os.path.join(self.folder, protocol.RESULT_JSON)
+        self.metrics = {}
+        if os.path.isfile(summary_path):
+            with open(summary_path, encoding="utf-8") as f:
+                self.metrics = json.load(f)
+        self.discard_scene()
+        replace_strokes(sketch, self.keep, control_points, self.center, self.radius)
+        sketch["splatsketch_metrics"] = json.dumps(self.metrics, sort_keys=True)
+        self.result_name, self.control_points = sketch.name, control_points
+        self.collect_seconds = time.monotonic() - collecting
+        self.summary = (f"{sketch.name}: kept {len(self.keep)} strokes, {len(control_points)} new, "
+                        f"{format_duration(time.monotonic() - self.started)}")

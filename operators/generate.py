@@ -102,4 +102,122 @@ class SPLATSKETCH_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (SPLATSKETCH_OT_generate, SPLATSKETCH_OT_cancel)
+
+
+def keep_strokes_run(context, sketch, keep: list[int], new: int, *, live_preview: bool, log=None, **overrides):
+    """A :class:`KeepStrokesRun` on ``sketch`` keeping the splines ``keep`` and making ``new`` strokes,
+    with the panel's settings; RunError for anything the artist must fix (nothing changes then)."""
+    from ..jobs.sketch import KeepStrokesRun, keep_strokes_problem, kept_source
+
+    if context.window_manager.splatsketch.running:
+        raise RunError("a SplatSketch run is going: wait for it to finish or cancel it")
+    problem = keep_strokes_problem(sketch, keep, new)
+    if problem:
+        raise RunError(problem)
+    run = prepare_run(context, kept_source(sketch), live_preview=live_preview, log=log, **overrides)
+    return KeepStrokesRun(sketch, keep, kept_source(sketch), dict(run.settings, curves=new), run.params, run.python,
+                          user_dir=user_dir(), live_preview=live_preview, log=log, **overrides)
+
+
+def selected_strokes(sketch) -> list[int]:
+    """The splines with a selected point (edit mode's selection, read back into the curve data)."""
+    if sketch.mode == "EDIT":
+        sketch.update_from_editmode()
+    return [i for i, s in enumerate(sketch.data.splines)
+            if any(p.select_control_point or p.select_left_handle or p.select_right_handle for p in s.bezier_points)]
+
+
+class _KeepStrokes(ModalRun):
+    """Shared by Regenerate Others and Add Strokes: leave edit mode, run, one undo step on success."""
+
+    bl_options = set()
+
+    @classmethod
+    def poll(cls, context):
+        if context.window_manager.splatsketch.running:
+            cls.poll_message_set("A SplatSketch run is going")
+            return False
+        return True
+
+    def _kept_and_new(self, sketch) -> tuple[list[int], int]:
+        raise NotImplementedError
+
+    def _begin(self, context, live_preview: bool, log=None):
+        state = context.window_manager.splatsketch
+        sketch = context.active_object
+        try:
+            if sketch is None or sketch.type != "CURVE":
+                raise RunError("select a SplatSketch result (a sketch with its SplatSketch Strokes modifier)")
+            keep, new = self._kept_and_new(sketch)
+            run = keep_strokes_run(context, sketch, keep, new, live_preview=live_preview, log=log)
+        except RunError as error:
+            state.last_error = str(error)
+            self.report({"ERROR"}, str(error))
+            return None
+        if sketch.mode == "EDIT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+        state.running, state.cancel_requested = True, False
+        state.progress, state.status, state.last_error = 0.0, "Rendering target views", ""
+        return run
+
+    def _end(self, context, run) -> set[str]:
+        return end_sketch(self, context, run, self.bl_label)
+
+
+class SPLATSKETCH_OT_regenerate_strokes(_KeepStrokes, bpy.types.Operator):
+    """Keep the selected strokes (in Edit Mode) exactly as they are and make the others again, from
+    fresh starts on the lines the kept strokes leave uncovered"""
+
+    bl_idname = "splatsketch.regenerate_strokes"
+    bl_label = "Regenerate Others"
+
+    keep_selected: BoolProperty(name="Keep Selected", default=True,
+                                description="Keep the selected strokes (off: keep all but the selected)")
+    keep: bpy.props.StringProperty(name="Keep", default="", options={"SKIP_SAVE"},
+                                   description="Stroke numbers to keep instead of the selection, e.g. '0-3,7' "
+                                               "(0 is the most important)")
+
+    def _kept_and_new(self, sketch):
+        total = len(sketch.data.splines)
+        if self.keep:
+            keep = parse_strokes(self.keep)
+        else:
+            selected = selected_strokes(sketch)
+            if not selected:
+                raise RunError("no stroke selected: select the strokes to keep in Edit Mode (or the ones to "
+                               "regenerate, with Keep Selected off)")
+            keep = selected if self.keep_selected else [i for i in range(total) if i not in selected]
+        return keep, total - len(set(keep) & set(range(total)))
+
+
+class SPLATSKETCH_OT_add_strokes(_KeepStrokes, bpy.types.Operator):
+    """Add N strokes where the sketch still misses the object's lines; every stroke there stays as it is"""
+
+    bl_idname = "splatsketch.add_strokes"
+    bl_label = "Add Strokes"
+
+    count: bpy.props.IntProperty(name="Strokes", default=4, min=1, max=1024, description="How many to add")
+
+    def _kept_and_new(self, sketch):
+        return list(range(len(sketch.data.splines))), self.count
+
+
+def parse_strokes(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]; RunError for anything else."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise RunError(f"'{text}': stroke numbers are like '0-3,7'") from None
+        if first < 0 or last < first:
+            raise RunError(f"'{text}': stroke numbers are like '0-3,7'")
+        out += range(first, last + 1)
+    if not out:
+        raise RunError("no strokes to keep given")
+    return sorted(set(out))
+
+
+CLASSES = (SPLATSKETCH_OT_generate, SPLATSKETCH_OT_cancel, SPLATSKETCH_OT_regenerate_strokes,
+           SPLATSKETCH_OT_add_strokes)

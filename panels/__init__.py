@@ -181,13 +181,18 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         col = layout.column(align=True)
         total = len(obj.data.splines)
         col.prop(obj, "splatsketch_strokes_shown", text=f"Shown (of {total})")
+        row = layout.row(align=True)
+        row.operator("splatsketch.regenerate_strokes", icon="FILE_REFRESH")
+        row.operator("splatsketch.add_strokes", icon="ADD")
         try:
             first_f = json.loads(obj.get("splatsketch_metrics", "{}")).get("first_strokes_f") or []
         except (TypeError, ValueError):
             first_f = []
         shown = obj.splatsketch_strokes_shown
-        if 0 < shown <= len(first_f) and len(first_f) == total:  # figures of the run's own strokes
-            col.label(text=f"Held-out line F of these {shown}: {first_f[shown - 1]:.2f}")
+        kept = int(json.loads(obj.get("splatsketch_metrics", "{}") or "{}").get("kept_strokes", 0) or 0) \
+            if first_f else 0
+        if kept < shown <= kept + len(first_f) and kept + len(first_f) == total:  # the last run's own figures
+            col.label(text=f"Held-out line F of these {shown}: {first_f[shown - kept - 1]:.2f}")
         row = layout.row(align=True)
         for style in ("UNIFORM", "PEN", "MARKER"):
             row.operator("splatsketch.stroke_style", text=style.title()).style = style

@@ -87,10 +87,10 @@ def _fill_splines(curve, points: np.ndarray) -> None:
     _set_points(curve, points)
 
 
-def _set_points(curve, points: np.ndarray) -> None:
-    """Write coordinates into existing splines, then make the interior joints ALIGNED: their handles are
-    collinear already, so Blender keeps them where they are."""
-    for spline, stroke in zip(curve.splines, points, strict=True):
+def _set_points(curve, points: np.ndarray, splines=None) -> None:
+    """Write coordinates into existing splines (``splines``: those, else all), then make the interior
+    joints ALIGNED: their handles are collinear already, so Blender keeps them where they are."""
+    for spline, stroke in zip(curve.splines if splines is None else splines, points, strict=True):
         bps = spline.bezier_points
         last = len(bps) - 1
         for j, bp in enumerate(bps):
@@ -159,9 +159,33 @@ def update_sketch(obj, control_points, center, radius: float) -> None:
     obj.update_tag()
 
 
-def world_control_points(obj, shown_only: bool = False) -> np.ndarray:
+def replace_strokes(obj, keep, control_points, center, radius: float) -> None:
+    """Keep the splines ``keep`` (indices) exactly as they are, remove the others, and add one spline
+    per new stroke ``control_points [K,3S+1,3]`` (normalised) after them; every stroke shown."""
+    curve = obj.data
+    keep = set(keep)
+    for index in sorted(set(range(len(curve.splines))) - keep, reverse=True):
+        curve.splines.remove(curve.splines[index])
+    points = _local_points(control_points, center, radius, _location(obj))
+    anchors = (points.shape[1] - 1) // 3 + 1
+    first = len(curve.splines)
+    for _ in range(len(points)):
+        spline = curve.splines.new('BEZIER')
+        spline.bezier_points.add(anchors - 1)
+        spline.use_cyclic_u = False
+        for bp in spline.bezier_points:
+            bp.handle_left_type = bp.handle_right_type = 'FREE'
+    _set_points(curve, points, list(curve.splines)[first:])
+    if stroke_style.style_modifier(obj) is not None:
+        stroke_style.set_input(obj, "Strokes Shown", stroke_style.ALL_STROKES)
+    curve.update_tag()
+    obj.update_tag()
+
+
+def world_control_points(obj, shown_only: bool = False, indices=None) -> np.ndarray:
     """``[K,3S+1,3]`` float64 world-space control points read back from a sketch object; with
-    ``shown_only`` only the strokes the artist has shown (Strokes Shown), as they are scored.
+    ``shown_only`` only the strokes the artist has shown (Strokes Shown), as they are scored; with
+    ``indices`` only those splines.
 
     S is the longest spline's segment count; a shorter spline (an artist may delete or add points) is
     padded with zero-length segments at its end point, which draw nothing. A spline of one point is a
@@ -170,6 +194,8 @@ def world_control_points(obj, shown_only: bool = False) -> np.ndarray:
     matrix = np.array(obj.matrix_world, dtype=np.float64)
     strokes = []
     splines = list(obj.data.splines)
+    if indices is not None:
+        splines = [splines[i] for i in indices]
     for spline in splines[:stroke_style.shown_count(obj)] if shown_only else splines:
         bps = spline.bezier_points
         rows = [bps[0].co]

@@ -32,6 +32,7 @@ class Targets:
     faces: torch.Tensor | None = None  # [F,3] int64
     surface_samples: torch.Tensor | None = None  # [M,3] area-uniform points on the mesh
     surface_normals: torch.Tensor | None = None  # [M,3] unit normals at those points
+    kept: torch.Tensor | None = None  # [F,3S+1,3] the artist's kept strokes: drawn, never moved
 
     @property
     def height(self) -> int:

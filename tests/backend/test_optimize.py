@@ -292,3 +292,54 @@ def test_strokes_are_ranked_by_what_they_add_to_the_line_drawing(tmp_path):
     again_order, again_f = rank_strokes(sketch, result.control_points, views)
     assert len(result.first_f) == result.control_points.shape[0] and again_order == list(range(len(again_order)))
     assert again_f == pytest.approx(result.first_f, abs=1e-6)
+
+
+def test_kept_strokes_are_drawn_count_as_covered_and_never_move(tmp_path):
+    """Two of three known curves kept (``kept.npz``): they are in every picture of the sketch, the
+    lines left to cover are the third's, a stroke on the third scores better than one repeating a
+    kept line (with nothing kept the two score alike), the feature cover skips what is covered, and
+    a run returns only its own strokes, the kept ones untouched."""
+    import numpy as np
+
+    from backend.features import greedy_cover
+    from backend.job import BadJob
+    from backend.optimize import uncovered_lines
+
+    truth = known_curves(3, seed=1)
+    settings = {"curves": 1, "segments": 1, "iterations": 20, "init": "random", "losses": {"lines": 1.0},
+                "views_per_step": 4, "prune": False, "snapshot_every": 0, "progress_every": 0}
+    folder = write_job(tmp_path / "job", settings, train=10, heldout=2, size=96, mesh=False, curves=truth)
+    renderer, _ = choose_renderer("torch", CPU)
+
+    def lines_loss(points):
+        job = load_job(folder)
+        targets = build_targets(job.arrays, job.config, CPU)
+        losses = build_losses(LossContext(targets, job.config, CPU), job.config.losses)
+        train = torch.nonzero(targets.is_train).flatten()
+        return float(evaluate_views(Sketch(job.config, targets, renderer), losses, points, train, 4).mean())
+
+    alone = lines_loss(truth[2:3]), lines_loss(truth[0:1])
+    kept = truth[:2].numpy().copy()
+    np.savez(folder / "kept.npz", control_points=kept)
+    with_kept = lines_loss(truth[2:3]), lines_loss(truth[0:1])
+    assert abs(alone[0] - alone[1]) < 0.5 * (with_kept[1] - with_kept[0]), (alone, with_kept)
+
+    job = load_job(folder)
+    targets = build_targets(job.arrays, job.config, CPU)
+    sketch = Sketch(job.config, targets, renderer)
+    train = torch.nonzero(targets.is_train).flatten()
+    nothing = torch.zeros((0, 4, 3))
+    assert (sketch.render(sketch.samples(nothing), train) < 0.5).any()  # the kept strokes are drawn
+    left = uncovered_lines(sketch, nothing, train).sum()
+    assert left < 0.55 * (targets.lines[train] > 0.5).sum()
+
+    result = optimize(job.config, targets, renderer)
+    assert result.control_points.shape == (1, 4, 3) and np.array_equal(targets.kept.numpy(), kept)
+    # the cover picks what the kept strokes leave: pixels 0-9 are covered already
+    covered = [np.arange(0, 10), np.arange(20, 25), np.arange(0, 12)]
+    assert greedy_cover(covered, np.zeros(3), 2, 30) == [2, 1]
+    assert greedy_cover(covered, np.zeros(3), 2, 30, already=np.arange(0, 10)) == [1, 2]
+
+    np.savez(folder / "kept.npz", control_points=kept[:, :3])
+    with pytest.raises(BadJob, match="kept.npz.*3S\\+1"):
+        load_job(folder)
