@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "object; DIR mirrors the pictures' paths: DIR/train/r_0.png for ./train/r_0)")
     src.add_argument("--demo", action="store_true", help="add Blender's Suzanne and sketch it")
     src.add_argument("--keep-strokes", metavar="SKETCH", default="",
-                     help="instead of a new sketch: keep some strokes of this sketch object (in the open .blend) "
-                          "exactly as they are and make the others again on its source object")
+                     help="instead of a new sketch: keep some strokes of this sketch (a curve object in the open "
+                          ".blend) exactly as they are and make the others again on its source object (for a curve "
+                          "drawn by hand: the --object mesh)")
     src.add_argument("--keep", metavar="0-3,7", default="",
                      help="with --keep-strokes: the strokes to keep, by number (0 is the most important)")
     src.add_argument("--add", type=int, default=0, metavar="N",
@@ -438,9 +439,9 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
 
     found: list[tuple[str, object, str]] = []
     if args.keep_strokes:
-        if args.object or args.objects or args.collection or args.input or args.images or args.demo:
-            raise UsageError("--keep-strokes works on one sketch: no --object, --collection, --input, --images "
-                             "or --demo with it")
+        if len(args.object) > 1 or args.objects or args.collection or args.input or args.images or args.demo:
+            raise UsageError("--keep-strokes works on one sketch: no --objects, --collection, --input, --images "
+                             "or --demo with it (one --object names the mesh a curve drawn by hand sketches)")
         return [(args.keep_strokes, _keep_request(args), "")], []
     elif args.keep or args.add:
         raise UsageError("--keep and --add need --keep-strokes SKETCH")
@@ -488,8 +489,8 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
 class _KeepRequest:
     """``--keep-strokes``: which sketch, which of its strokes stay, how many new ones."""
 
-    def __init__(self, sketch, keep: list[int], new: int):
-        self.sketch, self.keep, self.new, self.source = sketch, keep, new, kept_source(sketch)
+    def __init__(self, sketch, keep: list[int], new: int, fallback=None):
+        self.sketch, self.keep, self.new, self.source = sketch, keep, new, kept_source(sketch, fallback)
 
 
 def _keep_request(args) -> _KeepRequest:
@@ -510,10 +511,11 @@ def _keep_request(args) -> _KeepRequest:
         except RunError as error:
             raise UsageError(f"--keep {error}") from None
         new = total - len(set(keep) & set(range(total)))
-    problem = keep_strokes_problem(sketch, keep, new)
+    fallback = bpy.data.objects.get(args.object[0]) if args.object else None  # for a curve drawn by hand
+    problem = keep_strokes_problem(sketch, keep, new, fallback)
     if problem:
-        raise UsageError(f"--keep-strokes {args.keep_strokes}: {problem}")
-    return _KeepRequest(sketch, keep, new)
+        raise UsageError(f"--keep-strokes {args.keep_strokes}: {problem.replace('the Sketch panel', '--object')}")
+    return _KeepRequest(sketch, keep, new, fallback)
 
 
 def _captures(args) -> list[tuple[str, object, str]]:

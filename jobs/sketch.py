@@ -192,15 +192,21 @@ class CaptureSketchRun(SketchRun):
                 "splatsketch_center": [float(c) for c in self.center], "splatsketch_radius": float(self.radius)}
 
 
-def keep_strokes_problem(sketch, keep: list[int], new: int) -> str:
-    """Why strokes ``keep`` of ``sketch`` cannot be kept with ``new`` made again, or ''."""
-    from ..scene import stroke_style
+def keep_strokes_problem(sketch, keep: list[int], new: int, fallback=None) -> str:
+    """Why strokes ``keep`` of ``sketch`` cannot be kept with ``new`` made again, or ''. A curve drawn
+    by hand (no SplatSketch source) is sketched on ``fallback`` (the panel's Object)."""
+    from ..scene.mesh import source_problem
 
-    if sketch is None or sketch.type != "CURVE" or stroke_style.style_modifier(sketch) is None:
-        return "select a SplatSketch result (a sketch with its SplatSketch Strokes modifier)"
-    if kept_source(sketch) is None:
+    if sketch is None or sketch.type != "CURVE":
+        return "select a SplatSketch result, or a curve of strokes drawn by hand"
+    source = kept_source(sketch, fallback)
+    if source is None and sketch.get("splatsketch_source"):
         return (f"'{sketch.name}' has no source object any more (it was sketched from "
-                f"'{sketch.get('splatsketch_source', '?')}'): its strokes can only be made again on it")
+                f"'{sketch.get('splatsketch_source')}'): its strokes can only be made again on it")
+    if source is None:
+        return f"'{sketch.name}' was drawn by hand: pick the mesh it sketches as the Sketch panel's Object"
+    if source_problem(source):
+        return source_problem(source)
     total = len(sketch.data.splines)
     wrong = [i for i in keep if not 0 <= i < total]
     if wrong:
@@ -213,9 +219,10 @@ def keep_strokes_problem(sketch, keep: list[int], new: int) -> str:
     return ""
 
 
-def kept_source(sketch):
-    """The mesh a sketch was made from, if it still exists."""
-    return bpy.data.objects.get(sketch.get("splatsketch_source", "") or "")
+def kept_source(sketch, fallback=None):
+    """The mesh a sketch was made from, if it still exists; ``fallback`` for a curve drawn by hand."""
+    name = sketch.get("splatsketch_source", "") or ""
+    return bpy.data.objects.get(name) if name else fallback
 
 
 class KeepStrokesRun(SketchRun):
@@ -270,7 +277,9 @@ class KeepStrokesRun(SketchRun):
             with open(summary_path, encoding="utf-8") as f:
                 self.metrics = json.load(f)
         self.discard_scene()
-        replace_strokes(sketch, self.keep, control_points, self.center, self.radius)
+        replace_strokes(sketch, self.keep, control_points, self.center, self.radius,
+                        float(self.settings.get("stroke_width", 0.012)) * self.radius)
+        sketch["splatsketch_source"] = self.source_name
         sketch["splatsketch_metrics"] = json.dumps(self.metrics, sort_keys=True)
         self.result_name, self.control_points = sketch.name, control_points
         self.collect_seconds = time.monotonic() - collecting

@@ -111,11 +111,13 @@ def keep_strokes_run(context, sketch, keep: list[int], new: int, *, live_preview
 
     if context.window_manager.splatsketch.running:
         raise RunError("a SplatSketch run is going: wait for it to finish or cancel it")
-    problem = keep_strokes_problem(sketch, keep, new)
+    fallback = context.scene.splatsketch.source
+    problem = keep_strokes_problem(sketch, keep, new, fallback)
     if problem:
         raise RunError(problem)
-    run = prepare_run(context, kept_source(sketch), live_preview=live_preview, log=log, **overrides)
-    return KeepStrokesRun(sketch, keep, kept_source(sketch), dict(run.settings, curves=new), run.params, run.python,
+    source = kept_source(sketch, fallback)
+    run = prepare_run(context, source, live_preview=live_preview, log=log, **overrides)
+    return KeepStrokesRun(sketch, keep, source, dict(run.settings, curves=new), run.params, run.python,
                           user_dir=user_dir(), live_preview=live_preview, log=log, **overrides)
 
 
@@ -147,7 +149,7 @@ class _KeepStrokes(ModalRun):
         sketch = context.active_object
         try:
             if sketch is None or sketch.type != "CURVE":
-                raise RunError("select a SplatSketch result (a sketch with its SplatSketch Strokes modifier)")
+                raise RunError("select a SplatSketch result, or a curve of strokes drawn by hand")
             keep, new = self._kept_and_new(sketch)
             run = keep_strokes_run(context, sketch, keep, new, live_preview=live_preview, log=log)
         except RunError as error:

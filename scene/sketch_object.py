@@ -159,14 +159,18 @@ def update_sketch(obj, control_points, center, radius: float) -> None:
     obj.update_tag()
 
 
-def replace_strokes(obj, keep, control_points, center, radius: float) -> None:
+def replace_strokes(obj, keep, control_points, center, radius: float, width: float) -> None:
     """Keep the splines ``keep`` (indices) exactly as they are, remove the others, and add one spline
-    per new stroke ``control_points [K,3S+1,3]`` (normalised) after them; every stroke shown."""
+    per new stroke ``control_points [K,3S+1,3]`` (normalised) after them; every stroke shown. A curve
+    without the strokes modifier (drawn by hand) gets it, with tubes of radius ``width`` (scene units)."""
     curve = obj.data
     keep = set(keep)
     for index in sorted(set(range(len(curve.splines))) - keep, reverse=True):
         curve.splines.remove(curve.splines[index])
     points = _local_points(control_points, center, radius, _location(obj))
+    linear = np.array(obj.matrix_world, dtype=np.float64)[:3, :3]
+    if not np.allclose(linear, np.eye(3)):  # a curve drawn by hand may be rotated or scaled
+        points = points @ np.linalg.inv(linear).T
     anchors = (points.shape[1] - 1) // 3 + 1
     first = len(curve.splines)
     for _ in range(len(points)):
@@ -176,8 +180,11 @@ def replace_strokes(obj, keep, control_points, center, radius: float) -> None:
         for bp in spline.bezier_points:
             bp.handle_left_type = bp.handle_right_type = 'FREE'
     _set_points(curve, points, list(curve.splines)[first:])
-    if stroke_style.style_modifier(obj) is not None:
-        stroke_style.set_input(obj, "Strokes Shown", stroke_style.ALL_STROKES)
+    if stroke_style.style_modifier(obj) is None:  # strokes drawn by hand: drawn as a sketch from now on
+        if not curve.materials:
+            curve.materials.append(_ink_material())
+        stroke_style.add_style(obj, width)
+    stroke_style.set_input(obj, "Strokes Shown", stroke_style.ALL_STROKES)
     curve.update_tag()
     obj.update_tag()
 

@@ -2,12 +2,13 @@
 real backend on tiny settings. Kept strokes stay bit for bit; nothing changes when a request is wrong
 or a run fails."""
 
+import importlib
 import json
 
 import bpy
 import numpy as np
 import pytest
-from conftest import scene_state
+from conftest import ADDON, scene_state
 from test_e2e import TINY, spline_points, tiny  # noqa: F401 - the fixture
 
 
@@ -72,7 +73,7 @@ def test_bad_keep_requests_change_nothing(addon, tiny, capsys):  # noqa: F811
         with pytest.raises(RuntimeError, match=message):
             bpy.ops.splatsketch.regenerate_strokes(**kwargs)
     bpy.context.view_layer.objects.active = bpy.data.objects["Suzanne"]
-    with pytest.raises(RuntimeError, match="select a SplatSketch result"):
+    with pytest.raises(RuntimeError, match="select a SplatSketch result, or a curve"):
         bpy.ops.splatsketch.add_strokes()
     state = bpy.context.window_manager.splatsketch
     state.running = True
@@ -105,3 +106,38 @@ def test_cli_keep_strokes(addon, tiny, tmp_path, capsys):  # noqa: F811
     assert len(sketch.data.splines) == 4 and _bits(sketch, [0, 1]) == kept
     asset = json.loads(report.read_text())["assets"][0]
     assert asset["status"] == "ok" and asset["metrics"]["kept_strokes"] == 2
+
+
+def test_a_curve_drawn_by_hand_gets_the_rest_of_its_strokes(addon, tiny, capsys):  # noqa: F811
+    """A plain curve object, rotated and scaled, with two strokes drawn on it: Add Strokes on the
+    panel's Object keeps them, adds the new ones where they belong in the world, and draws the curve
+    as a sketch from then on."""
+    import math
+
+    curve = bpy.data.curves.new("Drawn", "CURVE")
+    curve.dimensions = "3D"
+    for y in (-0.5, 0.5):
+        spline = curve.splines.new("BEZIER")
+        spline.bezier_points.add(1)
+        spline.bezier_points[0].co, spline.bezier_points[1].co = (-0.5, y, 0.0), (0.5, y, 0.0)
+    drawn = bpy.data.objects.new("Drawn", curve)
+    bpy.context.scene.collection.objects.link(drawn)
+    drawn.rotation_euler = (0.0, 0.0, math.radians(30))
+    drawn.scale = (1.5, 1.5, 1.5)
+    bpy.context.view_layer.update()
+    bpy.context.view_layer.objects.active = drawn
+    before = _bits(drawn, [0, 1])
+    props = bpy.context.scene.splatsketch
+    props.source, props.iterations = None, 4
+    with pytest.raises(RuntimeError, match="drawn by hand: pick the mesh"):
+        bpy.ops.splatsketch.add_strokes(count=2)
+    props.source = bpy.data.objects["Suzanne"]
+    assert bpy.ops.splatsketch.add_strokes(count=2) == {"FINISHED"}
+    assert len(drawn.data.splines) == 4 and _bits(drawn, [0, 1]) == before
+    assert drawn["splatsketch_source"] == "Suzanne" and drawn.splatsketch_strokes_shown == 4
+    # the new strokes lie on Suzanne in the world, whatever the curve's own transform
+    suzanne = bpy.data.objects["Suzanne"]
+    corners = np.array([suzanne.matrix_world @ v.co for v in suzanne.data.vertices])
+    world = importlib.import_module(ADDON + ".scene.sketch_object").world_control_points
+    new = world(drawn, indices=[2, 3]).reshape(-1, 3)
+    assert (new.min(0) > corners.min(0) - 0.3).all() and (new.max(0) < corners.max(0) + 0.3).all()
