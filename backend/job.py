@@ -229,7 +229,8 @@ def load_job(folder) -> Job:
 
 
 def _load_kept(path: Path) -> np.ndarray | None:
-    """``kept.npz``'s strokes ``[F,3S+1,3]`` (finite, normalised), or None without the file."""
+    """``kept.npz``'s strokes ``[F,3S+1,3]`` (normalised; ``load_npz`` checks they are finite), or None
+    without the file."""
     kept = load_npz(path, required=False)
     if not kept:
         return None
@@ -237,8 +238,6 @@ def _load_kept(path: Path) -> np.ndarray | None:
     points = kept["control_points"]
     if points.shape[1] < 4 or (points.shape[1] - 1) % 3:
         raise BadJob(f"{path}: 'control_points' must be [F,3S+1,3] (S cubic segments), got {list(points.shape)}")
-    if not np.isfinite(points).all():
-        raise BadJob(f"{path}: 'control_points' holds non-finite numbers")
     return points.astype(np.float32)
 
 

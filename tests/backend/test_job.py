@@ -80,7 +80,16 @@ def test_malformed_job_json(job):
 
 def test_wrong_schema(job):
     (job / "job.json").write_text(json.dumps({"schema": 99, "settings": {}}))
-    assert_bad_job(job, "schema 99 is not one this backend reads (1, 2)")
+    assert_bad_job(job, "schema 99 is not one this backend reads (1, 2, 3)")
+
+
+def test_kept_strokes_that_are_not_strokes_are_refused(job):
+    import numpy as np
+
+    np.savez(job / "kept.npz", control_points=np.full((2, 4, 3), np.nan, np.float32))
+    assert_bad_job(job, "kept.npz", "NaN or infinite")
+    np.savez(job / "kept.npz", other=np.zeros(3))
+    assert_bad_job(job, "kept.npz", "control_points")
 
 
 def test_a_schema_1_job_and_its_single_cubic_result_still_load(job):
