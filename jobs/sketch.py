@@ -93,11 +93,8 @@ class SketchRun(Run):
         out = {"start": max(total - sum(out.values()), 0.0), **out}
         return {key: round(value, 2) for key, value in out.items()}
 
-    def collect(self) -> None:
-        from ..scene.sketch_object import create_sketch
-
-        collecting = time.monotonic()
-        source = self.sketch_source()
+    def read_result(self) -> np.ndarray:
+        """The backend's strokes ``[K,3S+1,3]``; its summary (``result.json``) into ``metrics``."""
         with np.load(os.path.join(self.folder, protocol.RESULT_NPZ), allow_pickle=False) as data:
             control_points = np.asarray(data["control_points"], dtype=np.float32)
         summary_path = os.path.join(self.folder, protocol.RESULT_JSON)
@@ -105,6 +102,14 @@ class SketchRun(Run):
         if os.path.isfile(summary_path):
             with open(summary_path, encoding="utf-8") as f:
                 self.metrics = json.load(f)
+        return control_points
+
+    def collect(self) -> None:
+        from ..scene.sketch_object import create_sketch
+
+        collecting = time.monotonic()
+        source = self.sketch_source()
+        control_points = self.read_result()
         seconds = time.monotonic() - self.started
         properties = {
             "splatsketch_settings": json.dumps(self.settings, sort_keys=True),
@@ -269,13 +274,7 @@ class KeepStrokesRun(SketchRun):
             raise RunError(f"sketch '{self.sketch_name}' was removed during the run")
         if len(sketch.data.splines) != self.splines:
             raise RunError(f"'{self.sketch_name}' changed during the run (strokes added or removed): left as it was")
-        with np.load(os.path.join(self.folder, protocol.RESULT_NPZ), allow_pickle=False) as data:
-            control_points = np.asarray(data["control_points"], dtype=np.float32)
-        summary_path = os.path.join(self.folder, protocol.RESULT_JSON)
-        self.metrics = {}
-        if os.path.isfile(summary_path):
-            with open(summary_path, encoding="utf-8") as f:
-                self.metrics = json.load(f)
+        control_points = self.read_result()
         self.discard_scene()
         replace_strokes(sketch, self.keep, control_points, self.center, self.radius,
                         float(self.settings.get("stroke_width", 0.012)) * self.radius)
