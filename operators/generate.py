@@ -121,12 +121,22 @@ def keep_strokes_run(context, sketch, keep: list[int], new: int, *, live_preview
                           user_dir=user_dir(), live_preview=live_preview, log=log, **overrides)
 
 
-def selected_strokes(sketch) -> list[int]:
-    """The splines with a selected point (edit mode's selection, read back into the curve data)."""
-    if sketch.mode == "EDIT":
-        sketch.update_from_editmode()
-    return [i for i, s in enumerate(sketch.data.splines)
+def _selected(curve_obj) -> list[int]:
+    if curve_obj.mode == "EDIT":
+        curve_obj.update_from_editmode()
+    return [i for i, s in enumerate(curve_obj.data.splines)
             if any(p.select_control_point or p.select_left_handle or p.select_right_handle for p in s.bezier_points)]
+
+
+def selected_strokes(context, sketch) -> list[int]:
+    """The splines of ``sketch`` with a selected point (edit mode's selection, read back into the curve
+    data); RunError when strokes of another curve in Edit Mode are selected too (only the active
+    sketch's strokes can be kept)."""
+    for other in getattr(context, "objects_in_mode", None) or ():
+        if other != sketch and other.type == "CURVE" and _selected(other):
+            raise RunError(f"strokes of '{other.name}' are selected too: only the active sketch's ('{sketch.name}') "
+                           "strokes can be kept")
+    return _selected(sketch)
 
 
 class _KeepStrokes(ModalRun):
@@ -184,7 +194,7 @@ class SPLATSKETCH_OT_regenerate_strokes(_KeepStrokes, bpy.types.Operator):
         if self.keep:
             keep = parse_strokes(self.keep)
         else:
-            selected = selected_strokes(sketch)
+            selected = selected_strokes(bpy.context, sketch)
             if not selected:
                 raise RunError("no stroke selected: select the strokes to keep in Edit Mode (or the ones to "
                                "regenerate, with Keep Selected off)")

@@ -76,7 +76,8 @@ class _Builder:
 
 def _build(tree) -> None:
     """The node tree: drop hidden strokes, trim each to its share of Drawn, resample, set the radius
-    (taper x importance), sweep a circle of radius Width along it, shade smooth."""
+    (taper x importance x the points' own radius), sweep a circle of radius Width along it, shade
+    smooth, ink."""
     tree.nodes.clear()
     b = _Builder(tree)
     group_in, group_out = b.node("NodeGroupInput"), b.node("NodeGroupOutput")
@@ -113,7 +114,9 @@ def _build(tree) -> None:
     rank = b.math("DIVIDE", stroke, b.math("MAXIMUM", b.math("SUBTRACT", count, 1.0), 1.0))
     weight = b.math("SUBTRACT", 1.0, b.math("MULTIPLY", b.math("MULTIPLY", rank, put["Importance Weight"]),
                                             1.0 - LIGHTEST))
-    scale = b.math("MULTIPLY", taper, weight)
+    # times the points' own radius (Alt+S in Edit Mode), as a curve's bevel would
+    own = b.node("GeometryNodeInputRadius").outputs[0]
+    scale = b.math("MULTIPLY", b.math("MULTIPLY", taper, weight), own)
     profile = b.node("GeometryNodeCurvePrimitiveCircle", {"Resolution": PROFILE_RESOLUTION,
                                                           "Radius": put["Width"]}, mode="RADIUS").outputs[0]
     tube = b.node("GeometryNodeCurveToMesh", {1: profile, "Fill Caps": True})

@@ -72,6 +72,20 @@ def test_bad_keep_requests_change_nothing(addon, tiny, capsys):  # noqa: F811
                             ({"keep": "5"}, "no stroke 5"), ({"keep": "x"}, "like '0-3,7'")):
         with pytest.raises(RuntimeError, match=message):
             bpy.ops.splatsketch.regenerate_strokes(**kwargs)
+    # strokes selected in another curve in Edit Mode with it: said, not silently ignored
+    other = bpy.data.objects.new("Other", sketch.data.copy())
+    bpy.context.scene.collection.objects.link(other)
+    for obj in (sketch, other):
+        obj.select_set(True)
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.curve.select_all(action="SELECT")
+    try:
+        with pytest.raises(RuntimeError, match="strokes of 'Other' are selected too"):
+            bpy.ops.splatsketch.regenerate_strokes()
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    bpy.data.objects.remove(other)
+    before = scene_state()
     bpy.context.view_layer.objects.active = bpy.data.objects["Suzanne"]
     with pytest.raises(RuntimeError, match="select a SplatSketch result, or a curve"):
         bpy.ops.splatsketch.add_strokes()

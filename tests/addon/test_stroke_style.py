@@ -78,6 +78,11 @@ def test_styles_taper_the_ends_and_weigh_strokes_by_importance(addon):
     assert _thickness(obj, 3, 0.0) == pytest.approx(1.6 * 0.05, rel=0.02)
     assert bpy.ops.splatsketch.stroke_style(style="UNIFORM") == {"FINISHED"}
     assert _thickness(obj, 3, -0.99) == pytest.approx(0.05, rel=0.02)
+    for point in obj.data.splines[1].bezier_points:  # the points' own radius (Alt+S) scales the tube
+        point.radius = 2.0
+    obj.data.update_tag()
+    assert _thickness(obj, 1, 0.0) == pytest.approx(0.1, rel=0.02) and _thickness(obj, 2, 0.0) == pytest.approx(
+        0.05, rel=0.02)
     # the Grease Pencil copy's radii follow the same formula
     style = _module("scene.stroke_style")
     radii = style.radius_factors(np.array([0.0, 0.5]), 3, 4, 0.3, 0.5)
