@@ -155,7 +155,8 @@ def _set_shown(obj, value: int) -> None:
 
     if obj.type == "CURVE" and stroke_style.style_modifier(obj) is not None:
         total = len(obj.data.splines)
-        stroke_style.set_input(obj, "Strokes Shown", int(value) if value < total else stroke_style.ALL_STROKES)
+        value = max(int(value), 1)  # at least one stroke (a limit of 0 would mean all of them)
+        stroke_style.set_input(obj, "Stroke Limit", value if value < total else stroke_style.ALL_STROKES)
 
 
 def register_properties():
@@ -163,7 +164,7 @@ def register_properties():
     bpy.types.WindowManager.splatsketch = PointerProperty(type=SplatSketchState)
     # On the sketch: the first N strokes (most important first) are drawn; live, no new run
     bpy.types.Object.splatsketch_strokes_shown = IntProperty(
-        name="Strokes Shown", min=0, soft_min=1, get=_get_shown, set=_set_shown, options=set(),
+        name="Strokes Shown", min=1, get=_get_shown, set=_set_shown, options=set(),
         description="Draw the sketch's N most important strokes: fewer is more abstract")
 
 

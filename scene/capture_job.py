@@ -191,7 +191,7 @@ def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture,
         raise CaptureError(f"{cap.train_json}: no held-out pictures to score on (no {capture.TEST_JSON} and "
                            f"fewer than {2 * capture.TEST_SPLIT_EVERY} training frames to split)")
     if not shown_count(sketch_obj):
-        raise CaptureError(f"'{sketch_obj.name}' shows no strokes (Strokes Shown is 0): nothing to evaluate")
+        raise CaptureError(f"'{sketch_obj.name}' has no strokes to show: nothing to evaluate")
     frames = [cap.test[i] for i in capture.pick_spread(cap.test, EVAL_FRAMES)]
     os.makedirs(folder, exist_ok=True)
     try:

@@ -74,7 +74,7 @@ def iter_write_evaluation(folder: str, sketch_obj, source_obj, depsgraph, turnta
             s.type != 'BEZIER' or len(s.bezier_points) < 2 for s in sketch_obj.data.splines):
         raise ValueError(f"'{sketch_obj.name}' is not a SplatSketch result (open Bézier splines of 2 or more points)")
     if not shown_count(sketch_obj):
-        raise ValueError(f"'{sketch_obj.name}' shows no strokes (Strokes Shown is 0): nothing to evaluate")
+        raise ValueError(f"'{sketch_obj.name}' has no strokes to show: nothing to evaluate")
     os.makedirs(folder, exist_ok=True)
     try:
         vertices, faces = mesh.evaluated_mesh_world(source_obj, depsgraph)

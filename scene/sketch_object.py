@@ -6,7 +6,7 @@ handle_left row 3j-1 and handle_right row 3j+1. Interior joints are G1 (collinea
 handles are ALIGNED: dragging one handle in Blender keeps the stroke smooth, as an artist expects.
 The end points' outer handles mirror the inner ones and are FREE (they shape nothing).
 
-The tubes are drawn by the object's strokes modifier (``stroke_style``): the artist's Strokes Shown,
+The tubes are drawn by the object's strokes modifier (``stroke_style``): the artist's stroke limit,
 width, taper and drawn-on animation live there, and the splines stay plain editable curves.
 
 The object sits at the source's centre (its location; no rotation, scale 1) and the points are
@@ -184,7 +184,7 @@ def replace_strokes(obj, keep, control_points, center, radius: float, width: flo
         if not curve.materials:
             curve.materials.append(_ink_material())
         stroke_style.add_style(obj, width)
-    stroke_style.set_input(obj, "Strokes Shown", stroke_style.ALL_STROKES)
+    stroke_style.set_input(obj, "Stroke Limit", stroke_style.ALL_STROKES)
     curve.update_tag()
     obj.update_tag()
 

@@ -3,8 +3,9 @@
 The splines stay the artist's editable Bézier curves; the modifier makes the tubes from them. Its
 inputs are the artist's controls, each live and keyable like any modifier input:
 
-- **Strokes Shown**: the first N splines are drawn. Strokes are stored most important first, so
-  dragging it from 16 to 4 shows the sketch at 12, 8, 4 strokes without a new run.
+- **Stroke Limit** (the panel's Strokes Shown): only the first N splines are drawn, 0 draws them all.
+  Strokes are stored most important first, so dragging it from 16 to 4 shows the sketch at 12, 8, 4
+  strokes without a new run.
 - **Width** (scene units), **Taper** (the share of each end that narrows to a pen's point) and
   **Importance Weight** (later, less important strokes drawn thinner): the stroke's weight.
 - **Drawn** (0-1) and **Overlap**: how much of the sketch is drawn, stroke after stroke in their
@@ -26,12 +27,12 @@ PROFILE_RESOLUTION = 12  # sides of the tube (the curve bevel's resolution 3 gav
 SAMPLES_PER_STROKE = 64  # points a stroke is resampled to, so a taper is smooth along it
 TIP = 0.15  # a tapered end's width, as a share of the stroke's
 LIGHTEST = 0.4  # with Importance Weight 1, the last stroke's width as a share of the first's
-ALL_STROKES = 1 << 20  # Strokes Shown meaning "every stroke", however many are drawn in later
+ALL_STROKES = 0  # Stroke Limit meaning "every stroke", however many are drawn in later
 
 # (name, socket type, default, min, max, description): the modifier's inputs, in the panel's order
 INPUTS = (
-    ("Strokes Shown", "NodeSocketInt", ALL_STROKES, 0, ALL_STROKES,
-     "The first N strokes (most important first) are drawn"),
+    ("Stroke Limit", "NodeSocketInt", ALL_STROKES, 0, 100000,
+     "Draw only the first N strokes (most important first); 0 draws every stroke"),
     ("Width", "NodeSocketFloat", 0.01, 0.0, 1e6, "Stroke radius in scene units"),
     ("Taper", "NodeSocketFloat", 0.0, 0.0, 0.5, "Share of each end that narrows to a point: 0 draws even "
                                                 "tubes, 0.3 a pen's swelling line"),
@@ -84,8 +85,11 @@ def _build(tree) -> None:
     put = group_in.outputs
     index = b.node("GeometryNodeInputIndex").outputs[0]
 
-    hidden = b.node("FunctionNodeCompare", {2: index, 3: put["Strokes Shown"]}, data_type="INT",
+    beyond = b.node("FunctionNodeCompare", {2: index, 3: put["Stroke Limit"]}, data_type="INT",
                     operation="GREATER_EQUAL").outputs[0]
+    limited = b.node("FunctionNodeCompare", {2: put["Stroke Limit"], 3: 0}, data_type="INT",
+                     operation="GREATER_THAN").outputs[0]
+    hidden = b.node("FunctionNodeBooleanMath", {0: beyond, 1: limited}, operation="AND").outputs[0]
     shown = b.node("GeometryNodeDeleteGeometry", {0: put["Geometry"], 1: hidden}, domain="CURVE").outputs[0]
     count = b.node("GeometryNodeAttributeDomainSize", {0: shown}, component="CURVE").outputs["Spline Count"]
 
@@ -130,6 +134,24 @@ def _build(tree) -> None:
     # Blender 4.2-4.3 drop the curve's own material list on the way through the modifier
     shaded = b.node("GeometryNodeSetMaterial", {0: shaded, 2: put["Material"]}).outputs[0]
     tree.links.new(shaded, group_out.inputs[0])
+    _arrange(tree)
+
+
+def _arrange(tree) -> None:
+    """Columns by distance from the group's input, so the tree reads left to right when opened."""
+    depth = {node: 0 for node in tree.nodes}
+    for _ in range(len(tree.nodes)):
+        changed = False
+        for link in tree.links:
+            if depth[link.to_node] < depth[link.from_node] + 1:
+                depth[link.to_node], changed = depth[link.from_node] + 1, True
+        if not changed:
+            break
+    rows: dict[int, int] = {}
+    for node in tree.nodes:
+        column = depth[node]
+        node.location = (220.0 * column, -170.0 * rows.get(column, 0))
+        rows[column] = rows.get(column, 0) + 1
 
 
 def style_group():
@@ -190,7 +212,7 @@ def add_style(obj, width: float):
     modifier.node_group = style_group()
     obj.data.bevel_depth = 0.0
     set_input(obj, "Width", float(width))
-    set_input(obj, "Strokes Shown", ALL_STROKES)
+    set_input(obj, "Stroke Limit", ALL_STROKES)
     set_input(obj, "Material", obj.data.materials[0] if len(obj.data.materials) else None)
     obj["splatsketch_width"] = float(width)  # the run's width: the styles' widths are factors of it
     return modifier
@@ -223,10 +245,10 @@ def set_stroke_width(obj, width: float) -> None:
 
 
 def shown_count(obj) -> int:
-    """How many splines are drawn: the first Strokes Shown of them (all, without the modifier)."""
-    shown = get_input(obj, "Strokes Shown")
+    """How many splines are drawn: the first Stroke Limit of them (all: limit 0, or no modifier)."""
+    limit = get_input(obj, "Stroke Limit")
     total = len(obj.data.splines)
-    return total if shown is None else max(0, min(int(shown), total))
+    return total if not limit else max(0, min(int(limit), total))
 
 
 def radius_factors(t, rank, count: int, taper: float, weight: float):
