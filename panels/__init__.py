@@ -181,9 +181,9 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         col = layout.column(align=True)
         total = len(obj.data.splines)
         col.prop(obj, "splatsketch_strokes_shown", text=f"Shown (of {total})")
-        row = layout.row(align=True)
-        row.operator("splatsketch.regenerate_strokes", icon="FILE_REFRESH")
-        row.operator("splatsketch.add_strokes", icon="ADD")
+        keep = layout.column(align=True)  # full width each: the sidebar is narrow
+        keep.operator("splatsketch.regenerate_strokes", icon="FILE_REFRESH")
+        keep.operator("splatsketch.add_strokes", icon="ADD")
         try:
             first_f = json.loads(obj.get("splatsketch_metrics", "{}")).get("first_strokes_f") or []
         except (TypeError, ValueError):
