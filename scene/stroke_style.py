@@ -154,10 +154,17 @@ def _arrange(tree) -> None:
         rows[column] = rows.get(column, 0) + 1
 
 
+def _complete(tree) -> bool:
+    """Whether ``tree`` is this layout's group with every input the add-on sets."""
+    names = {item.name for item in tree.interface.items_tree if getattr(item, "in_out", "") == "INPUT"}
+    return tree.get("splatsketch_version") == GROUP_VERSION and all(spec[0] in names for spec in INPUTS)
+
+
 def style_group():
-    """The shared node group, built on first use (and rebuilt when it is from an older layout)."""
+    """The shared node group, built on first use; rebuilt when it is from another layout or an input
+    the add-on sets is gone (the modifiers keep using it, their inputs back at the defaults)."""
     tree = bpy.data.node_groups.get(GROUP_NAME)
-    if tree is not None and tree.bl_idname == "GeometryNodeTree" and tree.get("splatsketch_version") == GROUP_VERSION:
+    if tree is not None and tree.bl_idname == "GeometryNodeTree" and _complete(tree):
         return tree
     if tree is None or tree.bl_idname != "GeometryNodeTree":
         tree = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
@@ -196,14 +203,33 @@ def input_path(modifier, name: str) -> str:
 
 
 def get_input(obj, name: str):
+    """The modifier's input ``name``, or None (no modifier, or a group without that input)."""
     modifier = style_modifier(obj)
-    return None if modifier is None else modifier[_identifier(modifier, name)]
+    try:
+        return None if modifier is None else modifier[_identifier(modifier, name)]
+    except KeyError:
+        return None
 
 
 def set_input(obj, name: str, value) -> None:
     modifier = style_modifier(obj)
-    modifier[_identifier(modifier, name)] = value
+    try:
+        identifier = _identifier(modifier, name)
+    except KeyError:  # a group of another layout, or one edited by hand: the complete one again
+        modifier.node_group = style_group()
+        _reset_inputs(obj, modifier)
+        identifier = _identifier(modifier, name)
+    modifier[identifier] = value
     obj.update_tag()
+
+
+def _reset_inputs(obj, modifier) -> None:
+    """Every input at its default, the sketch's own width and ink (after the group was rebuilt)."""
+    for name, _, default, _, _, _ in INPUTS:
+        if default is not None:
+            modifier[_identifier(modifier, name)] = default
+    modifier[_identifier(modifier, "Width")] = float(obj.get("splatsketch_width", obj.data.bevel_depth) or 0.01)
+    modifier[_identifier(modifier, "Material")] = obj.data.materials[0] if len(obj.data.materials) else None
 
 
 def add_style(obj, width: float):

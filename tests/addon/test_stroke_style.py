@@ -169,3 +169,15 @@ def test_strokes_panel_shows_the_slider_and_the_first_strokes_f(addon):
     assert any("these 2: 0.60" in str(c) for c in log)
     bpy.context.view_layer.objects.active = bpy.data.objects["Cube"]
     assert not panel.poll(bpy.context)
+
+
+def test_a_strokes_group_missing_an_input_is_made_whole_again(addon):
+    """A file whose strokes group lost an input the add-on sets (edited by hand, another layout):
+    setting it rebuilds the group instead of failing."""
+    obj = _sketch(3)
+    style = _module("scene.stroke_style")
+    tree = style.style_modifier(obj).node_group
+    tree.interface.remove(next(i for i in tree.interface.items_tree if getattr(i, "name", "") == "Stroke Limit"))
+    assert style.get_input(obj, "Stroke Limit") is None and style.shown_count(obj) == 3
+    obj.splatsketch_strokes_shown = 2
+    assert style.get_input(obj, "Stroke Limit") == 2 and _drawn_strokes(obj) == [0, 1]
