@@ -53,8 +53,8 @@ class SPLATSKETCH_OT_stroke_style(_OnSketch, bpy.types.Operator):
 
 
 class SPLATSKETCH_OT_animate_drawing(_OnSketch, bpy.types.Operator):
-    """Key the active sketch to draw itself on, stroke after stroke in order of importance (keys on
-    its modifier's Drawn input, editable in the Graph Editor)"""
+    """Key the active sketch to draw itself on, stroke after stroke in order of importance or in a sweep
+    (keys on its modifier's Drawn input, editable in the Graph Editor)"""
 
     bl_idname = "splatsketch.animate_drawing"
     bl_label = "Animate Drawing"
@@ -66,6 +66,11 @@ class SPLATSKETCH_OT_animate_drawing(_OnSketch, bpy.types.Operator):
     easing: bpy.props.EnumProperty(name="Easing", default="EASE_IN_OUT", items=[
         ("EASE_IN_OUT", "Ease In and Out", "Starts and ends slowly"),
         ("LINEAR", "Linear", "An even pace throughout")])
+    order: bpy.props.EnumProperty(name="Order", default="IMPORTANCE", items=[
+        ("IMPORTANCE", "Importance", "The most important stroke first: the big shape, then the detail"),
+        ("BOTTOM_TO_TOP", "Bottom to Top", "Strokes drawn as a sweep upward (object Z)"),
+        ("LEFT_TO_RIGHT", "Left to Right", "A sweep along the object's X"),
+        ("FRONT_TO_BACK", "Front to Back", "A sweep along the object's Y")])
 
     def invoke(self, context, event):
         scene = context.scene
@@ -79,7 +84,7 @@ class SPLATSKETCH_OT_animate_drawing(_OnSketch, bpy.types.Operator):
                                    f"Start ({self.frame_start})")
             return {"CANCELLED"}
         obj = context.active_object
-        stroke_style.animate_drawing(obj, self.frame_start, self.frame_end, self.overlap, self.easing)
+        stroke_style.animate_drawing(obj, self.frame_start, self.frame_end, self.overlap, self.easing, self.order)
         self.report({"INFO"}, f"{obj.name}: drawn on from frame {self.frame_start} to {self.frame_end}")
         return {"FINISHED"}
 

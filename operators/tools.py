@@ -69,6 +69,8 @@ def grease_pencil_from_curves(curve_obj, samples: int = 24):
     matrix = np.array(curve_obj.matrix_world)
     splines = [s for s in list(curve_obj.data.splines)[:stroke_style.shown_count(curve_obj)]
                if s.type == "BEZIER" and len(s.bezier_points) >= 2]
+    order = stroke_style.drawing_order(curve_obj, splines)  # Build draws the strokes in the order they are in
+    ranks, splines = order, [splines[i] for i in order]
     strokes = []
     for spline in splines:  # each segment sampled, the shared end points once
         bps = spline.bezier_points
@@ -78,7 +80,7 @@ def grease_pencil_from_curves(curve_obj, samples: int = 24):
     taper = float(stroke_style.get_input(curve_obj, "Taper") or 0.0)
     weight = float(stroke_style.get_input(curve_obj, "Importance Weight") or 0.0)
     drawing.add_strokes([len(p) for p in strokes])
-    for rank, (stroke, points) in enumerate(zip(drawing.strokes, strokes)):
+    for rank, stroke, points in zip(ranks, drawing.strokes, strokes):
         radii = width * stroke_style.radius_factors(np.linspace(0.0, 1.0, len(points)), rank, len(strokes),
                                                     taper, weight)
         for point, co, radius in zip(stroke.points, points, radii):

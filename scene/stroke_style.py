@@ -8,8 +8,9 @@ inputs are the artist's controls, each live and keyable like any modifier input:
   strokes without a new run.
 - **Width** (scene units), **Taper** (the share of each end that narrows to a pen's point) and
   **Importance Weight** (later, less important strokes drawn thinner): the stroke's weight.
-- **Drawn** (0-1) and **Overlap**: how much of the sketch is drawn, stroke after stroke in their
-  order; Animate Drawing keys Drawn over a frame range (plain F-curve keys, Graph Editor).
+- **Drawn** (0-1), **Overlap** and **Sweep**: how much of the sketch is drawn, stroke after stroke in
+  order of importance (or along the Sweep direction); Animate Drawing keys Drawn over a frame range
+  (plain F-curve keys, Graph Editor).
 
 Why a modifier rather than the curve's own bevel: a curve's bevel is applied before any modifier,
 so nothing after it could still tell one stroke from another. The curve's bevel is 0 while the
@@ -43,7 +44,13 @@ INPUTS = (
                                                 "order of importance (keyed by Animate Drawing)"),
     ("Overlap", "NodeSocketFloat", 0.3, 0.0, 1.0, "How far a stroke's drawing overlaps the next one's: 0 "
                                                   "one after the other, 1 all at once"),
+    ("Sweep", "NodeSocketVector", (0.0, 0.0, 0.0), None, None,
+     "Draw the strokes in order along this direction (0, 0, 1: bottom to top); zero: in order of "
+     "importance"),
 )
+SWEEPS = {"IMPORTANCE": (0.0, 0.0, 0.0), "BOTTOM_TO_TOP": (0.0, 0.0, 1.0), "LEFT_TO_RIGHT": (1.0, 0.0, 0.0),
+          "FRONT_TO_BACK": (0.0, 1.0, 0.0)}
+RANK = "splatsketch_rank"  # each stroke's place in the order of importance, kept while drawing in another
 
 STYLES = {  # name: (Taper, Importance Weight, width factor against the run's stroke width)
     "UNIFORM": (0.0, 0.0, 1.0),
@@ -91,6 +98,18 @@ def _build(tree) -> None:
                      operation="GREATER_THAN").outputs[0]
     hidden = b.node("FunctionNodeBooleanMath", {0: beyond, 1: limited}, operation="AND").outputs[0]
     shown = b.node("GeometryNodeDeleteGeometry", {0: put["Geometry"], 1: hidden}, domain="CURVE").outputs[0]
+    ranked = b.node("GeometryNodeStoreNamedAttribute", {0: shown, "Name": RANK, "Value": index},
+                    data_type="INT", domain="CURVE").outputs[0]
+    # the drawing's order: importance (as stored), or along the Sweep direction by each stroke's centre
+    centre = b.node("GeometryNodeFieldOnDomain", {0: b.node("GeometryNodeInputPosition").outputs[0]},
+                    domain="CURVE", data_type="FLOAT_VECTOR").outputs[0]
+    along_sweep = b.node("ShaderNodeVectorMath", {0: centre, 1: put["Sweep"]}, operation="DOT_PRODUCT").outputs["Value"]
+    sweeping = b.node("FunctionNodeCompare", {0: b.node("ShaderNodeVectorMath", {0: put["Sweep"]},
+                                                          operation="LENGTH").outputs["Value"], 1: 0.0},
+                      data_type="FLOAT", operation="GREATER_THAN").outputs[0]
+    key = b.node("GeometryNodeSwitch", {0: sweeping, 1: b.math("ADD", index, 0.0), 2: along_sweep},
+                 input_type="FLOAT").outputs[0]
+    shown = b.node("GeometryNodeSortElements", {0: ranked, "Sort Weight": key}, domain="CURVE").outputs[0]
     count = b.node("GeometryNodeAttributeDomainSize", {0: shown}, component="CURVE").outputs["Spline Count"]
 
     # stroke i draws over [i*step, i*step + d] of Drawn: d = 1 / (1 + (n-1)(1-overlap)), step = d(1-overlap)
@@ -113,8 +132,7 @@ def _build(tree) -> None:
     use_taper = b.node("FunctionNodeCompare", {0: put["Taper"], 1: 0.0}, data_type="FLOAT",
                        operation="GREATER_THAN").outputs[0]
     taper = b.node("GeometryNodeSwitch", {0: use_taper, 1: 1.0, 2: tapered}, input_type="FLOAT").outputs[0]
-    stroke = b.node("GeometryNodeFieldOnDomain", {0: b.node("GeometryNodeInputIndex").outputs[0]},
-                    domain="CURVE", data_type="INT").outputs[0]  # the stroke's index, on each of its points
+    stroke = b.node("GeometryNodeInputNamedAttribute", {"Name": RANK}, data_type="INT").outputs[0]
     rank = b.math("DIVIDE", stroke, b.math("MAXIMUM", b.math("SUBTRACT", count, 1.0), 1.0))
     weight = b.math("SUBTRACT", 1.0, b.math("MULTIPLY", b.math("MULTIPLY", rank, put["Importance Weight"]),
                                             1.0 - LIGHTEST))
@@ -172,8 +190,10 @@ def style_group():
     tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     for name, kind, default, low, high, description in INPUTS:
         socket = tree.interface.new_socket(name, in_out="INPUT", socket_type=kind)
+        if low is not None:
+            socket.min_value, socket.max_value = low, high
         if default is not None:
-            socket.default_value, socket.min_value, socket.max_value = default, low, high
+            socket.default_value = default
         socket.description = description
     tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     _build(tree)
@@ -277,6 +297,18 @@ def shown_count(obj) -> int:
     return total if not limit else max(0, min(int(limit), total))
 
 
+def drawing_order(obj, splines) -> list[int]:
+    """The order the modifier draws ``splines`` in: as they are (importance), or by their points'
+    mean along the Sweep direction (object space)."""
+    import numpy as np
+
+    sweep = np.asarray(get_input(obj, "Sweep") or (0.0, 0.0, 0.0), dtype=np.float64)
+    if not np.any(sweep):
+        return list(range(len(splines)))
+    keys = [float(np.mean([tuple(p.co) for p in s.bezier_points], axis=0) @ sweep) for s in splines]
+    return sorted(range(len(splines)), key=lambda i: keys[i])
+
+
 def radius_factors(t, rank, count: int, taper: float, weight: float):
     """The modifier's radius factor at parameters ``t`` (0-1 along a stroke) of the stroke ranked
     ``rank`` of ``count``: for copies of the sketch made outside the modifier (Grease Pencil)."""
@@ -335,13 +367,16 @@ def clear_drawing(obj) -> None:
     set_input(obj, "Drawn", 1.0)
 
 
-def animate_drawing(obj, frame_start: int, frame_end: int, overlap: float, easing: str) -> None:
+def animate_drawing(obj, frame_start: int, frame_end: int, overlap: float, easing: str,
+                    order: str = "IMPORTANCE") -> None:
     """Key Drawn from 0 at ``frame_start`` to 1 at ``frame_end`` (``easing``: LINEAR, or EASE_IN_OUT
-    for a start and end that ease); Overlap as given. Replaces earlier drawn-on keys."""
+    for a start and end that ease); Overlap as given; strokes in ``order`` (``SWEEPS``). Replaces
+    earlier drawn-on keys."""
     if frame_end <= frame_start:
         raise ValueError(f"the drawing needs at least one frame: {frame_start} to {frame_end}")
     clear_drawing(obj)
     set_input(obj, "Overlap", float(overlap))
+    set_input(obj, "Sweep", SWEEPS[order])
     path = _drawn_path(obj)
     for frame, value in ((frame_start, 0.0), (frame_end, 1.0)):
         set_input(obj, "Drawn", value)

@@ -181,3 +181,24 @@ def test_a_strokes_group_missing_an_input_is_made_whole_again(addon):
     assert style.get_input(obj, "Stroke Limit") is None and style.shown_count(obj) == 3
     obj.splatsketch_strokes_shown = 2
     assert style.get_input(obj, "Stroke Limit") == 2 and _drawn_strokes(obj) == [0, 1]
+
+
+def test_a_sweep_draws_bottom_to_top_and_keeps_the_weights_of_importance(addon):
+    """Strokes at heights 2, 0, 1 (importance order 0, 1, 2): Bottom to Top draws the one at 0 first,
+    the Grease Pencil copy lists them in the same order, and the least important stays the thinnest."""
+    obj = _sketch(3)
+    for spline, z in zip(obj.data.splines, (2.0, 0.0, 1.0)):
+        for p in spline.bezier_points:
+            p.co.z, p.handle_left.z, p.handle_right.z = z, z, z
+    obj.data.update_tag()
+    assert bpy.ops.splatsketch.stroke_style(style="PEN") == {"FINISHED"}
+    assert bpy.ops.splatsketch.animate_drawing(frame_start=1, frame_end=31, overlap=0.0, easing="LINEAR",
+                                               order="BOTTOM_TO_TOP") == {"FINISHED"}
+    bpy.context.scene.frame_set(11)  # a third of the way: the lowest stroke only
+    assert sorted({round(z) for z in _tubes(obj)[:, 2]}) == [0]
+    bpy.context.scene.frame_set(31)
+    co = _tubes(obj)
+    thickness = {z: float(np.abs(co[np.abs(co[:, 2] - z) < 0.3][:, 1] - round(float(np.median(
+        co[np.abs(co[:, 2] - z) < 0.3][:, 1])))).max()) for z in (0, 1, 2)}
+    assert thickness[1] < thickness[0] < thickness[2], thickness  # ranks 2 < 1 < 0, whatever the drawing order
+    assert _module("scene.stroke_style").drawing_order(obj, list(obj.data.splines)) == [1, 2, 0]
