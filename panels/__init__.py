@@ -162,10 +162,8 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
 
     @classmethod
     def poll(cls, context):
-        from ..scene.stroke_style import style_modifier
-
         obj = context.active_object
-        return obj is not None and obj.type == "CURVE" and style_modifier(obj) is not None
+        return obj is not None and obj.type == "CURVE"  # a sketch, or strokes drawn by hand
 
     def draw(self, context):
         import json
@@ -176,6 +174,12 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         obj = context.active_object
         modifier = stroke_style.style_modifier(obj)
         layout.enabled = not context.window_manager.splatsketch.running
+        if modifier is None:  # a curve drawn by hand: the rest of its strokes can be found
+            layout.label(text="Strokes drawn by hand: pick", icon="INFO")
+            layout.label(text="their mesh as Object above,", icon="BLANK1")
+            layout.label(text="then Add Strokes", icon="BLANK1")
+            layout.operator("splatsketch.add_strokes", icon="ADD")
+            return
         layout.use_property_split = True
         layout.use_property_decorate = False
         col = layout.column(align=True)

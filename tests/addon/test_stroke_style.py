@@ -169,6 +169,12 @@ def test_strokes_panel_shows_the_slider_and_the_first_strokes_f(addon):
     assert any("these 2: 0.60" in str(c) for c in log)
     bpy.context.view_layer.objects.active = bpy.data.objects["Cube"]
     assert not panel.poll(bpy.context)
+    drawn = bpy.data.objects.new("Drawn", bpy.data.curves.new("Drawn", "CURVE"))  # strokes drawn by hand
+    bpy.context.scene.collection.objects.link(drawn)
+    bpy.context.view_layer.objects.active = drawn
+    log = _draw(panel, bpy.context)
+    assert panel.poll(bpy.context) and ("operator", "splatsketch.add_strokes") in log
+    assert ("prop", "splatsketch_strokes_shown") not in log
 
 
 def test_a_strokes_group_missing_an_input_is_made_whole_again(addon):
