@@ -94,6 +94,10 @@ class SplatSketchSettings(bpy.types.PropertyGroup):
                               description="Weigh each step's views by their error to this power: 0 treats every "
                                           "view alike; higher spends the effort on the views the sketch reads "
                                           "worst from")
+    abstraction: FloatProperty(name="Abstraction Levels", default=_D.abstraction, min=0.0, max=10.0, soft_max=2.0,
+                               description="Also fit the first quarter of the strokes on their own, so the "
+                                           "sketch still reads with Strokes Shown at a quarter (about 20% "
+                                           "slower); 0: off")
     w_clip_geometric: FloatProperty(**_weight("clip_geometric"))
     w_clip_semantic: FloatProperty(**_weight("clip_semantic"))
     w_lines: FloatProperty(**_weight("lines"))

@@ -56,6 +56,8 @@ FIELDS = (
     Field("reseed", "reseed", "--reseed", bool, "start new strokes where lines are missing when pruning removes some"),
     Field("hard_views", "hard_views", "--worst-view-focus", float,
           "weigh each step's views by their error to this power (0: all alike; default 6)"),
+    Field("abstraction", "abstraction", "--abstraction", float,
+          "also fit the first quarter of the strokes alone, so fewer strokes shown still read (0: off)"),
 )
 LOSS_PROPS = {name: f"w_{name}" for name in DEFAULT_LOSS_WEIGHTS}  # loss name -> panel weight property
 BY_FLAG = {f.flag: f for f in FIELDS if f.flag}

@@ -285,6 +285,8 @@ def _step(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, ids: to
     images = sketch.render(samples, ids)
     inputs = LossInputs(images, ids, state.points, samples, progress=progress, generator=generator)
     total, state.last_values = total_loss(losses, inputs, hard_views=cfg.hard_views)
+    if cfg.abstraction > 0 and "lines" in losses and state.points.shape[0] >= 4:
+        total = total + cfg.abstraction * _first_quarter_lines(sketch, losses["lines"], state, samples, ids, progress)
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     state.optimizer.step()
@@ -292,6 +294,16 @@ def _step(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, ids: to
     state.last_total = total.detach()
     state.history.append(state.last_total)
     state.steps += 1
+
+
+def _first_quarter_lines(sketch: Sketch, lines, state: _RunState, samples: torch.Tensor, ids: torch.Tensor,
+                         progress: float) -> torch.Tensor:
+    """The weighted lines loss of the first quarter of the strokes drawn alone (their order is the
+    start's: the feature cover's most-covering first), so they keep the whole shape between them."""
+    weight, loss = lines
+    n = state.points.shape[0] // 4
+    alone = LossInputs(sketch.render(samples[:n], ids), ids, state.points[:n], samples[:n], progress=progress)
+    return weight * loss(alone).mean()
 
 
 def _to_device(ids: list[int], device: torch.device) -> torch.Tensor:

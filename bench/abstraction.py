@@ -6,6 +6,7 @@ most important first: what the Strokes Shown slider draws) and the N-stroke run 
 same 24 evaluation views (Freestyle's lines), as Evaluate scores a sketch showing N strokes.
 
     .venv/bin/python bench/abstraction.py [--meshes spot,duck] [--counts 4,8,12] [--out out/abstraction]
+          [-- --abstraction 1]     (flags after -- go to every run)
 
 Prints a table of held-out F per mesh (first N | run at N | difference) and the mean difference per
 N, and writes ``results.json`` in ``--out``; a mesh with results there is not run again.
@@ -37,6 +38,9 @@ def log(message: str) -> None:
     print(f"[abstraction {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+EXTRA: list[str] = []  # flags after -- on the command line, for every run
+
+
 def sketch(name: str, curves: int, out: Path) -> Path:
     """One headless run at the defaults with ``curves`` strokes; its job folder."""
     folder = out / name / f"run_{curves}"
@@ -44,7 +48,7 @@ def sketch(name: str, curves: int, out: Path) -> Path:
     folder.mkdir(parents=True)
     command = [str(REPO / ".venv" / "bin" / "python"), str(REPO / "bin" / "splatsketch"),
                "--input", str(quality.mesh_path(name)), "--curves", str(curves),
-               "--output", str(folder / "sketch.blend"), "--job-dir", str(folder / "jobs")]
+               "--output", str(folder / "sketch.blend"), "--job-dir", str(folder / "jobs"), *EXTRA]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} ({curves} strokes): the command failed with {done.returncode}:\n"
@@ -89,6 +93,10 @@ def main(argv=None) -> int:
     parser.add_argument("--meshes", default=",".join(quality.MESHES), help="comma-separated (default: all ten)")
     parser.add_argument("--counts", default="4,8,12")
     parser.add_argument("--out", default=str(REPO / "out" / "abstraction"))
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" in argv:
+        EXTRA[:] = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
     args = parser.parse_args(argv)
     out, counts = Path(args.out), [int(c) for c in args.counts.split(",")]
     results = {}

@@ -245,6 +245,7 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         row.prop(props, "clip_compile")
         col.prop(props, "lr")
         col.prop(props, "hard_views")
+        col.prop(props, "abstraction")
         col.prop(props, "ink_budget")
         col.prop(props, "reseed")
 

@@ -343,3 +343,14 @@ def test_kept_strokes_are_drawn_count_as_covered_and_never_move(tmp_path):
     np.savez(folder / "kept.npz", control_points=kept[:, :3])
     with pytest.raises(BadJob, match="kept.npz.*3S\\+1"):
         load_job(folder)
+
+
+def test_abstraction_levels_add_the_first_quarters_own_lines_loss(tmp_path):
+    """With ``abstraction`` the step's loss also scores the first quarter of the strokes drawn alone:
+    from the same start, the first step's loss is higher by that (non-negative) term, and off it is 0."""
+    settings = {"curves": 8, "iterations": 1, "init": "random", "losses": {"lines": 1.0}, "prune": False,
+                "snapshot_every": 0, "progress_every": 0}
+    cfg, targets, renderer = setup(tmp_path, settings, mesh=False, size=64)
+    plain = optimize(cfg, targets, renderer).loss_history[0]
+    assert optimize(dataclasses.replace(cfg, abstraction=0.0), targets, renderer).loss_history[0] == plain
+    assert optimize(dataclasses.replace(cfg, abstraction=2.0), targets, renderer).loss_history[0] > plain + 0.1
