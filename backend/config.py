@@ -152,9 +152,9 @@ class OptimizeConfig:
     hard_views: float = 6.0
     # Abstraction levels: each step also adds the lines loss of the first quarter of the strokes alone,
     # times this, so the sketch shown at a quarter of its strokes (Strokes Shown) still draws the whole
-    # shape; 0 is off. At 1, on five meshes (docs/QUALITY.md): the first 4 of 16 strokes within 0.01 of
-    # a 4-stroke run on average (0.11 below it when off), the whole sketch 0.005 lower, runs 15-35%
-    # longer. Off by default until the whole quality suite has been measured with it.
+    # shape; 0 is off. At 1, on the ten shared meshes (docs/QUALITY.md): the first 4 of 16 strokes as
+    # good as a 4-stroke run on average (0.066 below it when off), the whole sketch's F unchanged on
+    # average, runs 15-35% longer. Off by default until the quality suite's three seeds agree.
     abstraction: float = 0.0
     snapshot_every: int = 10
     progress_every: int = 10  # progress events read values from the device: not every step (no syncs)
