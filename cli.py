@@ -495,7 +495,7 @@ class _KeepRequest:
 
 def _keep_request(args) -> _KeepRequest:
     """The checked ``--keep-strokes`` request; UsageError (nothing runs, nothing changes) otherwise."""
-    from .operators.generate import parse_strokes
+    from .jobs.sketch import parse_strokes
 
     sketch = bpy.data.objects.get(args.keep_strokes)
     if sketch is None:

@@ -197,6 +197,23 @@ class CaptureSketchRun(SketchRun):
                 "splatsketch_center": [float(c) for c in self.center], "splatsketch_radius": float(self.radius)}
 
 
+def parse_strokes(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]; RunError for anything else."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise RunError(f"'{text}': stroke numbers are like '0-3,7'") from None
+        if first < 0 or last < first:
+            raise RunError(f"'{text}': stroke numbers are like '0-3,7'")
+        out += range(first, last + 1)
+    if not out:
+        raise RunError("no strokes to keep given")
+    return sorted(set(out))
+
+
 def keep_strokes_problem(sketch, keep: list[int], new: int, fallback=None) -> str:
     """Why strokes ``keep`` of ``sketch`` cannot be kept with ``new`` made again, or ''. A curve drawn
     by hand (no SplatSketch source) is sketched on ``fallback`` (the panel's Object)."""
@@ -247,13 +264,19 @@ class KeepStrokesRun(SketchRun):
     def sketch(self):
         return bpy.data.objects.get(self.sketch_name)
 
-    def validate(self) -> None:
-        super().validate()
+    def unchanged_sketch(self):
+        """The sketch, as it was when the run was set up; RunError (and the sketch left as it is) if not."""
         sketch = self.sketch()
         if sketch is None:
             raise RunError(f"sketch '{self.sketch_name}' no longer exists")
         if len(sketch.data.splines) != self.splines:
-            raise RunError(f"'{self.sketch_name}' changed (its strokes were added or removed) since the run was set up")
+            raise RunError(f"'{self.sketch_name}' changed (strokes added or removed) since the run was set up: "
+                           "left as it is")
+        return sketch
+
+    def validate(self) -> None:
+        super().validate()
+        self.unchanged_sketch()
 
     def prepare(self, folder: str):
         from ..scene.sketch_object import world_control_points
@@ -269,11 +292,7 @@ class KeepStrokesRun(SketchRun):
 
         collecting = time.monotonic()
         self.sketch_source()
-        sketch = self.sketch()
-        if sketch is None:
-            raise RunError(f"sketch '{self.sketch_name}' was removed during the run")
-        if len(sketch.data.splines) != self.splines:
-            raise RunError(f"'{self.sketch_name}' changed during the run (strokes added or removed): left as it was")
+        sketch = self.unchanged_sketch()
         control_points = self.read_result()
         self.discard_scene()
         replace_strokes(sketch, self.keep, control_points, self.center, self.radius,

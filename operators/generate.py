@@ -8,7 +8,7 @@ from bpy.props import BoolProperty
 
 from ..backend.config import SettingsError
 from ..jobs.runner import RunError
-from ..jobs.sketch import SketchRun
+from ..jobs.sketch import SketchRun, parse_strokes
 from ..preferences import backend_python, get_preferences, user_dir
 from ..properties import job_params, settings_dict
 from .driver import ModalRun, sync_state
@@ -20,6 +20,14 @@ def target_object(context):
     return props.source or context.active_object
 
 
+def panel_settings(context) -> dict:
+    """The job's settings from the panel and preferences; RunError when they are not valid."""
+    try:
+        return settings_dict(context.scene.splatsketch, get_preferences(context))
+    except SettingsError as error:
+        raise RunError(str(error)) from error
+
+
 def prepare_run(context, source, *, live_preview: bool, log=None, **overrides) -> SketchRun:
     """Settings from the panel and preferences; raise RunError for anything the user must fix."""
     from ..scene.mesh import source_problem
@@ -29,14 +37,8 @@ def prepare_run(context, source, *, live_preview: bool, log=None, **overrides) -
     problem = source_problem(source)
     if problem:
         raise RunError(problem)
-    prefs = get_preferences(context)
-    try:
-        settings = settings_dict(context.scene.splatsketch, prefs)
-    except SettingsError as error:
-        raise RunError(str(error)) from error
-    python = backend_python(context)
-    return SketchRun(source, settings, job_params(context.scene.splatsketch), python, user_dir=user_dir(),
-                     live_preview=live_preview, log=log, **overrides)
+    return SketchRun(source, panel_settings(context), job_params(context.scene.splatsketch), backend_python(context),
+                     user_dir=user_dir(), live_preview=live_preview, log=log, **overrides)
 
 
 class SPLATSKETCH_OT_generate(ModalRun, bpy.types.Operator):
@@ -102,8 +104,6 @@ class SPLATSKETCH_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-
-
 def keep_strokes_run(context, sketch, keep: list[int], new: int, *, live_preview: bool, log=None, **overrides):
     """A :class:`KeepStrokesRun` on ``sketch`` keeping the splines ``keep`` and making ``new`` strokes,
     with the panel's settings; RunError for anything the artist must fix (nothing changes then)."""
@@ -115,10 +115,10 @@ def keep_strokes_run(context, sketch, keep: list[int], new: int, *, live_preview
     problem = keep_strokes_problem(sketch, keep, new, fallback)
     if problem:
         raise RunError(problem)
-    source = kept_source(sketch, fallback)
-    run = prepare_run(context, source, live_preview=live_preview, log=log, **overrides)
-    return KeepStrokesRun(sketch, keep, source, dict(run.settings, curves=new), run.params, run.python,
-                          user_dir=user_dir(), live_preview=live_preview, log=log, **overrides)
+    settings = dict(panel_settings(context), curves=new)
+    return KeepStrokesRun(sketch, keep, kept_source(sketch, fallback), settings, job_params(context.scene.splatsketch),
+                          backend_python(context), user_dir=user_dir(), live_preview=live_preview, log=log,
+                          **overrides)
 
 
 def _selected(curve_obj) -> list[int]:
@@ -212,23 +212,6 @@ class SPLATSKETCH_OT_add_strokes(_KeepStrokes, bpy.types.Operator):
 
     def _kept_and_new(self, sketch):
         return list(range(len(sketch.data.splines))), self.count
-
-
-def parse_strokes(text: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]; RunError for anything else."""
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        low, _, high = part.partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            raise RunError(f"'{text}': stroke numbers are like '0-3,7'") from None
-        if first < 0 or last < first:
-            raise RunError(f"'{text}': stroke numbers are like '0-3,7'")
-        out += range(first, last + 1)
-    if not out:
-        raise RunError("no strokes to keep given")
-    return sorted(set(out))
 
 
 CLASSES = (SPLATSKETCH_OT_generate, SPLATSKETCH_OT_cancel, SPLATSKETCH_OT_regenerate_strokes,
