@@ -188,13 +188,12 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         keep = layout.column(align=True)  # full width each: the sidebar is narrow
         keep.operator("splatsketch.regenerate_strokes", icon="FILE_REFRESH")
         keep.operator("splatsketch.add_strokes", icon="ADD")
-        try:
-            first_f = json.loads(obj.get("splatsketch_metrics", "{}")).get("first_strokes_f") or []
-        except (TypeError, ValueError):
-            first_f = []
+        try:  # the last run's figures: F of its first n strokes, after the strokes it kept
+            metrics = json.loads(obj.get("splatsketch_metrics", "{}"))
+            first_f, kept = metrics.get("first_strokes_f") or [], int(metrics.get("kept_strokes") or 0)
+        except (TypeError, ValueError, AttributeError):
+            first_f, kept = [], 0
         shown = obj.splatsketch_strokes_shown
-        kept = int(json.loads(obj.get("splatsketch_metrics", "{}") or "{}").get("kept_strokes", 0) or 0) \
-            if first_f else 0
         if kept < shown <= kept + len(first_f) and kept + len(first_f) == total:  # the last run's own figures
             col.label(text=f"Held-out line F of these {shown}: {first_f[shown - kept - 1]:.2f}")
         row = layout.row(align=True)
