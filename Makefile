@@ -60,7 +60,7 @@ zip: $(VENV)/.ready  ## the installable extension (dist/splatsketch-<version>.zi
 		build --source-dir . --output-dir dist
 
 bench: $(VENV)/.ready
-	$(BIN)/python -m backend.bench
+	$(BIN)/python bench/backend_speed.py
 
 clean:
 	rm -rf $(VENV) $(VENV42) dist out

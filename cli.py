@@ -23,12 +23,13 @@ import time
 
 import bpy
 
-from .backend.config import SettingsError, settings_from_dict
-from .backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
-from .jobs.runner import CANCELLED, SUCCEEDED, RunError, Terminated, check_stop, clear_stop, request_stop, safe_name
-from .jobs.sketch import CaptureSketchRun, KeepStrokesRun, SketchRun, keep_strokes_problem, kept_source
+from .contract.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
+from .contract.settings import SettingsError, settings_from_dict
+from .jobs.runner import CANCELLED, SUCCEEDED, RunError, safe_name
+from .jobs.sketch_run import CaptureSketchRun, KeepStrokesRun, SketchRun, keep_strokes_problem, kept_source
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
 from .settings_map import active_losses, add_flags, apply_flags
+from .stop_request import Terminated, check_stop, clear_stop, request_stop
 
 OPEN_BLEND = "the open .blend file"
 
@@ -208,7 +209,7 @@ def _flush_c_stdio() -> None:
 
 def _setup_backend(args) -> int:
     from .jobs.environment import find_base_python, managed_root
-    from .jobs.setup import SetupRun
+    from .jobs.setup_run import SetupRun
     from .preferences import user_dir
 
     base, problem = find_base_python(args.python or "")
@@ -305,7 +306,7 @@ def _output_files(output, preview, json_path, report_path, labels=("",)) -> list
 def _input_files(args, sources=()) -> list[tuple[str, str]]:
     """``(what, path)`` of every file the run reads: meshes, the open .blend, a capture's json files,
     pictures and masks, the backend Python."""
-    from .scene.capture import Capture, CaptureError, resolve
+    from .pictures.capture import Capture, CaptureError, resolve
 
     found = [("--input", _resolve(path)) for path in args.input]
     if bpy.data.filepath:
@@ -391,7 +392,7 @@ def _save_blend(path: str) -> None:
 
 
 def _settings(args, context) -> tuple[dict, dict]:
-    from .backend.presets import apply_preset
+    from .contract.presets import apply_preset
     from .preferences import get_preferences
     from .properties import job_params, settings_dict
 
@@ -495,7 +496,7 @@ class _KeepRequest:
 
 def _keep_request(args) -> _KeepRequest:
     """The checked ``--keep-strokes`` request; UsageError (nothing runs, nothing changes) otherwise."""
-    from .jobs.sketch import parse_strokes
+    from .jobs.sketch_run import parse_strokes
 
     sketch = bpy.data.objects.get(args.keep_strokes)
     if sketch is None:
@@ -521,7 +522,7 @@ def _keep_request(args) -> _KeepRequest:
 def _captures(args) -> list[tuple[str, object, str]]:
     """``(label, Capture or its path when unusable, problem)`` for every ``--images``; json and file problems are found
     here, before anything runs (the pictures themselves are checked as they load)."""
-    from .scene.capture import CaptureError, read_capture
+    from .pictures.capture import CaptureError, read_capture
 
     if args.masks and not args.images:
         raise UsageError("--masks needs --images")
@@ -556,7 +557,7 @@ def _run(args, log_path: str) -> int:
                     "python": python}
         _say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
         return CLI_OK
-    from .scene.capture import Capture
+    from .pictures.capture import Capture
 
     reports, status = [], CLI_OK
     sources, startup = _sources(args, context)
@@ -647,7 +648,7 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
     """Score the new sketch on held-out views (and copy its report pictures); False if that failed."""
     import shutil
 
-    from .jobs.evaluation import EvaluationRun, format_evaluation
+    from .jobs.evaluation_run import EvaluationRun, format_evaluation
     from .preferences import user_dir
 
     sketch = bpy.data.objects[result_name]
@@ -681,7 +682,7 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
 
 
 def _preview(source, result_name: str, path: str, label: str, several: bool, center=None, radius=None) -> str:
-    from .scene.capture import Capture
+    from .pictures.capture import Capture
     from .scene.preview import render_capture_sheet, render_contact_sheet
 
     path = _per_asset(path, label, several)

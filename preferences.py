@@ -130,7 +130,7 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         col.prop(self, "backend_python")
 
     def _draw_clip(self, context, col) -> None:
-        from .backend.clip_weights import approx_size_mb
+        from .contract.clip_weights import approx_size_mb
 
         state = context.window_manager.splatsketch
         if state.clip_report:
@@ -178,7 +178,7 @@ def user_dir() -> str:
 
 def clip_settings(prefs) -> dict:
     """The CLIP part of a job's settings as the preferences ``prefs`` give it (None: the defaults)."""
-    from .backend.config import ClipConfig
+    from .contract.settings import ClipConfig
 
     default = ClipConfig()
     return {"model": getattr(prefs, "clip_model", "") or default.model,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .backend.config import DEFAULT_LOSS_WEIGHTS, OptimizeConfig, settings_from_dict
+from .contract.settings import DEFAULT_LOSS_WEIGHTS, OptimizeConfig, settings_from_dict
 from .settings_map import props_to_settings
 
 _D = OptimizeConfig()

@@ -5,7 +5,7 @@ command (``cli.py``: its flags, ``--preset``) all read this table, so a setting 
 in the panel and another on the command line. No bpy here: the functions take any object with the
 panel's attribute names.
 
-``setting`` is a key of the job's ``settings`` (``backend.config.OptimizeConfig``), or ``job.KEY``
+``setting`` is a key of the job's ``settings`` (``contract.settings.OptimizeConfig``), or ``job.KEY``
 for the scene-side job parameters (``train_views``, ``heldout_views``, ``size``: how many views
 Blender renders, at what size).
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backend.config import CLIP_LOSSES, DEFAULT_LOSS_WEIGHTS
-from .backend.presets import PRESETS
+from .contract.presets import PRESETS
+from .contract.settings import CLIP_LOSSES, DEFAULT_LOSS_WEIGHTS
 
 
 @dataclass(frozen=True)

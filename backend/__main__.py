@@ -1,5 +1,5 @@
 """Command line of the backend: ``python -m backend run|evaluate JOB_DIR``, ``python -m backend check``
-and ``python -m backend setup ROOT`` (argv builders for callers: ``backend.protocol.run_argv`` /
+and ``python -m backend setup ROOT`` (argv builders for callers: ``contract.protocol.run_argv`` /
 ``evaluate_argv`` / ``check_argv`` / ``setup_argv``). ``setup`` runs on a bare base Python, so
 nothing here imports more than the standard library before the sub-command is known."""
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     if args.command == "evaluate":
         clip = None
         if args.clip_model:
-            from .config import ClipConfig
+            from contract.settings import ClipConfig
 
             clip = ClipConfig(model=args.clip_model, pretrained="" if args.clip_config else args.clip_pretrained,
                               checkpoint=args.clip_checkpoint, cache_dir=args.clip_cache,

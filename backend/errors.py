@@ -1,6 +1,6 @@
 """Errors the worker turns into one clear line and a documented exit code (docs/JOB_FORMAT.md)."""
 
-from .protocol import (  # noqa: F401 - the codes live in the protocol; re-exported for the backend
+from contract.protocol import (  # noqa: F401 - the codes live in the protocol; re-exported for the backend
     EXIT_BAD_JOB,
     EXIT_CANCELLED,
     EXIT_CLIP_WEIGHTS,

@@ -1,7 +1,7 @@
 """Initial strokes ``[K,3S+1,3]``: random (the seed's baseline), surface, contour, features.
 
 ``random``, ``surface`` and ``contour`` make single cubics, subdivided into S segments along the same
-curve; ``features`` (backend/features.py) fits chains to the mesh's own feature lines.
+curve; ``features`` (backend/feature_lines.py) fits chains to the mesh's own feature lines.
 
 ``surface`` and ``contour`` start curves where lines can be: on the mesh, and on the object's
 contours lifted to 3D; both spread their seeds by farthest-point sampling so no part is left bare.
@@ -13,8 +13,8 @@ import torch
 
 from .curves import subdivide
 from .losses.base import Targets
-from .mesh import farthest_points
 from .render import pinhole
+from .surface_samples import farthest_points
 
 INIT_LENGTH = 0.35  # normalised units: short strokes that can grow, as CLIPasso starts small
 
@@ -60,7 +60,7 @@ def lifted_contour_points(targets: Targets, max_points_per_view: int = 400,
     A line pixel takes the surface sample that lands nearest to it among those in front (a point
     z-buffer over the mesh samples), or the job's depth map when it has one.
     """
-    from .cameras import unproject_pixels  # numpy; fine for a one-off
+    from contract.cameras import unproject_pixels  # numpy; fine for a one-off
 
     pts = targets.surface_samples
     lifted = []
@@ -165,7 +165,7 @@ def _pad(curves: torch.Tensor, k: int, generator, device) -> torch.Tensor:
 def initial_curves(kind: str, k: int, targets: Targets, generator: torch.Generator, device,
                    segments: int = 1, cover_balance: float = 0.0) -> torch.Tensor:
     if kind == "features":
-        from .features import feature_init
+        from .feature_lines import feature_init
 
         return feature_init(k, segments, targets, generator, balance=cover_balance).to(device)
     if kind == "random":

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CLIP_LOSSES, GEOMETRY_ONLY_WEIGHTS, OptimizeConfig, SettingsError, settings_from_dict
-from .errors import BadJob
-from .protocol import (  # noqa: F401 - write_atomic stays importable from here for older callers
+from contract.protocol import (  # noqa: F401 - write_atomic stays importable from here for older callers
     DRAWN_KEYS,
     JOB_JSON,
     KEPT_NPZ,
@@ -30,6 +28,9 @@ from .protocol import (  # noqa: F401 - write_atomic stays importable from here 
     write_json,
     write_npz,
 )
+from contract.settings import CLIP_LOSSES, GEOMETRY_ONLY_WEIGHTS, OptimizeConfig, SettingsError, settings_from_dict
+
+from .errors import BadJob
 
 MAX_VIEWS = 4096
 MAX_IMAGE_SIZE = 4096

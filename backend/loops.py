@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cameras import project
+from contract.cameras import project
 
 SAMPLES_PER_SEGMENT = 48
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import OptimizeConfig
+from contract.protocol import INFO, PROGRESS, SNAPSHOT
+from contract.settings import OptimizeConfig
+
 from .curves import curve_lengths, enforce_g1, sample_curves, segment_count, split_segments, subdivide
 from .imageops import gaussian_blur
 from .init import initial_curves, lifted_contour_points, strokes_on_points
 from .losses import LossContext, LossInputs, Targets, build_losses
-from .protocol import INFO, PROGRESS, SNAPSHOT
 from .ranking import LineF, kept_log_image, rank_strokes, stroke_log_image
 from .render import Renderer, pinhole, pixel_scales
 

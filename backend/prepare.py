@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import OptimizeConfig
+from contract.settings import OptimizeConfig
+
 from .losses.base import Targets
-from .mesh import sample_surface
+from .surface_samples import sample_surface
 
 SURFACE_SAMPLES = 8000
 

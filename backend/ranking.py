@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .evaluate import INK_THRESHOLD, TOLERANCE_PX
+from .evaluation import INK_THRESHOLD, TOLERANCE_PX
 
 GREEDY_MAX = 128  # above this many strokes (K^2 F evaluations), rank by each stroke's own F instead
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.protocol import EVAL_NPZ, METRICS_JSON, REPORT_PNG, RESULT_NPZ, TURNTABLE_GIF, TURNTABLE_NPZ, write_atomic
+
 from .errors import check_stop
-from .protocol import EVAL_NPZ, METRICS_JSON, REPORT_PNG, RESULT_NPZ, TURNTABLE_GIF, TURNTABLE_NPZ, write_atomic
 
 SHEET_COLUMNS = 6
 TILE_PX = 192
@@ -24,7 +25,7 @@ GOOD_F = 0.8  # per-view F at or above this is printed green, below it red
 
 def sketch_ink(control_points, width: float | None, viewmats, Ks, size: int) -> np.ndarray:
     """Ink ``[V,H,W]`` in [0,1]: centre lines when ``width`` is None (as scored), else strokes of that width."""
-    from .evaluate import EvalViews, render_sketch
+    from .evaluation import EvalViews, render_sketch
 
     blank = np.zeros((len(viewmats), size, size), np.float32)
     if len(control_points) == 0:

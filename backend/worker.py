@@ -1,6 +1,6 @@
 """The worker process: ``python -m backend run JOB_DIR`` and ``python -m backend evaluate JOB_DIR``.
 
-stdout is the protocol (one JSON event per line, docs/JOB_FORMAT.md, names in ``backend.protocol``):
+stdout is the protocol (one JSON event per line, docs/JOB_FORMAT.md, names in ``contract.protocol``):
 the real stdout is kept for events and file descriptor 1 is pointed at stderr, so a stray print (ours
 or a library's) can never corrupt the stream. SIGINT, SIGTERM, a closed stdin (only with
 ``--watch-stdin``: otherwise stdin is never read, so a shell loop keeps its input) or a vanished
@@ -22,8 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import BadJob, ClipWeightsUnavailable, DeviceUnavailable, SketchError, Stopped
-from .protocol import (
+from contract.protocol import (
     DONE,
     ERROR,
     EVAL_NPZ,
@@ -43,6 +42,8 @@ from .protocol import (
     WARNING,
     write_json,
 )
+
+from .errors import BadJob, ClipWeightsUnavailable, DeviceUnavailable, SketchError, Stopped
 
 
 def _clean(value):
@@ -282,7 +283,7 @@ def evaluate_job(job_dir: str, views_path: str | None = None, report: bool = Fal
 def _evaluation_views(folder: Path, views_path: str | None):
     """The views to score on and where they come from: ``--views FILE``, else ``eval.npz``, else the
     held-out views of ``views.npz``; ``(EvalViews, source name, path or None)``."""
-    from .evaluate import EvalViews
+    from .evaluation import EvalViews
     from .job import load_eval_npz, load_job
 
     if views_path:
@@ -326,7 +327,7 @@ def _evaluate(folder: Path, views_path: str | None, report: bool, title: str, cl
         bundle = load_clip(clip, torch.device("cpu"))
 
     # 2. compute (stopping between views), 3. write
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     events.emit({"type": INFO, "message": f"scoring {len(views.viewmats)} views of {source}"
                                           + (f" (CLIP similarity with {bundle.name})" if bundle else "")})

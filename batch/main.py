@@ -21,7 +21,7 @@ import sys
 import time
 
 from backend import __version__
-from backend.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
+from contract.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 
 from . import gallery, index, reaper, sources, task
 from .progress import Progress, summary_table

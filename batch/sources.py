@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from backend.protocol import MESH_FORMATS
+from contract.protocol import MESH_FORMATS
 
 BLEND = ".blend"
 ASSET_FORMATS = (*MESH_FORMATS, BLEND)

@@ -227,7 +227,7 @@ def capture(frames: list | object, angle: object = 0.6, pictures: dict[str, byte
 
 
 def png_bytes(size: int = 32) -> bytes:
-    """A real RGBA PNG of a disc (written by the contract-free numpy encoder in scene/png.py)."""
+    """A real RGBA PNG of a disc (written by the contract-free numpy encoder in pictures/pixels.py)."""
     from scene import png
 
     yy, xx = np.mgrid[:size, :size]

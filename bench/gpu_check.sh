@@ -218,15 +218,15 @@ BUILD_PID=$!
 # ---------------------------------------------------------------- 2. torch-renderer GPU stages, overlapping the build
 # fp32 vs bf16 autocast: the same seed, the same views and augmentations; only CLIP's precision differs.
 STAGE_NOTE="during_build" stage amp_cmp_fp32 120 final_amp_cmp_fp32.json \
-    python3 -m backend.bench --device $DEV --renderer torch --case final_run --iterations $CMP_ITERS --views-per-step $VIEWS \
+    python3 bench/backend_speed.py --device $DEV --renderer torch --case final_run --iterations $CMP_ITERS --views-per-step $VIEWS \
     --seed 0 --sync-audit 3 --json "${EXTRA[@]}"
 STAGE_NOTE="during_build" stage amp_cmp_bf16 120 final_amp_cmp_bf16.json \
-    python3 -m backend.bench --device $DEV --renderer torch --case final_run --iterations $CMP_ITERS --views-per-step $VIEWS \
+    python3 bench/backend_speed.py --device $DEV --renderer torch --case final_run --iterations $CMP_ITERS --views-per-step $VIEWS \
     --seed 0 --amp --json "${EXTRA[@]}"
 STAGE_NOTE="during_build" stage amp_check 90 amp_check.json \
-    python3 -m backend.bench --device $DEV --renderer torch --case amp_check --json "${EXTRA[@]}"
+    python3 bench/backend_speed.py --device $DEV --renderer torch --case amp_check --json "${EXTRA[@]}"
 STAGE_NOTE="during_build" stage bench_torch_during_build 120 bench_torch_during_build.json \
-    python3 -m backend.bench --device $DEV --renderer torch --repeat $REPEAT --json "${EXTRA[@]}"
+    python3 bench/backend_speed.py --device $DEV --renderer torch --repeat $REPEAT --json "${EXTRA[@]}"
 say "waiting for the gsplat build"
 wait "$BUILD_PID"
 tail -5 "$OUT/gsplat_build.log"
@@ -237,36 +237,36 @@ if awk -F'\t' '$1 == "gsplat_build" && $2 == "0" {ok = 1} END {exit !ok}' "$PART
 say "renderer for the timed stages: $R"
 if [ "$R" = gsplat ]; then  # the renderer side by side first: cheap (no CLIP)
     stage bench_gsplat_render 60 bench_gsplat_render.json \
-        python3 -m backend.bench --device $DEV --renderer gsplat --case render --repeat $REPEAT --json "${EXTRA[@]}"
+        python3 bench/backend_speed.py --device $DEV --renderer gsplat --case render --repeat $REPEAT --json "${EXTRA[@]}"
     stage projection 45 projection.json \
-        python3 -m backend.bench --device $DEV --case projection --repeat $REPEAT --json "${EXTRA[@]}"
+        python3 bench/backend_speed.py --device $DEV --case projection --repeat $REPEAT --json "${EXTRA[@]}"
 fi
 STAGE_NOTE="renderer=$R amp=bf16" stage final_2000_bf16 150 final_2000_bf16.json \
-    python3 -m backend.bench --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS --amp --json "${EXTRA[@]}"
+    python3 bench/backend_speed.py --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS --amp --json "${EXTRA[@]}"
 if [ "$R" = gsplat ]; then K=(); else K=(-k same_on_cuda_and_cpu); fi  # without the build: no gsplat tests
 STAGE_NOTE="${K[*]:-all}" stage pytest_cuda_parity 90 pytest.txt \
     python3 -m pytest tests/backend/test_render_cuda.py -q -s -p no:cacheprovider "${K[@]}"
 cat "$PARTS/pytest.txt" 2>/dev/null | tail -25
 if [ "$R" = gsplat ]; then
-    stage bench_gsplat 120 bench_gsplat.json python3 -m backend.bench --device $DEV --renderer gsplat \
+    stage bench_gsplat 120 bench_gsplat.json python3 bench/backend_speed.py --device $DEV --renderer gsplat \
         --case step_final --case step_geometry --repeat $REPEAT --count-ops --json "${EXTRA[@]}"
 fi
 # The Final step at 16 and 64 strokes, 224 and 512 px: ms per step, peak CUDA MiB, host reads per step.
 for C in 16 64; do for S in 224 512; do
     STAGE_NOTE="renderer=$R curves=$C size=$S" stage "sizes_${C}_${S}" 60 "sizes_${C}_${S}.json" \
-        python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --curves $C --size $S \
+        python3 bench/backend_speed.py --device $DEV --renderer "$R" --case step_final --curves $C --size $S \
         --repeat $REPEAT --count-syncs --json "${EXTRA[@]}"
 done; done
 STAGE_NOTE="renderer=$R amp+channels_last+cudnn.benchmark" stage bench_tuned 90 bench_gsplat_tuned.json \
-    python3 -m backend.bench --device $DEV --renderer "$R" --case step_final --repeat $REPEAT --amp --channels-last \
+    python3 bench/backend_speed.py --device $DEV --renderer "$R" --case step_final --repeat $REPEAT --amp --channels-last \
     --cudnn-benchmark --json "${EXTRA[@]}"
 STAGE_NOTE="renderer=$R amp=fp32" stage final_2000_fp32 150 final_2000_fp32.json \
-    python3 -m backend.bench --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS --json "${EXTRA[@]}"
+    python3 bench/backend_speed.py --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS --json "${EXTRA[@]}"
 STAGE_NOTE="renderer=$R amp+channels_last+cudnn.benchmark" stage final_2000_tuned 150 final_2000_tuned.json \
-    python3 -m backend.bench --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS \
+    python3 bench/backend_speed.py --device $DEV --renderer "$R" --case final_run --iterations $ITERS --views-per-step $VIEWS \
     --amp --channels-last --cudnn-benchmark --json "${EXTRA[@]}"
 STAGE_NOTE="renderer=$R clip_compile=on (torch.compile reduce-overhead: CUDA graphs)" stage final_2000_compiled 200 \
-    final_2000_compiled.json python3 -m backend.bench --device $DEV --renderer "$R" --case final_run \
+    final_2000_compiled.json python3 bench/backend_speed.py --device $DEV --renderer "$R" --case final_run \
     --iterations $ITERS --views-per-step $VIEWS --compile on --json "${EXTRA[@]}"
 STAGE_NOTE="after build, quiet CPU" stage bench_torch 90 bench_torch.json \
-    python3 -m backend.bench --device $DEV --renderer torch --case render --case step_final --repeat $REPEAT --json "${EXTRA[@]}"
+    python3 bench/backend_speed.py --device $DEV --renderer torch --case render --case step_final --repeat $REPEAT --json "${EXTRA[@]}"

@@ -36,7 +36,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from backend.protocol import EVAL_NPZ, JOB_JSON, MESH_NPZ, METRICS_JSON, RESULT_NPZ, VIEWS_NPZ, write_npz  # noqa: E402
+from contract.protocol import EVAL_NPZ, JOB_JSON, MESH_NPZ, METRICS_JSON, RESULT_NPZ, VIEWS_NPZ, write_npz  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from quality import MESHES  # noqa: E402

@@ -35,7 +35,7 @@ def render_capture(obj, out: Path, views: int, test: int, size: int, fov_deg: fl
     """Render ``obj`` into a capture folder ``out`` (replaced if there); returns the json of train."""
     import bpy
 
-    cameras = _scene_module("backend.cameras")
+    cameras = _scene_module("contract.cameras")
     targets, mesh, pixels = (_scene_module(f"scene.{m}") for m in ("targets", "mesh", "pixels"))
     vertices, _ = mesh.evaluated_mesh_world(obj, bpy.context.evaluated_depsgraph_get())
     center, radius = mesh.bounding_sphere(vertices)

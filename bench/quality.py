@@ -41,8 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # ``backend`` for the report stage (the script runs from bench/)
 
-from backend.config import GEOMETRY_ONLY_WEIGHTS  # noqa: E402 - after the path set-up above
-from backend.protocol import (  # noqa: E402 - after the path set-up above
+from contract.protocol import (  # noqa: E402 - after the path set-up above
     EVAL_NPZ,
     JOB_JSON,
     MESH_NPZ,
@@ -54,6 +53,7 @@ from backend.protocol import (  # noqa: E402 - after the path set-up above
     evaluate_argv,
     run_argv,
 )
+from contract.settings import GEOMETRY_ONLY_WEIGHTS  # noqa: E402 - after the path set-up above
 
 MESH_DIR = (REPO.parent / "shared" / "data" / "meshes").resolve()
 if not MESH_DIR.is_dir() and shutil.which("git"):  # a git worktree elsewhere: beside its main checkout
@@ -325,7 +325,7 @@ def write_eval_as_views(src: Path, dst: Path) -> None:
 
 def _save_views(dst: Path, arrays: dict) -> None:
     """Through the protocol's atomic writer: an interrupted suite never leaves half a file."""
-    from backend.protocol import write_npz
+    from contract.protocol import write_npz
 
     write_npz(dst, **arrays)
 
@@ -365,7 +365,7 @@ def make_config_job(base: Path, folder: Path, config: str, settings: dict) -> No
         write_all_train(base / VIEWS_NPZ, folder / VIEWS_NPZ)
     elif views == "train":
         _link(base / VIEWS_NPZ, folder / VIEWS_NPZ)
-    from backend.protocol import job_meta, write_json
+    from contract.protocol import job_meta, write_json
 
     source = json.loads((base / JOB_JSON).read_text()).get("source", {})
     write_json(folder / JOB_JSON, job_meta(settings, source))
@@ -385,7 +385,7 @@ def effective_settings(config: str, settings: dict) -> dict:
     """Every field as the worker will see it (defaults filled in), plus the view set: two configurations
     with equal effective settings give the same sketch (``init_surface`` is ``defaults`` while the
     project's default init is ``surface``), so the suite runs one and links the other."""
-    from backend.config import settings_from_dict, settings_to_dict
+    from contract.settings import settings_from_dict, settings_to_dict
 
     return {**settings_to_dict(settings_from_dict(settings)), "views": CONFIGS[config][1]}
 

@@ -49,14 +49,15 @@ def _where() -> str:
 
 def check_gaps(folder: Path) -> list[tuple[float, str, str]]:
     """Read the capture and prepare its job with every stop check time-stamped; the gaps, longest first."""
-    capture, capture_job = _scene_module("scene.capture"), _scene_module("scene.capture_job")
-    presets = _scene_module("backend.presets")
+    capture, capture_job = _scene_module("pictures.capture"), _scene_module("scene.capture_job")
+    presets = _scene_module("contract.presets")
     stamps: list[tuple[float, str]] = []
 
     def stamped(where: str = "") -> None:
         stamps.append((time.perf_counter(), where or _where()))
 
-    capture.check_stop = stamped  # the capture module's own loops (frames, hull views, line growing)
+    for name in ("pictures.capture", "pictures.visual_hull", "pictures.line_detector"):
+        _scene_module(name).check_stop = stamped  # the picture code's own loops (frames, hull views, line growing)
     capture_job.check_stop = stamped  # and within each picture's decoding and resizing
     stamped()
     cap = capture.read_capture(str(folder))

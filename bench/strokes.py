@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402 - after the path set-up
 
-from backend.config import GEOMETRY_ONLY_WEIGHTS  # noqa: E402
+from contract.settings import GEOMETRY_ONLY_WEIGHTS  # noqa: E402
 
 BASELINE, CANDIDATE = "legacy", "defaults"
 # One part of the defaults undone at a time: 1 segments, 2 loop terms, 3 feature-line starts, 4 re-seeding.

@@ -2,8 +2,7 @@
 (``runner.py``, ``worker.py``, ``environment.py``, ``setup.py``); ``sketch.py`` and
 ``evaluation.py`` are the two run kinds that read and write the scene."""
 
-from .environment import resolve_backend_python  # noqa: F401
-from .worker import (  # noqa: F401
+from .backend_process import (  # noqa: F401
     Worker,
     describe_backend,
     format_duration,
@@ -11,3 +10,4 @@ from .worker import (  # noqa: F401
     probe_backend,
     progress_of,
 )
+from .environment import resolve_backend_python  # noqa: F401

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 
-from ..backend import protocol
+from ..contract import protocol
 
 MANAGED_DIR = "backend"
 MIN_BASE = (3, 10)

@@ -1,6 +1,6 @@
 """One runner for every background process: job folder, log, probe, start, poll, cancel, abort.
 
-No ``bpy`` here: a run kind (:mod:`jobs.sketch`, :mod:`jobs.evaluation`) supplies only what differs
+No ``bpy`` here: a run kind (:mod:`jobs.sketch_run`, :mod:`jobs.evaluation_run`) supplies only what differs
 (``validate``, ``prepare``, ``argv``, ``on_event``, ``collect``, ``discard_scene``), and the same
 :class:`Run` is driven by the modal operator (one :meth:`Run.step` per timer tick), by the blocking
 loop under ``blender -b`` (:meth:`Run.run_blocking`) and by tests.
@@ -17,8 +17,9 @@ import shutil
 import tempfile
 import time
 
-from ..backend import protocol
-from .worker import EXTENSION_DIR, Worker, format_duration, message_for_exit, probe_backend
+from ..contract import protocol
+from ..stop_request import Terminated, check_stop
+from .backend_process import EXTENSION_DIR, Worker, format_duration, message_for_exit, probe_backend
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 KEEP_FOLDERS, KEEP_LOGS = 8, 20
@@ -27,32 +28,6 @@ _ACTIVE: set = set()  # runs with a live worker, so unregister() can stop them
 
 class RunError(Exception):
     """A user-facing problem found before or while running; ``str()`` is the whole message."""
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where a run can stop cleanly: unwinds like KeyboardInterrupt, so clean-up runs."""
-
-
-_stop_request: list[str] = []  # "SIGINT" / "SIGTERM", set by the CLI's signal handlers
-
-
-def request_stop(signal_name: str) -> None:
-    """Ask every blocking run to stop at its next safe point (between two views, between two polls).
-
-    Signal handlers only set this: an exception raised inside a render would be swallowed by
-    Blender's render engine callbacks and leave a half-rendered job going on."""
-    if not _stop_request:
-        _stop_request.append(signal_name)
-
-
-def clear_stop() -> None:
-    _stop_request.clear()
-
-
-def check_stop() -> None:
-    """Raise KeyboardInterrupt (SIGINT) or :class:`Terminated` (SIGTERM) if a stop was requested."""
-    if _stop_request:
-        raise Terminated() if _stop_request[0] == "SIGTERM" else KeyboardInterrupt()
 
 
 def safe_name(name: str, fallback: str = "object") -> str:
@@ -153,7 +128,7 @@ class Run:
 
     def describe_progress(self, event: dict) -> tuple[float, str]:
         """``(factor 0..1, status line)`` of a progress event."""
-        from .worker import progress_of
+        from .backend_process import progress_of
 
         return progress_of(event)
 
@@ -164,7 +139,7 @@ class Run:
         raise NotImplementedError
 
     def argv(self) -> list[str]:
-        """The backend sub-command (a :mod:`backend.protocol` builder)."""
+        """The backend sub-command (a :mod:`contract.protocol` builder)."""
         raise NotImplementedError
 
     def on_event(self, event: dict) -> None:

@@ -1,4 +1,4 @@
-"""Evaluate / Open Report: thin operators over :class:`jobs.evaluation.EvaluationRun`."""
+"""Evaluate / Open Report: thin operators over :class:`jobs.evaluation_run.EvaluationRun`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import bpy
 
-from ..jobs.evaluation import EvaluationRun, sketch_source
+from ..jobs.evaluation_run import EvaluationRun, sketch_source
 from ..jobs.runner import FAILED
 from .driver import ModalRun
 

@@ -1,4 +1,4 @@
-"""Generate / Cancel: thin operators over :class:`jobs.sketch.SketchRun`, driven by
+"""Generate / Cancel: thin operators over :class:`jobs.sketch_run.SketchRun`, driven by
 :class:`operators.driver.ModalRun` (modal from the UI, blocking from scripts)."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty
 
-from ..backend.config import SettingsError
+from ..contract.settings import SettingsError
 from ..jobs.runner import RunError
-from ..jobs.sketch import SketchRun, parse_strokes
+from ..jobs.sketch_run import SketchRun, parse_strokes
 from ..preferences import backend_python, get_preferences, user_dir
 from ..properties import job_params, settings_dict
 from .driver import ModalRun, sync_state
@@ -107,7 +107,7 @@ class SPLATSKETCH_OT_cancel(bpy.types.Operator):
 def keep_strokes_run(context, sketch, keep: list[int], new: int, *, live_preview: bool, log=None, **overrides):
     """A :class:`KeepStrokesRun` on ``sketch`` keeping the splines ``keep`` and making ``new`` strokes,
     with the panel's settings; RunError for anything the artist must fix (nothing changes then)."""
-    from ..jobs.sketch import KeepStrokesRun, keep_strokes_problem, kept_source
+    from ..jobs.sketch_run import KeepStrokesRun, keep_strokes_problem, kept_source
 
     if context.window_manager.splatsketch.running:
         raise RunError("a SplatSketch run is going: wait for it to finish or cancel it")

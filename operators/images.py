@@ -9,9 +9,9 @@ import os
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from ..backend.config import SettingsError
+from ..contract.settings import SettingsError
 from ..jobs.runner import RunError
-from ..jobs.sketch import CaptureSketchRun
+from ..jobs.sketch_run import CaptureSketchRun
 from ..preferences import backend_python, get_preferences, user_dir
 from ..properties import job_params, settings_dict
 from .driver import ModalRun
@@ -52,7 +52,7 @@ class SPLATSKETCH_OT_sketch_from_images(ModalRun, bpy.types.Operator):
         return ModalRun.invoke(self, context, None)  # back from the file browser: modal, as Generate
 
     def _begin(self, context, live_preview: bool, log=None) -> CaptureSketchRun | None:
-        from ..scene.capture import CaptureError, read_capture
+        from ..pictures.capture import CaptureError, read_capture
 
         state = context.window_manager.splatsketch
         if self.new_seed:

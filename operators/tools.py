@@ -161,7 +161,7 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
         return backend_python(context)
 
     def _report(self, context, found) -> set[str]:
-        from .backend import show_clip_state
+        from .backend_setup import show_clip_state
 
         info, clip = found
         state = context.window_manager.splatsketch
@@ -179,7 +179,7 @@ class SPLATSKETCH_OT_check_backend(bpy.types.Operator):
     def _check(python: str, clip: dict, user_dir: str):
         """The managed environment whole? The backend's packages, then (when it has them) whether
         the CLIP weights are here. No bpy: it runs on a thread."""
-        from ..jobs.clip import clip_weights_status
+        from ..jobs.clip_fetch_run import clip_weights_status
         from ..jobs.environment import check_managed, managed_env
 
         managed = managed_env(user_dir)

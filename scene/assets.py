@@ -9,7 +9,7 @@ import os
 
 import bpy
 
-from ..backend.protocol import MESH_FORMATS
+from ..contract.protocol import MESH_FORMATS
 from .mesh_files import non_finite_problem
 
 IMPORTERS = {  # extension -> (operator path, keyword arguments)

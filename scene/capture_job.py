@@ -16,10 +16,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import protocol
-from ..jobs.runner import check_stop
-from . import capture, mesh, targets
-from .capture import CaptureError
+from ..contract import protocol
+from ..pictures import capture, line_detector, pixels, visual_hull
+from ..pictures.capture import CaptureError
+from ..stop_request import check_stop
+from . import mesh, targets
 from .sketch_object import world_control_points
 from .stroke_style import shown_count, stroke_width
 
@@ -85,22 +86,22 @@ def iter_load(frames: list, size: int, expect: tuple | None = None, hull: bool =
         if not (rgba[..., 3] < 255).any():
             raise CaptureError(f"{frame.image}: the picture has no transparent background (no alpha), so the "
                                "object's silhouette is unknown; give masks with --masks DIR (white = object)")
-        if not capture.silhouette(rgba).any():
+        if not pixels.silhouette(rgba).any():
             raise CaptureError(f"{frame.image}: the object is not in the picture (alpha is empty)")
-        width, height = capture.target_size(*full, size)
+        width, height = pixels.target_size(*full, size)
         viewmat, K = capture.camera(frame, *full)
         K[:2] *= np.array([[width / full[0]], [height / full[1]]])
-        rgbas.append(capture.resize_rgba(rgba, width, height))
+        rgbas.append(pixels.resize_rgba(rgba, width, height))
         viewmats.append(viewmat)
         Ks.append(K)
         if hull:
             check_stop()
-            w, h = capture.target_size(*full, HULL_PICTURE_SIZE)
-            alphas.append(capture.resize_rgba(rgba, w, h)[..., 3].astype(np.float32) / 255.0)
+            w, h = pixels.target_size(*full, HULL_PICTURE_SIZE)
+            alphas.append(pixels.resize_rgba(rgba, w, h)[..., 3].astype(np.float32) / 255.0)
             hull_Ks.append(K * np.array([[w / width], [h / height], [1.0]]))
         if detail is True or detail and i in detail:
             check_stop()
-            details.append(capture.resize_rgba(rgba, *capture.target_size(*full, LINE_PICTURE_SIZE)))
+            details.append(pixels.resize_rgba(rgba, *pixels.target_size(*full, LINE_PICTURE_SIZE)))
         elif detail:
             details.append(None)
         yield i + 1, len(frames)
@@ -130,7 +131,7 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
         test = yield from _counted(iter_load(held, size, train.full, detail=True), len(carved), total)
         test_rgba, test_viewmats, test_Ks = test.rgba, test.viewmats, test.Ks
         details += test.detail
-    vertices, faces = capture.visual_hull(viewmats, train.hull_Ks, train.hull_alpha)
+    vertices, faces = visual_hull.visual_hull(viewmats, train.hull_Ks, train.hull_alpha)
     done = len(carved) + len(held) + 1
     yield done, total
     center, radius = mesh.bounding_sphere(vertices)
@@ -138,19 +139,19 @@ def iter_write_capture_job(job_dir: str, cap: capture.Capture, settings: dict, t
     if held:
         views = {k: np.concatenate([views[k], v]) for k, v in
                  (("rgba", test_rgba), ("viewmats", test_viewmats), ("Ks", test_Ks))}
-    views["viewmats"] = np.stack([capture.normalised_viewmat(v, center, radius) for v in views["viewmats"]])
+    views["viewmats"] = np.stack([visual_hull.normalised_viewmat(v, center, radius) for v in views["viewmats"]])
     views["is_train"] = np.arange(len(views["rgba"])) < len(picked)
     hull = (vertices - center) / radius
-    samples = capture.surface_samples(hull, faces)
-    contours = capture.HullContours(hull, faces)
+    samples = visual_hull.surface_samples(hull, faces)
+    contours = visual_hull.HullContours(hull, faces)
     height, width = views["rgba"].shape[1:3]
     depths, lines, hidden = [], [], []
     for v, K, image, sharp in zip(views["viewmats"], views["Ks"], views["rgba"], details):
         # The hull's depth: where a picture cannot show a contour (a part in front of a body of the
         # same shade) the hull still has it; it also lifts line pixels onto the surface for the starts.
-        depth = capture.depth_map(samples, v, K, width, height) * capture.silhouette(image)
+        depth = visual_hull.depth_map(samples, v, K, width, height) * pixels.silhouette(image)
         depths.append(depth)
-        lines.append(capture.line_image(image, depth=depth, detail=sharp))
+        lines.append(line_detector.line_image(image, depth=depth, detail=sharp))
         hidden.append(np.where(contours.hidden(v, K, depth), 255, 0).astype(np.uint8))
         done += 1
         yield done, total
@@ -206,9 +207,9 @@ def iter_write_capture_evaluation(folder: str, sketch_obj, cap: capture.Capture,
             folder, {}, source,
             result={"control_points": control_points.astype(np.float32),
                     "widths": np.full(len(control_points), width, np.float32)},
-            eval={"viewmats": np.stack([capture.normalised_viewmat(v, center, radius) for v in viewmats])
+            eval={"viewmats": np.stack([visual_hull.normalised_viewmat(v, center, radius) for v in viewmats])
                   .astype(np.float32), "Ks": Ks.astype(np.float32), "rgba": rgba,
-                  "lines": np.stack([capture.line_image(image, detail=sharp)
+                  "lines": np.stack([line_detector.line_image(image, detail=sharp)
                                      for image, sharp in zip(rgba, loaded.detail)])})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ..backend import cameras, protocol
-from ..backend.config import OptimizeConfig
+from ..contract import cameras, protocol
+from ..contract.settings import OptimizeConfig
 from . import mesh, targets
 
 

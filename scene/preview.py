@@ -14,8 +14,9 @@ import os
 
 import numpy as np
 
-from ..backend import cameras
-from . import mesh, pixels, targets
+from ..contract import cameras
+from ..pictures import pixels
+from . import mesh, targets
 from .sketch_object import normalised_copy, world_control_points
 from .stroke_style import set_stroke_width, stroke_width
 
@@ -114,7 +115,7 @@ def render_capture_sheet(cap, sketch_obj, center, radius: float, path: str, view
                          title: str = "") -> str:
     """The sheet for a sketch made from pictures: ``views`` of the capture's training pictures (top
     row) above the sketch drawn from the same cameras (bottom row)."""
-    from . import capture
+    from ..pictures import capture, visual_hull
 
     frames = [cap.train[i] for i in capture.pick_spread(cap.train, views)]
     rows = [[], []]
@@ -125,10 +126,10 @@ def render_capture_sheet(cap, sketch_obj, center, radius: float, path: str, view
         for v, frame in enumerate(frames):
             picture = targets.read_image_rgba(frame.image)
             full = (picture.shape[1], picture.shape[0])
-            width, height = capture.target_size(*full, size)
+            width, height = pixels.target_size(*full, size)
             viewmat, K = capture.camera(frame, *full)
             K[:2] *= np.array([[width / full[0]], [height / full[1]]])
-            picture, K = _centred(capture.resize_rgba(picture, width, height), K)
+            picture, K = _centred(pixels.resize_rgba(picture, width, height), K)
             side = picture.shape[0]
             if side not in scenes:
                 distance = float(np.linalg.norm(np.linalg.inv(viewmat)[:3, 3] - center)) / radius  # normalised
@@ -136,7 +137,7 @@ def render_capture_sheet(cap, sketch_obj, center, radius: float, path: str, view
                                              min_bevel=0.75 * distance / float(K[0, 0]))
                 targets.new_camera(scenes[side])
             scene = scenes[side]
-            targets.place_camera(scene.camera, capture.normalised_viewmat(viewmat, center, radius), K, side,
+            targets.place_camera(scene.camera, visual_hull.normalised_viewmat(viewmat, center, radius), K, side,
                                  np.zeros(3), 1.0)
             rows[0].append(pixels.over_white(picture))
             drawn = targets.render_still(scene, os.path.join(folder, f"sketch_{v}.png"))

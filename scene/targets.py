@@ -34,7 +34,7 @@ import bpy
 import mathutils
 import numpy as np
 
-from ..backend import cameras
+from ..contract import cameras
 from . import mesh as source_mesh
 from . import pixels
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import LOSS_NAMES
+from contract.settings import LOSS_NAMES
+
 from .base import LossContext, LossInputs, Targets  # noqa: F401  (re-exported)
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from ..config import OptimizeConfig
+from contract.settings import OptimizeConfig
 
 
 @dataclass

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import ClipConfig
+from contract.settings import ClipConfig
+
 from ..errors import BadJob, ClipWeightsUnavailable
 
 # Names of the activations of a ModifiedResNet (open_clip's own forward_intermediates order).

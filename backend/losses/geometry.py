@@ -18,9 +18,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from contract.protocol import MESH_NPZ, VIEWS_NPZ
+
 from ..curves import segment_count
 from ..imageops import distance_transform, distance_transform_3d, gaussian_blur
-from ..protocol import MESH_NPZ, VIEWS_NPZ
 from .base import LossContext, LossInputs
 
 PRECISION_CAP_PX = 12.0  # distances beyond this no longer grow the penalty (gradient fades smoothly)

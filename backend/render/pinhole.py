@@ -1,4 +1,4 @@
-"""The pinhole projection of the backend, in torch (its numpy twin is ``backend.cameras.project``).
+"""The pinhole projection of the backend, in torch (its numpy twin is ``contract.cameras.project``).
 
 OpenCV convention: ``viewmats [V,4,4]`` world-to-camera, ``Ks [V,3,3]``, pixel centres at +0.5. The
 renderer, the pruning's interior test and the contour initialisation all project through these two

@@ -62,7 +62,7 @@ def test_settings_defaults_and_settings_dict(addon):
     prefs = addon.preferences.get_preferences()
     assert prefs is not None and prefs.clip_model == "RN101-quickgelu" and prefs.clip_pretrained == "openai"
     settings = addon.properties.settings_dict(props, prefs)
-    config = sys.modules[ADDON + ".backend.config"].settings_from_dict(settings)
+    config = sys.modules[ADDON + ".contract.settings"].settings_from_dict(settings)
     assert config.curves == 16 and config.uses_clip() and config.clip.model == "RN101-quickgelu"
     assert config.clip.allow_download is False  # bpy.app.online_access is off here
 
@@ -83,7 +83,7 @@ def test_settings_dict_rejects_all_zero_weights(addon):
     props = bpy.context.scene.splatsketch
     props.use_clip = False
     props.w_lines = props.w_surface = props.w_repulsion = props.w_turning = props.w_coiling = 0.0
-    with pytest.raises(sys.modules[ADDON + ".backend.config"].SettingsError, match="weight"):
+    with pytest.raises(sys.modules[ADDON + ".contract.settings"].SettingsError, match="weight"):
         addon.properties.settings_dict(props)
 
 

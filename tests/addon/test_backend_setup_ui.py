@@ -72,9 +72,9 @@ def test_set_up_that_fails_keeps_the_previous_environment_and_says_why(addon, us
 
 
 def _setup_module(addon):
-    """``jobs.setup`` imported by name: whether an earlier test already imported it (and so made it an
+    """``jobs.setup_run`` imported by name: whether an earlier test already imported it (and so made it an
     attribute of ``jobs``) depends on how the tests were spread over the workers."""
-    return importlib.import_module(f"{addon.__name__}.jobs.setup")
+    return importlib.import_module(f"{addon.__name__}.jobs.setup_run")
 
 
 def test_a_second_set_up_is_refused_while_one_runs(addon, user):

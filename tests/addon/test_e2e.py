@@ -280,7 +280,7 @@ def test_cli_evaluate_and_report(addon, tiny, backend_python, tmp_path, capsys):
 def test_evaluate_operator_and_cancel(addon, tiny):
     """The panel's Evaluate (blocking path) stores the figures and the report's paths on the sketch;
     an evaluation cancelled while its views render leaves no folder and changes nothing."""
-    evaluation = importlib.import_module(ADDON + ".jobs.evaluation")
+    evaluation = importlib.import_module(ADDON + ".jobs.evaluation_run")
     bpy.context.scene.splatsketch.iterations = 4
     assert bpy.ops.splatsketch.generate() == {"FINISHED"}
     sketch = bpy.data.objects["Suzanne Sketch"]

@@ -25,7 +25,7 @@ TINY = ["--no-clip", "--curves", "4", "--iterations", "6", "--views", "6", "--he
 
 
 def mod(addon, name: str):
-    """A module of the extension as Blender imported it (``scene.capture``, ``backend.cameras``...)."""
+    """A module of the extension as Blender imported it (``pictures.capture``, ``contract.cameras``...)."""
     return importlib.import_module(f"{addon.__name__}.{name}")
 
 
@@ -55,7 +55,7 @@ def _sphere_picture(viewmat, K, size, center=CENTER, radius=RADIUS, alpha=True) 
 
 def write_sphere_capture(addon, folder, train=10, test=4, size=64, alpha=True) -> str:
     """A NeRF-synthetic capture of the sphere at CENTER (world), Blender camera matrices."""
-    cameras, pixels = mod(addon, "backend.cameras"), mod(addon, "scene.pixels")
+    cameras, pixels = mod(addon, "contract.cameras"), mod(addon, "pictures.pixels")
     fov = math.radians(40.0)
     for split, count, phase in (("train", train, 0.0), ("test", test, 0.5)):
         viewmats, Ks = cameras.orbit_cameras(count, size, 40.0, phase=phase)
@@ -113,7 +113,7 @@ def _link_out(folder, name):
 
 
 def _picture(addon, folder, name, image):
-    mod(addon, "scene.pixels").write_png(os.path.join(folder, "train", name), image)
+    mod(addon, "pictures.pixels").write_png(os.path.join(folder, "train", name), image)
 
 
 BAD = {
@@ -173,22 +173,23 @@ def test_masks_give_the_silhouettes(addon, capsys, tmp_path):
     for split in ("train", "test"):  # the mask folder mirrors the pictures' paths
         (masks / split).mkdir(parents=True)
         for name in os.listdir(os.path.join(with_alpha, split)):
-            alpha = mod(addon, "scene.pixels").read_png(os.path.join(with_alpha, split, name))[..., 3]
-            mod(addon, "scene.pixels").write_png(str(masks / split / name), alpha)
-    cap = mod(addon, "scene.capture").read_capture(folder, str(masks))
+            alpha = mod(addon, "pictures.pixels").read_png(os.path.join(with_alpha, split, name))[..., 3]
+            mod(addon, "pictures.pixels").write_png(str(masks / split / name), alpha)
+    cap = mod(addon, "pictures.capture").read_capture(folder, str(masks))
     assert cap.masks == str(masks) and all(f.mask for f in cap.train + cap.test)
     assert cap.test[0].mask.endswith(os.path.join("test", "r_0.png"))
     rgba = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train[:2], 64)).rgba
-    expected = mod(addon, "scene.pixels").read_png(os.path.join(with_alpha, "train", "r_0.png"))[..., 3]
+    expected = mod(addon, "pictures.pixels").read_png(os.path.join(with_alpha, "train", "r_0.png"))[..., 3]
     assert np.array_equal(rgba[0, ..., 3], expected)
 
 
 def test_surface_nets_make_a_closed_outward_sphere(addon):
-    capture = mod(addon, "scene.capture")
+    mod(addon, "pictures.capture")
+    visual_hull = mod(addon, "pictures.visual_hull")
     axis = np.linspace(-1, 1, 40)
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
     field = np.clip(0.5 + (0.7 - np.sqrt(x * x + y * y + z * z)) * 5, 0, 1)
-    vertices, faces = capture.surface_nets(field, [-1] * 3, [1] * 3)
+    vertices, faces = visual_hull.surface_nets(field, [-1] * 3, [1] * 3)
     r = np.linalg.norm(vertices, axis=1)
     assert abs(r.min() - 0.7) < 0.01 and abs(r.max() - 0.7) < 0.01
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
@@ -200,11 +201,12 @@ def test_surface_nets_make_a_closed_outward_sphere(addon):
 
 
 def test_visual_hull_and_normalisation_find_the_sphere(addon, tmp_path):
-    capture = mod(addon, "scene.capture")
+    capture = mod(addon, "pictures.capture")
+    visual_hull = mod(addon, "pictures.visual_hull")
     cap = capture.read_capture(write_sphere_capture(addon, str(tmp_path / "c"), train=16, size=96))
     loaded = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train, 96, hull=True))
     viewmats, Ks = loaded.viewmats, loaded.Ks
-    vertices, faces = capture.visual_hull(viewmats, loaded.hull_Ks, loaded.hull_alpha)
+    vertices, faces = visual_hull.visual_hull(viewmats, loaded.hull_Ks, loaded.hull_alpha)
     center, radius = mod(addon, "scene.mesh").bounding_sphere(vertices)
     assert np.linalg.norm(center - CENTER) < 0.05 * RADIUS
     assert RADIUS * 0.99 < radius < RADIUS * 1.12  # a hull bounds the object from outside
@@ -212,25 +214,26 @@ def test_visual_hull_and_normalisation_find_the_sphere(addon, tmp_path):
     assert distance.min() > RADIUS * 0.97 and np.median(distance) < RADIUS * 1.06
     # the normalised camera sees each point where the world camera did
     p = CENTER + RADIUS * np.array([0.3, -0.2, 0.4])
-    normalised = capture.normalised_viewmat(viewmats[0], center, radius)
-    uv_world, _ = mod(addon, "backend.cameras").project_points(p[None], viewmats[0], Ks[0])
-    uv_norm, _ = mod(addon, "backend.cameras").project_points(((p - center) / radius)[None], normalised, Ks[0])
+    normalised = visual_hull.normalised_viewmat(viewmats[0], center, radius)
+    uv_world, _ = mod(addon, "contract.cameras").project_points(p[None], viewmats[0], Ks[0])
+    uv_norm, _ = mod(addon, "contract.cameras").project_points(((p - center) / radius)[None], normalised, Ks[0])
     assert np.allclose(uv_world, uv_norm, atol=1e-6)
 
 
 def test_line_image_is_the_outline_and_strong_edges_only(addon):
-    capture = mod(addon, "scene.capture")
+    mod(addon, "pictures.capture")
+    line_detector = mod(addon, "pictures.line_detector")
     size = 96
     rgba = np.zeros((size, size, 4), np.uint8)
     yy, xx = np.mgrid[0:size, 0:size]
     disc = (xx - 48) ** 2 + (yy - 48) ** 2 < 36 ** 2
     rgba[disc, 3] = 255
     rgba[..., :3] = (120 + 60 * xx / size)[..., None].astype(np.uint8)  # smooth shading: no edge
-    lines = capture.line_image(rgba)
-    ring = disc & ~capture._erode(disc)
+    lines = line_detector.line_image(rgba)
+    ring = disc & ~line_detector._erode(disc)
     assert (lines[ring] == 255).all() and (lines[~ring] == 0).all()
     rgba[disc & (xx > 60), :3] = 30  # a crease-like step inside the silhouette
-    lines = capture.line_image(rgba)
+    lines = line_detector.line_image(rgba)
     inner = lines.astype(bool) & ~ring
     assert inner[20:76, 58:63].sum() >= 40 and inner[:, :55].sum() == 0
 
@@ -250,13 +253,14 @@ def _ribbed_disc(size: int, rib: int):
 def test_line_image_finds_thin_lines_but_not_faint_steps(addon):
     """A rib three pixels wide, too faint for Canny, is a line; a step of the same faintness (a facet of
     a flat-shaded mesh) is not; nor is anything within RIDGE_MARGIN of the outline."""
-    capture = mod(addon, "scene.capture")
+    mod(addon, "pictures.capture")
+    line_detector = mod(addon, "pictures.line_detector")
     rgba, disc, xx = _ribbed_disc(96, 30)
     rgba[disc & (xx >= 66), :3] = 120  # the step: 20/255 darker from here on
-    ring = disc & ~capture._erode(disc, capture.RIDGE_MARGIN)
-    plain = capture.line_image(rgba, ridges=False).astype(bool) & ~ring
+    ring = disc & ~line_detector._erode(disc, line_detector.RIDGE_MARGIN)
+    plain = line_detector.line_image(rgba, ridges=False).astype(bool) & ~ring
     assert not plain.any()  # Canny sees neither
-    found = capture.line_image(rgba).astype(bool) & ~ring
+    found = line_detector.line_image(rgba).astype(bool) & ~ring
     assert found[:, 29:34].sum() >= 40  # the rib, along most of its length
     assert not found[:, 34:].any() and not found[:, :29].any()  # nothing at the step or elsewhere
 
@@ -264,13 +268,15 @@ def test_line_image_finds_thin_lines_but_not_faint_steps(addon):
 def test_line_image_finds_thin_lines_in_the_sharper_picture(addon):
     """A rib three pixels wide in a 192 px picture is a smudge at the job's 96 px that nothing finds;
     found in the picture itself and pooled, it is one line, where it is."""
-    capture = mod(addon, "scene.capture")
+    mod(addon, "pictures.capture")
+    line_detector = mod(addon, "pictures.line_detector")
+    pixels = mod(addon, "pictures.pixels")
     rgba, _, _ = _ribbed_disc(192, 60)
-    small = capture.resize_rgba(rgba, 96, 96)
-    inside = capture.silhouette(small)
-    ring = inside & ~capture._erode(inside, capture.RIDGE_MARGIN)
-    assert not (capture.line_image(small).astype(bool) & ~ring).any()
-    found = capture.line_image(small, detail=rgba).astype(bool) & ~ring
+    small = pixels.resize_rgba(rgba, 96, 96)
+    inside = pixels.silhouette(small)
+    ring = inside & ~line_detector._erode(inside, line_detector.RIDGE_MARGIN)
+    assert not (line_detector.line_image(small).astype(bool) & ~ring).any()
+    found = line_detector.line_image(small, detail=rgba).astype(bool) & ~ring
     assert found[:, 30].sum() >= 50 and not found[:, :30].any() and not found[:, 31:].any()
 
 
@@ -278,7 +284,9 @@ def test_hull_depth_jumps_are_lines_only_where_the_picture_changes(addon):
     """A near part in front of a farther one (a spout before the body) is a line even when the shades
     differ only faintly; a hole in a membrane the hull stretches over a bowl's opening, where the picture
     sees the inside's smooth shading through, is not."""
-    capture = mod(addon, "scene.capture")
+    mod(addon, "pictures.capture")
+    line_detector = mod(addon, "pictures.line_detector")
+    pixels = mod(addon, "pictures.pixels")
     size = 96
     yy, xx = np.mgrid[0:size, 0:size]
     disc = (xx - 48) ** 2 + (yy - 48) ** 2 < 40 ** 2
@@ -291,19 +299,19 @@ def test_hull_depth_jumps_are_lines_only_where_the_picture_changes(addon):
     hole = disc & ((xx - 64) ** 2 + (yy - 48) ** 2 < 8 ** 2)  # the membrane at 2.5 with a hole
     depth[disc & (xx >= 52) & (xx < 78) & (yy >= 34) & (yy < 62) & ~hole] = 2.5
     rgba[near, :3] = np.clip(rgba[near, :3].astype(int) + 8, 0, 255)  # 8/255 brighter: faint, under Canny
-    inside = capture.silhouette(rgba)
-    luminance = capture._smooth_luminance(rgba)[0]
-    plain = capture.depth_edges(depth, inside)
+    inside = pixels.silhouette(rgba)
+    luminance = line_detector._smooth_luminance(rgba)[0]
+    plain = line_detector.depth_edges(depth, inside)
     assert plain[:, 20:40].sum() >= 40 and plain[:, 52:78].sum() >= 30  # both are depth jumps
-    lines = capture.depth_edges(depth, inside, luminance)
+    lines = line_detector.depth_edges(depth, inside, luminance)
     assert lines[30:65, 39].sum() >= 30  # the near part's edge, where the picture changes
     assert not lines[:, 50:].any()  # the membrane's hole is not drawn
-    drawn = capture.line_image(rgba, depth=depth).astype(bool)
+    drawn = line_detector.line_image(rgba, depth=depth).astype(bool)
     assert drawn[30:65, 39].sum() >= 30 and not drawn[30:66, 50:80].any()
 
 
 def test_spread_frames_and_test_split(addon, tmp_path):
-    capture = mod(addon, "scene.capture")
+    capture = mod(addon, "pictures.capture")
     folder = write_sphere_capture(addon, str(tmp_path / "c"), train=20, test=0)
     os.remove(os.path.join(folder, "transforms_test.json"))
     cap = capture.read_capture(os.path.join(folder, "transforms_train.json"))
@@ -430,22 +438,23 @@ def _ball_and_wire(viewmat, K, size, tip, wire_px=1.2):
 def test_visual_hull_keeps_a_wire_thinner_than_its_cells(addon):
     """A wire a pixel wide falls between the hull's grid points in most views; the hull still reaches
     its tip (so the normalisation holds the whole object), and the ball keeps its own surface."""
-    capture, cameras = mod(addon, "scene.capture"), mod(addon, "backend.cameras")
+    visual_hull, pixels, cameras = (mod(addon, name) for name in ("pictures.visual_hull", "pictures.pixels",
+                                                                  "contract.cameras"))
     size, tip = 256, np.array([0.0, 0.0, 2.2])
     viewmats, Ks = cameras.orbit_cameras(24, size, 40.0)
     viewmats = viewmats.astype(float).copy()
     viewmats[:, :3, 3] *= 2.5  # far enough that the ball and the wire are in every picture
     Ks = Ks.astype(float)
     alphas = [_ball_and_wire(v, K, size, tip) for v, K in zip(viewmats, Ks)]
-    vertices, _ = capture.visual_hull(viewmats, Ks, alphas)
+    vertices, _ = visual_hull.visual_hull(viewmats, Ks, alphas)
     along = vertices @ (tip / np.linalg.norm(tip))
     assert along.max() > 0.95 * np.linalg.norm(tip)
     wire = vertices[along > 1.2]
     assert len(wire) > 0 and np.hypot(*(wire[:, :2] - tip[:2]).T).max() < 0.08  # a tube round the wire
     ball = vertices[along < 0.9]
     assert np.median(np.linalg.norm(ball, axis=1)) < 1.06
-    field, near = capture.carve(viewmats, Ks, alphas, -np.full(3, 2.4), np.full(3, 2.4), 64)
-    assert not (field[32, 32, 56:] > capture.ALPHA_THRESHOLD).any()  # the plain carving loses the wire
+    field, near = visual_hull.carve(viewmats, Ks, alphas, -np.full(3, 2.4), np.full(3, 2.4), 64)
+    assert not (field[32, 32, 56:] > pixels.ALPHA_THRESHOLD).any()  # the plain carving loses the wire
 
 
 def test_a_bad_capture_leaves_the_other_assets_of_the_command_running(addon, capsys, tmp_path):
@@ -462,7 +471,7 @@ def test_a_bad_capture_leaves_the_other_assets_of_the_command_running(addon, cap
 def test_a_long_capture_decodes_only_the_pictures_it_uses(addon, tmp_path, monkeypatch):
     """The hull is carved from at most HULL_FRAMES pictures spread round the object, and only those and
     the job's views are decoded: thousands of frames cost what a hundred do."""
-    capture, capture_job = mod(addon, "scene.capture"), mod(addon, "scene.capture_job")
+    capture, capture_job = mod(addon, "pictures.capture"), mod(addon, "scene.capture_job")
     monkeypatch.setattr(capture_job, "HULL_FRAMES", 8)
     cap = capture.read_capture(write_sphere_capture(addon, str(tmp_path / "c"), train=40, size=48))
     steps = capture_job.iter_write_capture_job(str(tmp_path / "job"), cap, {}, train_views=4, heldout_views=2,
@@ -474,15 +483,16 @@ def test_a_long_capture_decodes_only_the_pictures_it_uses(addon, tmp_path, monke
 
 def test_a_stop_request_ends_every_long_loop_of_a_capture(addon, tmp_path):
     """Reading frames, carving the hull and growing lines each look at the stop flag SIGTERM sets."""
-    capture, runner = mod(addon, "scene.capture"), mod(addon, "jobs.runner")
+    capture, runner = mod(addon, "pictures.capture"), mod(addon, "stop_request")
+    visual_hull, line_detector = mod(addon, "pictures.visual_hull"), mod(addon, "pictures.line_detector")
     folder = write_sphere_capture(addon, str(tmp_path / "c"), train=12, size=48)
     cap = capture.read_capture(folder)
     loaded = mod(addon, "scene.targets").drain(mod(addon, "scene.capture_job").iter_load(cap.train, 48, hull=True))
     runner.request_stop("SIGTERM")
     try:
         for work in (lambda: capture.read_capture(folder),
-                     lambda: capture.visual_hull(loaded.viewmats, loaded.hull_Ks, loaded.hull_alpha),
-                     lambda: capture.line_image(loaded.rgba[0])):
+                     lambda: visual_hull.visual_hull(loaded.viewmats, loaded.hull_Ks, loaded.hull_alpha),
+                     lambda: line_detector.line_image(loaded.rgba[0])):
             with pytest.raises(runner.Terminated):
                 work()
     finally:

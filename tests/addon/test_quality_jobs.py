@@ -1,4 +1,4 @@
-"""The evaluation views' Blender half (scene/evaluation.py, shared by Evaluate, --evaluate and the
+"""The evaluation views' Blender half (scene/evaluation_folder.py, shared by Evaluate, --evaluate and the
 quality suite) and the suite's import-and-join of a multi-object mesh file, on Suzanne at tiny sizes."""
 
 import importlib.util

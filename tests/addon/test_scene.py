@@ -43,9 +43,9 @@ job_folder = importlib.import_module(PKG + ".scene.job_folder")
 sketch_object = importlib.import_module(PKG + ".scene.sketch_object")
 stroke_style = importlib.import_module(PKG + ".scene.stroke_style")
 preview = importlib.import_module(PKG + ".scene.preview")
-png = importlib.import_module(PKG + ".scene.png")
-cameras = importlib.import_module(PKG + ".backend.cameras")
-protocol = importlib.import_module(PKG + ".backend.protocol")
+png = importlib.import_module(PKG + ".pictures.pixels")
+cameras = importlib.import_module(PKG + ".contract.cameras")
+protocol = importlib.import_module(PKG + ".contract.protocol")
 
 
 def counts() -> dict:

@@ -38,7 +38,7 @@ def test_every_flag_of_the_table_reaches_the_settings(addon):
         if not field.flag:
             continue
         if field.kind is bool:  # --reseed / --no-reseed: the opposite of the default, so it shows
-            value = not getattr(addon.backend.config.OptimizeConfig(), field.setting)
+            value = not getattr(addon.contract.settings.OptimizeConfig(), field.setting)
             argv.append(field.flag if value else "--no-" + field.flag[2:])
             expected[field.setting] = value
             continue

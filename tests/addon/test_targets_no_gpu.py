@@ -107,7 +107,7 @@ package = types.ModuleType("splatsketch_child")
 package.__path__ = [sys.argv[1]]
 sys.modules["splatsketch_child"] = package
 targets = importlib.import_module("splatsketch_child.scene.targets")
-cameras = importlib.import_module("splatsketch_child.backend.cameras")
+cameras = importlib.import_module("splatsketch_child.contract.cameras")
 mesh = importlib.import_module("splatsketch_child.scene.mesh")
 bpy.ops.mesh.primitive_monkey_add()
 obj = bpy.context.active_object

@@ -1,4 +1,4 @@
-"""scene/pixels.py: the Blender side's pixel and file code, numpy alone.
+"""pictures/pixels.py: the Blender side's pixel and file code, numpy alone.
 
 Loaded here straight from its file, outside the extension's package, so these tests show it needs
 neither bpy nor any sibling module; the source is also checked to import nothing but the standard

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.cameras import train_and_heldout_cameras
 from backend.curves import sample_curves
 from backend.render.torch_renderer import TorchRenderer
+from contract.cameras import train_and_heldout_cameras
 
 
 def uv_sphere(rings: int = 12, segments: int = 24, radius: float = 0.8):

@@ -11,11 +11,11 @@ import open_clip
 import pytest
 import torch
 
-from backend.config import ClipConfig, OptimizeConfig
 from backend.errors import BadJob, ClipWeightsUnavailable
 from backend.losses.base import LossContext, LossInputs, Targets
 from backend.losses.clip import augmentation_grids, clip_geometric, clip_semantic, grids_from_rows, warp
 from backend.losses.clip_model import _fold_batchnorm, load_clip
+from contract.settings import ClipConfig, OptimizeConfig
 
 CPU = torch.device("cpu")
 V, H = 5, 48  # views and render size (not the tiny model's 64 px input: exercises the resize)

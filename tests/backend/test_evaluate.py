@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from synthetic import known_curves, uv_sphere, write_job
 
-from backend.cameras import train_and_heldout_cameras
-from backend.evaluate import EvalViews, evaluate, image_metrics, render_sketch, surface_metrics
+from backend.evaluation import EvalViews, evaluate, image_metrics, render_sketch, surface_metrics
 from backend.imageops import distance_transform
+from contract.cameras import train_and_heldout_cameras
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,13 +180,13 @@ def test_evaluate_rejects_a_bad_mesh_in_one_line(tmp_path):
 
 
 def test_clip_similarity_of_identical_images_is_one(tiny_clip_vit_config):
-    from backend.config import ClipConfig
     from backend.losses.clip_model import load_clip
+    from contract.settings import ClipConfig
 
     bundle = load_clip(ClipConfig(model="tiny-vit", model_config=str(tiny_clip_vit_config), pretrained=""),
                        torch.device("cpu"))
     images = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
-    from backend.evaluate import clip_image_similarity
+    from backend.evaluation import clip_image_similarity
 
     same = clip_image_similarity(bundle, images, images)
     assert torch.allclose(same, torch.ones(3), atol=1e-5)
@@ -253,7 +253,7 @@ def test_report_from_other_views_is_rejected_before_anything_is_written(tmp_path
 def test_a_bug_in_evaluate_is_an_internal_error_with_its_traceback(tmp_path):
     folder = _evaluation_folder(tmp_path / "ev", known_curves(3, seed=2), turntable=False)
     code = ("import sys, runpy\n"
-            "import backend.evaluate as e\n"
+            "import backend.evaluation as e\n"
             "def broken(*a, **k):\n"
             "    raise RuntimeError('planted bug')\n"
             "e.evaluate = broken\n"

@@ -7,8 +7,7 @@ import pytest
 import torch
 from synthetic import uv_sphere
 
-from backend.cameras import project_points, train_and_heldout_cameras
-from backend.features import (
+from backend.feature_lines import (
     feature_init,
     feature_polylines,
     fit_chain,
@@ -18,7 +17,8 @@ from backend.features import (
     split_long,
 )
 from backend.losses.base import Targets
-from backend.mesh import sample_surface
+from backend.surface_samples import sample_surface
+from contract.cameras import project_points, train_and_heldout_cameras
 
 QUADS = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]  # outward
 

@@ -190,7 +190,7 @@ def test_seed_outside_the_generators_range(job, seed, best_of):
 
 
 def test_seed_at_the_top_of_the_range_is_accepted():
-    from backend.config import settings_from_dict
+    from contract.settings import settings_from_dict
 
     assert settings_from_dict({"seed": 2**64 - 1}).seed == 2**64 - 1
     assert settings_from_dict({"seed": 2**64 - 3, "best_of": 3}).best_of == 3

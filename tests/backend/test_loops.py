@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from backend.cameras import orbit_cameras
 from backend.loops import crosses_itself, loop_metrics, sample_strokes, total_turning
+from contract.cameras import orbit_cameras
 
 
 def _eight():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from synthetic import uv_sphere, write_job
 
-from backend.cameras import intrinsics, look_at, project_points
 from backend.errors import BadJob
 from backend.job import load_job
 from backend.mesh_targets import mesh_views
+from contract.cameras import intrinsics, look_at, project_points
 
 SIZE = 128
 QUADS = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]  # outward

@@ -6,13 +6,13 @@ import pytest
 import torch
 from synthetic import known_curves, write_job
 
-from backend.config import OptimizeConfig
 from backend.init import initial_curves
 from backend.job import load_job
 from backend.losses import LossContext, build_losses
 from backend.optimize import Sketch, evaluate_views, optimize
 from backend.prepare import build_targets
 from backend.render import choose_renderer
+from contract.settings import OptimizeConfig
 
 CPU = torch.device("cpu")
 
@@ -176,7 +176,7 @@ def test_pixel_width_mode_runs(tmp_path):
 
 
 def test_config_defaults_validate():
-    from backend.config import settings_from_dict, settings_to_dict
+    from contract.settings import settings_from_dict, settings_to_dict
 
     cfg = settings_from_dict(settings_to_dict(OptimizeConfig()))
     assert dataclasses.asdict(cfg) == dataclasses.asdict(OptimizeConfig())
@@ -244,7 +244,7 @@ def test_strokes_that_lower_line_f_are_found(tmp_path):
     line F (the evaluation's measure, checked against ``image_metrics``) names the fourth, and only it."""
     import numpy as np
 
-    from backend.evaluate import INK_THRESHOLD, EvalViews, image_metrics
+    from backend.evaluation import INK_THRESHOLD, EvalViews, image_metrics
     from backend.optimize import line_f_without, strokes_lowering_f
 
     truth = known_curves(3, seed=1)
@@ -301,7 +301,7 @@ def test_kept_strokes_are_drawn_count_as_covered_and_never_move(tmp_path):
     a run returns only its own strokes, the kept ones untouched."""
     import numpy as np
 
-    from backend.features import greedy_cover
+    from backend.feature_lines import greedy_cover
     from backend.job import BadJob
     from backend.optimize import uncovered_lines
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.config import CLIP_LOSSES, settings_from_dict
-from backend.presets import PRESETS, apply_preset
+from contract.presets import PRESETS, apply_preset
+from contract.settings import CLIP_LOSSES, settings_from_dict
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

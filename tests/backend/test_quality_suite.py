@@ -75,7 +75,7 @@ def test_config_settings_follow_the_issue():
     assert seed["iterations"] == 50 and quality.CONFIGS["seed_setup"][1] == "single"
     defaults = quality.config_settings("defaults", None, None)
     assert "iterations" not in defaults and "init" not in defaults  # the project's defaults
-    from backend.config import GEOMETRY_ONLY_WEIGHTS
+    from contract.settings import GEOMETRY_ONLY_WEIGHTS
 
     assert defaults["losses"] == GEOMETRY_ONLY_WEIGHTS  # the suite's defaults are the project's
     assert quality.config_settings("repulsion", None, None)["losses"]["repulsion"] > 0

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backend.cameras import look_at, orbit_cameras
 from backend.errors import DeviceUnavailable
 from backend.render import TorchRenderer, choose_renderer, pixel_scales
 from backend.render.torch_renderer import project
+from contract.cameras import look_at, orbit_cameras
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,8 +178,8 @@ def test_projection_matches_gsplat_torch_impl():
 
 
 def test_projection_bench_case_reports_agreement_and_both_timings():
-    """``python -m backend.bench --case projection``: the side-by-side figures docs/PERFORMANCE.md quotes."""
-    from backend.bench import run_case
+    """``python bench/backend_speed.py --case projection``: the side-by-side figures docs/PERFORMANCE.md quotes."""
+    from bench.backend_speed import run_case
 
     r = run_case("projection", "cpu", 1, "torch")
     same = r["vs_gsplat_torch"]
@@ -375,7 +375,7 @@ def test_renderer_entry_rejects_mismatched_shapes_in_one_clear_line():
 
 
 def test_one_pinhole_projection_in_torch_and_numpy():
-    """The renderer's splat centres, backend.render.pinhole.project and backend.cameras.project agree."""
+    """The renderer's splat centres, backend.render.pinhole.project and contract.cameras.project agree."""
     from backend import cameras
     from backend.render import pinhole
 

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from backend.cameras import orbit_cameras
 from backend.curves import splat_means
+from contract.cameras import orbit_cameras
 
 pytestmark = [
     pytest.mark.cuda,

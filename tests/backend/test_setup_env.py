@@ -270,7 +270,7 @@ _TAKER = r"""
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from backend.setup_env import SetupFailed, acquire_lock
+from contract.setup_lock import SetupFailed, acquire_lock
 for line in sys.stdin:
     start = float(line)
     while time.time() < start:  # spin, not sleep: both processes try within microseconds

@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.bench import _synthetic_targets
-from backend.config import ClipConfig, OptimizeConfig
 from backend.losses import LossContext, build_losses
 from backend.losses.clip_model import load_clip
 from backend.optimize import Sketch, _start_run, _step
 from backend.render import TorchRenderer
 from backend.syncs import SyncGuard
+from bench.backend_speed import _synthetic_targets
+from contract.settings import ClipConfig, OptimizeConfig
 
 FINAL = {"clip_geometric": 1.0, "clip_semantic": 0.1, "lines": 1.0, "surface": 0.5, "turning": 0.02, "coiling": 1.5}
 GEOMETRY = {"lines": 1.0, "surface": 0.5, "turning": 0.02, "coiling": 1.5}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from synthetic import write_job
 
-from backend.config import OptimizeConfig
+from contract.settings import OptimizeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3 * OptimizeConfig().segments + 1  # control points per stroke at the default segment count

@@ -17,7 +17,7 @@ import shutil
 
 import numpy as np
 
-from ..backend import cameras, protocol
+from ..contract import cameras, protocol
 from . import mesh, targets
 from .sketch_object import world_control_points
 from .stroke_style import shown_count, stroke_width

@@ -18,8 +18,8 @@ import sys
 import threading
 import time
 
-from ..backend import protocol
-from ..backend.protocol import EXIT_MESSAGES
+from ..contract import protocol
+from ..contract.protocol import EXIT_MESSAGES
 
 EXTENSION_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m backend` is found
 CANCEL_GRACE_S = 10.0  # the worker finishes its step and writes a partial result within this time
@@ -28,7 +28,7 @@ SET_UP_HINT = ("press Set Up Backend in Preferences > Add-ons > SplatSketch (hea
 
 
 class Worker:
-    """One ``python -m backend ARGV`` process (argv from :mod:`backend.protocol`) and its event stream."""
+    """One ``python -m backend ARGV`` process (argv from :mod:`contract.protocol`) and its event stream."""
 
     def __init__(self):
         self.process: subprocess.Popen | None = None

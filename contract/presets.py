@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 
-from .config import DEFAULT_LOSS_WEIGHTS, GEOMETRY_ONLY_WEIGHTS
+from .settings import DEFAULT_LOSS_WEIGHTS, GEOMETRY_ONLY_WEIGHTS
 
 PRESETS: dict[str, dict] = {
     "preview": {
@@ -57,7 +57,7 @@ def apply_preset(name: str, settings: dict | None = None) -> dict:
     """The preset ``name``'s settings with ``settings`` laid over them (a new dict; nested ``clip`` merged).
 
     Raises ``ValueError`` naming the known presets when ``name`` is unknown. The result is a plain
-    settings dict: validate it with :func:`backend.config.settings_from_dict`.
+    settings dict: validate it with :func:`contract.settings.settings_from_dict`.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r} (known: {', '.join(preset_names())})")

@@ -19,9 +19,9 @@ from .curves import sample_curves
 from .errors import check_stop
 from .imageops import distance_transform
 from .loops import loop_metrics
-from .mesh import sample_surface
 from .render import pixel_scales
 from .render.torch_renderer import TorchRenderer
+from .surface_samples import sample_surface
 
 TOLERANCE_PX = 2.0
 INK_THRESHOLD = 0.5  # a sketch pixel is ink when the strokes cover at least half of it

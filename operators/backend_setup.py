@@ -1,5 +1,5 @@
 """Set Up / Repair / Remove the managed backend environment, from Preferences (thin operators over
-:class:`jobs.setup.SetupRun`, driven like Generate: modal with progress and Cancel in the UI,
+:class:`jobs.setup_run.SetupRun`, driven like Generate: modal with progress and Cancel in the UI,
 blocking in scripts)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .driver import ModalRun, redraw
 
 def show_clip_state(state, info: dict) -> None:
     """What the panel and the Preferences say about the CLIP weights, from ``backend clip-weights``."""
-    from ..jobs.clip import describe_clip
+    from ..jobs.clip_fetch_run import describe_clip
 
     state.clip_status = {True: "present", False: "missing"}.get(info.get("present"), "")
     state.clip_report = describe_clip(info)
@@ -40,7 +40,7 @@ class SPLATSKETCH_OT_setup_backend(ModalRun, bpy.types.Operator):
 
     def _begin(self, context, live_preview: bool, log=None):
         from ..jobs.environment import find_base_python
-        from ..jobs.setup import SetupRun
+        from ..jobs.setup_run import SetupRun
         from ..preferences import get_preferences, user_dir
 
         prefs, state = get_preferences(context), context.window_manager.splatsketch
@@ -86,7 +86,7 @@ class SPLATSKETCH_OT_remove_backend(bpy.types.Operator):
         return context.window_manager.invoke_confirm(self, event)
 
     def execute(self, context):
-        from ..jobs.setup import remove_managed
+        from ..jobs.setup_run import remove_managed
         from ..preferences import user_dir
 
         state = context.window_manager.splatsketch
@@ -128,7 +128,7 @@ class SPLATSKETCH_OT_get_clip_weights(ModalRun, bpy.types.Operator):
         return not context.window_manager.splatsketch.running
 
     def _begin(self, context, live_preview: bool, log=None):
-        from ..jobs.clip import ClipWeightsRun
+        from ..jobs.clip_fetch_run import ClipWeightsRun
         from ..preferences import backend_python, clip_settings, get_preferences, user_dir
 
         if not getattr(bpy.app, "online_access", True):  # scripts bypass poll: never download then

@@ -1,4 +1,4 @@
-"""``python -m backend.bench``: seconds per iteration and peak memory for fixed settings.
+"""``python bench/backend_speed.py``: seconds per iteration and peak memory for fixed settings.
 
 Cases (each in its own subprocess, so peak memory is the case's own):
 
@@ -7,7 +7,7 @@ Cases (each in its own subprocess, so peak memory is the case's own):
   224 px, CLIP RN101 geometric + semantic, 4 augmentation pairs (random CLIP weights: speed does not
   depend on weight values);
 - ``step_geometry``: one full step of the weight-free objective (lines + surface + repulsion);
-- ``final_run`` (not in the default set): a whole run of the Final preset (``backend.presets``) through
+- ``final_run`` (not in the default set): a whole run of the Final preset (``contract.presets``) through
   ``optimize()``: ``--iterations`` (default 2000) x ``--views-per-step`` (default 8), random CLIP
   weights; total seconds (setup = CLIP load + target features, loop, pruning and evaluation included),
   final loss terms, peak memory; ``--amp`` runs CLIP under bf16 autocast, ``--sync-audit N`` counts
@@ -40,6 +40,11 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # ``backend`` and ``contract`` (the script runs from bench/)
 
 CASES = ("render", "step_final", "step_geometry")
 EXTRA_CASES = ("final_run", "profile", "amp_check", "projection", "bank_check")
@@ -70,12 +75,12 @@ def _synthetic_targets(device, views: int, size: int, curves: int = 12, seed: in
     import numpy as np
     import torch
 
-    from .cameras import train_and_heldout_cameras
-    from .config import OptimizeConfig
-    from .curves import sample_curves
-    from .losses.base import Targets
-    from .mesh import sample_surface
-    from .render.torch_renderer import TorchRenderer
+    from backend.curves import sample_curves
+    from backend.losses.base import Targets
+    from backend.render.torch_renderer import TorchRenderer
+    from backend.surface_samples import sample_surface
+    from contract.cameras import train_and_heldout_cameras
+    from contract.settings import OptimizeConfig
 
     g = torch.Generator().manual_seed(seed)
     viewmats, Ks, is_train = train_and_heldout_cameras(views, max(1, views // 4), size)
@@ -108,7 +113,7 @@ def _clip_loader(cfg, device, opts):
     """A ``load_clip`` for the losses: random weights plus the ``--amp`` / ``--channels-last`` options."""
     import torch
 
-    from .losses.clip_model import load_clip
+    from backend.losses.clip_model import load_clip
 
     def load():
         kwargs = {"amp": True} if opts.get("amp") else {}  # older load_clip has no ``amp``
@@ -151,8 +156,8 @@ def _cpu_seconds() -> float:
 def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts: dict | None = None) -> dict:
     import torch
 
-    from .render import choose_renderer
-    from .worker import resolve_device
+    from backend.render import choose_renderer
+    from backend.worker import resolve_device
 
     opts = dict(opts or {})
     device = resolve_device(device_name)
@@ -169,7 +174,7 @@ def run_case(case: str, device_name: str, repeat: int, renderer_name: str, opts:
     if case == "projection":
         return run_projection(device, repeat)
     if case == "render":
-        from .curves import sample_curves
+        from backend.curves import sample_curves
 
         t, _ = _synthetic_targets(device, 8, 224)
         ids = torch.arange(8, device=device)
@@ -218,7 +223,7 @@ def _count_syncs(step) -> dict:
     """What in one ``step()`` would make the host wait for the device (backend.syncs), and on CUDA what did."""
     import torch
 
-    from .syncs import SyncGuard
+    from backend.syncs import SyncGuard
 
     with SyncGuard() as guard:
         step()
@@ -267,8 +272,8 @@ def run_projection(device, repeat: int) -> dict:
     except ImportError as exc:
         raise SystemExit(f"the projection case needs gsplat ({exc})") from exc
 
-    from .curves import sample_curves
-    from .render.torch_renderer import project
+    from backend.curves import sample_curves
+    from backend.render.torch_renderer import project
 
     t, _ = _synthetic_targets(device, 8, 224)
     viewmats, Ks = t.viewmats[:8].float(), t.Ks[:8].float()
@@ -317,10 +322,10 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
     """One optimisation step of ``step_final`` / ``step_geometry`` as a closure (plus its settings)."""
     import torch
 
-    from .config import OptimizeConfig
-    from .losses import LossContext, build_losses
-    from .losses.base import LossInputs
-    from .optimize import Sketch, total_loss
+    from backend.losses import LossContext, build_losses
+    from backend.losses.base import LossInputs
+    from backend.optimize import Sketch, total_loss
+    from contract.settings import OptimizeConfig
 
     vps = views_per_step or opts.get("views_per_step") or 4
     curves, size = int(opts.get("curves") or 16), int(opts.get("size") or 224)
@@ -364,9 +369,9 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
     """
     import torch
 
-    from .losses.base import LossInputs
-    from .losses.clip import _resize, augmentation_grids, warp
-    from .optimize import total_loss
+    from backend.losses.base import LossInputs
+    from backend.losses.clip import _resize, augmentation_grids, warp
+    from backend.optimize import total_loss
 
     step, settings = _step_closure("profile", device, renderer, opts)
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
@@ -440,9 +445,9 @@ def run_amp_check(device, renderer, why, opts: dict) -> dict:
     """fp32 vs bf16 autocast on the same CLIP model, images and augmentations: losses and pixel gradients."""
     import torch
 
-    from .losses.base import LossInputs
-    from .losses.clip_model import low_precision_dtype
-    from .optimize import total_loss
+    from backend.losses.base import LossInputs
+    from backend.losses.clip_model import low_precision_dtype
+    from backend.optimize import total_loss
 
     step, settings = _step_closure("step_final", device, renderer, dict(opts, amp=False))
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
@@ -484,10 +489,10 @@ def run_bank_check(device, renderer, why, opts: dict) -> dict:
     old way): both estimate the same expectation over augmentations; mean and sd over ``--repeat`` draws."""
     import torch
 
-    from .config import OptimizeConfig
-    from .losses import LossContext, build_losses
-    from .losses.base import LossInputs
-    from .optimize import Sketch
+    from backend.losses import LossContext, build_losses
+    from backend.losses.base import LossInputs
+    from backend.optimize import Sketch
+    from contract.settings import OptimizeConfig
 
     repeat = int(opts.get("repeat") or 8)
     t, _ = _synthetic_targets(device, 24, 224)
@@ -561,9 +566,9 @@ def run_final(device, renderer, why, opts: dict) -> dict:
     """A whole Final-preset run through ``optimize()`` on synthetic targets (random CLIP weights)."""
     import torch
 
-    from .config import settings_from_dict
-    from .optimize import optimize
-    from .presets import apply_preset
+    from backend.optimize import optimize
+    from contract.presets import apply_preset
+    from contract.settings import settings_from_dict
 
     iterations = int(opts.get("iterations") or 2000)
     vps = int(opts.get("views_per_step") or 8)
@@ -633,7 +638,7 @@ def _run_child(cmd: list[str], cwd: str) -> tuple[int, str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python bench/backend_speed.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
     parser.add_argument("--renderer", default="auto", choices=["auto", "torch", "gsplat"])
     parser.add_argument("--case", action="append", choices=CASES + EXTRA_CASES,
@@ -677,23 +682,15 @@ def main(argv=None) -> int:
                               "clip_config": os.path.abspath(args.clip_config) if args.clip_config else ""}.items()
             if v}
     opts.update({k: v for k, v in {"bank": args.bank, "views_per_pass": args.views_per_pass}.items() if v >= 0})
-    if args._child:
-        print(json.dumps(run_case(args._child, args.device, args.repeat, args.renderer, opts)))
+    if args._child:  # the options arrive whole, as the parent parsed them: no flag is rebuilt by hand
+        spec = json.loads(args._child)
+        print(json.dumps(run_case(spec["case"], spec["device"], spec["repeat"], spec["renderer"], spec["opts"])))
         return 0
     results = []
     for case in args.case or CASES:
-        cmd = [sys.executable, "-m", "backend.bench", "--_child", case, "--device", args.device,
-               "--repeat", str(args.repeat), "--renderer", args.renderer, "--iterations", str(args.iterations),
-               "--views-per-step", str(args.views_per_step), "--seed", str(args.seed), "--threads", str(args.threads),
-               "--sync-audit", str(args.sync_audit), "--clip-config", opts.get("clip_config", ""),
-               "--bank", str(args.bank), "--views-per-pass", str(args.views_per_pass),
-               "--curves", str(args.curves), "--size", str(args.size)]
-        cmd += ["--compile", args.compile] if args.compile else []
-        cmd += [flag for flag, on in (("--amp", args.amp), ("--channels-last", args.channels_last),
-                                      ("--cudnn-benchmark", args.cudnn_benchmark), ("--count-ops", args.count_ops),
-                                      ("--count-syncs", args.count_syncs))
-                if on]
-        rc, stdout, stderr = _run_child(cmd, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        spec = {"case": case, "device": args.device, "repeat": args.repeat, "renderer": args.renderer, "opts": opts}
+        cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(spec)]
+        rc, stdout, stderr = _run_child(cmd, str(REPO))
         if rc != 0 or not stdout.strip():
             lines = stderr.strip().splitlines()
             results.append({"case": case, "error": lines[-1] if lines else f"failed (exit {rc})"})

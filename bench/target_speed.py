@@ -4,7 +4,7 @@ Each mesh is sketched by the headless command at its defaults twice, ``--targets
 ``--targets mesh``, and both sketches are scored on the same 24 evaluation views (Freestyle's lines,
 rendered once per mesh here), so the two columns differ only in where the training lines came from.
 
-    .venv/bin/python bench/targets.py [--meshes spot,duck] [--out out/targets]
+    .venv/bin/python bench/target_speed.py [--meshes spot,duck] [--out out/targets]
           [--picture docs/images/targets.png]
 
 Prints a table (phases from the command's ``--json``: start, targets, features, optimisation,

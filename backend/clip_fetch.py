@@ -16,14 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import protocol
-
-# Approximate download sizes (MB) of the models users pick, for the button's label.
-KNOWN_SIZES_MB = {"RN50": 244, "RN101": 278, "ViT-B-32": 338, "ViT-B-16": 335, "ViT-L-14": 890}
-
-
-def approx_size_mb(model: str) -> int | None:
-    return KNOWN_SIZES_MB.get(model.replace("-quickgelu", ""))
+from contract import protocol
+from contract.clip_weights import approx_size_mb
 
 
 def status(model: str, pretrained: str, checkpoint: str = "", cache_dir: str = "") -> dict:

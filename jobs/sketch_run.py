@@ -15,9 +15,9 @@ import time
 import bpy
 import numpy as np
 
-from ..backend import protocol
+from ..contract import protocol
+from .backend_process import format_duration
 from .runner import Run, RunError
-from .worker import format_duration
 
 
 class SketchRun(Run):
@@ -158,7 +158,7 @@ class CaptureSketchRun(SketchRun):
 
     def __init__(self, capture, settings: dict, params: dict, python: str, *, user_dir: str, live_preview: bool,
                  job_dir: str | None = None, keep_job: bool = False, log=None):
-        """``capture``: a checked :class:`scene.capture.Capture` (``read_capture``); like a source
+        """``capture``: a checked :class:`pictures.capture.Capture` (``read_capture``); like a source
         object, it has a ``name``."""
         super().__init__(capture, settings, params, python, user_dir=user_dir, live_preview=live_preview,
                          job_dir=job_dir, keep_job=keep_job, log=log)
@@ -172,7 +172,7 @@ class CaptureSketchRun(SketchRun):
         pass  # read_capture checked the json files and that every picture exists
 
     def prepare(self, folder: str):
-        from ..scene.capture import CaptureError
+        from ..pictures.capture import CaptureError
         from ..scene.capture_job import iter_write_capture_job
 
         self.status = "Loading pictures"

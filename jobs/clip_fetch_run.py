@@ -9,9 +9,9 @@ import json
 import os
 import subprocess
 
-from ..backend import protocol
+from ..contract import protocol
+from .backend_process import EXTENSION_DIR
 from .runner import Run
-from .worker import EXTENSION_DIR
 
 
 def clip_args(settings_clip: dict) -> dict:

@@ -8,8 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..backend import protocol
-from ..backend.setup_env import SetupFailed, acquire_lock
+from ..contract import protocol
+from ..contract.setup_lock import SetupFailed, acquire_lock
 from .environment import base_python_problem, describe_env, managed_root
 from .runner import Run, RunError, in_use
 
@@ -59,7 +59,7 @@ class SetupRun(Run):
             self.info = json.load(f)
         self.summary = f"Backend {describe_env(self.info)}"
         if self.clip is not None:  # tell the panel now whether CLIP can run (seconds: imports open_clip)
-            from .clip import clip_weights_status
+            from .clip_fetch_run import clip_weights_status
 
             self.clip_info = clip_weights_status(self.info["python"], self.clip)
 

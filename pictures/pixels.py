@@ -227,3 +227,42 @@ def read_png(path: str) -> np.ndarray:
         else:
             raise ValueError(f"{path}: bad PNG filter {kind}")
     return out.astype(np.uint8).reshape(height, width, channels)
+
+
+# -- sizes and silhouettes ------------------------------------------------------------------------
+
+ALPHA_THRESHOLD = 0.5
+
+
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` box-filter weights: each output pixel averages the input it covers."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    left, right = edges[:-1, None], edges[1:, None]
+    j = np.arange(n_in)[None]
+    overlap = np.clip(np.minimum(right, j + 1) - np.maximum(left, j), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-averaged resize of straight-alpha uint8 ``[H,W,4]`` (colour averaged premultiplied)."""
+    if rgba.shape[:2] == (height, width):
+        return rgba
+    wy, wx = area_weights(rgba.shape[0], height), area_weights(rgba.shape[1], width)
+    f = rgba.astype(np.float64) / 255.0
+    f[..., :3] *= f[..., 3:]
+    h, w, c = f.shape
+    rows = (wy @ f.reshape(h, w * c)).reshape(height, w, c)  # two separable passes, both matrix products
+    out = np.matmul(wx, rows)  # [width, w] @ [height, w, c] -> [height, width, c]
+    alpha = out[..., 3:]
+    out[..., :3] = np.where(alpha > 1e-6, out[..., :3] / np.maximum(alpha, 1e-6), 0.0)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def target_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The job's image size: the longer side ``size`` (never enlarged)."""
+    scale = min(1.0, size / max(width, height))
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def silhouette(rgba: np.ndarray) -> np.ndarray:
+    return rgba[..., 3] >= 255 * ALPHA_THRESHOLD

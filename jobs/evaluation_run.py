@@ -15,7 +15,7 @@ import os
 import bpy
 import numpy as np
 
-from ..backend import protocol
+from ..contract import protocol
 from .runner import Run, RunError
 
 
@@ -51,7 +51,7 @@ class EvaluationRun(Run):
         return bpy.data.objects.get(self.sketch_name)
 
     def validate(self) -> None:
-        from ..scene.capture import CaptureError, read_capture
+        from ..pictures.capture import CaptureError, read_capture
 
         sketch = self.sketch()
         if sketch is None:
@@ -69,7 +69,7 @@ class EvaluationRun(Run):
                            f"'splatsketch_source' is {sketch.get('splatsketch_source')!r})")
 
     def prepare(self, folder: str):
-        from ..scene.evaluation import iter_write_evaluation
+        from ..scene.evaluation_folder import iter_write_evaluation
 
         sketch = self.sketch()
         if self.capture is not None:

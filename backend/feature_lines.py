@@ -13,7 +13,8 @@ import math
 import numpy as np
 import torch
 
-from .cameras import project
+from contract.cameras import project
+
 from .curves import subdivide
 from .losses.base import Targets
 
