@@ -12,7 +12,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .jobs.environment import describe_env, describe_size, managed_env, resolve_backend_python
-from .panels import _wrap
+from .widgets import labels, progress, shorten, wrap
 
 EXTENSION_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,11 +90,8 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         if setting_up:
             # the stage and package are in the bar; the line above says what is going on
             box.label(text="Setting up the backend (minutes; Cancel keeps the current one)", icon="IMPORT")
-            status = _short(state.status or "Starting", 60)
-            if hasattr(box, "progress"):
-                box.progress(factor=state.progress, type="BAR", text=status)
-            else:
-                box.label(text=f"{state.progress:.0%} {status}")
+            status = shorten(state.status or "Starting", 60)
+            progress(box, state.progress, status)
             row = box.row()
             row.operator("splatsketch.cancel", text="Cancel", icon="CANCEL")
         elif self.backend_python:
@@ -103,9 +100,9 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
             what, _, made = ready.partition(" (made ")  # not capitalize(): it lowercases "CPU"
             size = describe_size(managed)
             made = f"Set up {made.rstrip(')')}" + (f", {size} on disk" if size else "") if made else ""
-            _labels(box, _wrap(what[:1].upper() + what[1:], 72) + ([made] if made else []), "CHECKMARK")
+            labels(box, wrap(what[:1].upper() + what[1:], 72) + ([made] if made else []), "CHECKMARK")
             if managed.get("torch_note"):  # torch from another index than its build's: say why and the cost
-                _labels(box, _wrap(managed["torch_note"], 72), "INFO")
+                labels(box, wrap(managed["torch_note"], 72), "INFO")
         else:
             box.label(text="Not set up: press Set Up Backend", icon="ERROR")
         row = box.row(align=True)
@@ -119,8 +116,8 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         if state.setup_log:
             box.operator("splatsketch.open_setup_log", text="Open Set-Up Log", icon="TEXT")
         if state.backend_report and state.backend_report != f"Backend {ready}":  # not the line above again
-            lines = [line for paragraph in state.backend_report.split("\n") for line in _wrap(paragraph, 72)]
-            _labels(box, lines, "ERROR" if state.backend_error else "INFO")  # labels do not wrap
+            lines = [line for paragraph in state.backend_report.split("\n") for line in wrap(paragraph, 72)]
+            labels(box, lines, "ERROR" if state.backend_error else "INFO")  # labels do not wrap
         col = box.column()
         col.enabled = not setting_up  # a change now would not reach the running set-up
         col.prop(self, "torch_build")
@@ -146,21 +143,6 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
 
     def resolved_python(self) -> str:
         return resolve_backend_python(self.backend_python, EXTENSION_DIR, user_dir())
-
-
-def _labels(layout, lines: list[str], icon: str) -> None:
-    """Lines of one message, close together, the icon on the first."""
-    col = layout.column(align=True)
-    for i, line in enumerate(lines):
-        col.label(text=line, icon=icon if i == 0 else "BLANK1")
-
-
-def _short(text: str, width: int) -> str:
-    """A one-line status for the progress bar: a long package list is cut after a whole name."""
-    if len(text) <= width:
-        return text
-    head = text[:width]
-    return head.rsplit(", ", 1)[0] + ", ..." if ", " in head else head[:-3] + "..."
 
 
 def user_dir() -> str:

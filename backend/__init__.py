@@ -1,8 +1,6 @@
 """SplatSketch backend: optimises 3D Bézier curves rendered as Gaussian splats.
 
-Importable without Blender and without torch: this package's ``__init__`` and the numpy-only
-modules (``config``, ``cameras``, ``schema``) are what the Blender add-on may import; everything
-that needs torch is imported lazily by the worker (``python -m backend run JOB_DIR``).
+Runs in its own Python (``python -m backend run JOB_DIR``, with the extension folder as the working
+folder); imports torch, and of the rest of the extension only :mod:`contract`. Nothing on the
+Blender side imports it.
 """
-
-__version__ = "0.1.0"

@@ -15,7 +15,6 @@ import torch
 
 from contract.cameras import project
 
-from .curves import subdivide
 from .losses.base import Targets
 
 WELD = 1e-6  # of the bounding size: glTF/OBJ split vertices at UV seams, which are no borders
@@ -407,15 +406,15 @@ def _kept_cover(targets: Targets, train: np.ndarray) -> np.ndarray | None:
     return np.concatenate(covered) if covered else None
 
 
-def feature_init(k: int, segments: int, targets: Targets, generator: torch.Generator,
+def feature_init(k: int, segments: int, targets: Targets,
                  max_length: float = 0.9, off_line_weight: float = OFF_LINE_WEIGHT,
                  balance: float = 0.0) -> torch.Tensor:
-    """``k`` chains ``[k,3S+1,3]`` on the mesh's feature lines that best cover the training lines.
+    """At most ``k`` chains ``[n,3S+1,3]`` on the mesh's feature lines that best cover the training lines.
 
     Contours are taken from the training cameras, the views whose lines the strokes must match; the
     lines the artist's kept strokes cover count as covered.
-    Fewer useful candidates than ``k`` (a tiny mesh, no lines left to cover): the rest are surface
-    strokes, drawn from ``generator``. ``balance``: how evenly the cover serves the views
+    Fewer useful candidates than ``k`` (a tiny mesh, no lines left to cover): fewer strokes, which
+    :func:`backend.init.initial_curves` fills up. ``balance``: how evenly the cover serves the views
     (:func:`greedy_cover`)."""
     if targets.vertices is None or targets.faces is None:
         raise ValueError("the feature-line initialisation needs the job's mesh")
@@ -440,13 +439,4 @@ def feature_init(k: int, segments: int, targets: Targets, generator: torch.Gener
             order = greedy_cover(covered, off, k, len(train) * targets.height * targets.width, off_line_weight,
                                  view_lines, balance, _kept_cover(targets, train))
         picked = chains[np.asarray(order, dtype=np.int64)]
-    strokes = torch.as_tensor(picked, dtype=torch.float32, device=device)
-    if len(strokes) < k:
-        from .init import random_init, surface_init  # lazily: init.py imports this module
-
-        if targets.surface_samples is not None:
-            extra = surface_init(k - len(strokes), targets, generator)
-        else:
-            extra = random_init(k - len(strokes), generator, device)
-        strokes = torch.cat([strokes, subdivide(extra.to(device=device, dtype=torch.float32), segments)])
-    return strokes
+    return torch.as_tensor(picked, dtype=torch.float32, device=device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .curves import subdivide
+from .feature_lines import feature_init
 from .losses.base import Targets
 from .render import pinhole
 from .surface_samples import farthest_points
@@ -165,9 +166,12 @@ def _pad(curves: torch.Tensor, k: int, generator, device) -> torch.Tensor:
 def initial_curves(kind: str, k: int, targets: Targets, generator: torch.Generator, device,
                    segments: int = 1, cover_balance: float = 0.0) -> torch.Tensor:
     if kind == "features":
-        from .feature_lines import feature_init
-
-        return feature_init(k, segments, targets, generator, balance=cover_balance).to(device)
+        strokes = feature_init(k, segments, targets, balance=cover_balance)
+        if len(strokes) < k:  # a tiny mesh, or no lines left to cover: the rest start on the surface
+            extra = (surface_init(k - len(strokes), targets, generator) if targets.surface_samples is not None
+                     else random_init(k - len(strokes), generator, strokes.device))
+            strokes = torch.cat([strokes, subdivide(extra.to(device=strokes.device, dtype=torch.float32), segments)])
+        return strokes.to(device)
     if kind == "random":
         cubics = random_init(k, generator, device)
     elif kind == "surface":

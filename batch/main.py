@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from backend import __version__
+from contract import __version__
 from contract.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
 
 from . import gallery, index, reaper, sources, task

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import bpy
 
+from ..widgets import progress, wrap
+
 
 class _SketchPanel:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Sketch"
-
-
-def _progress(layout, factor: float, text: str) -> None:
-    if hasattr(layout, "progress"):  # Blender 4.0+
-        layout.progress(factor=factor, type="BAR", text=text)
-    else:
-        layout.label(text=f"{factor:.0%} {text}")
 
 
 class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
@@ -58,7 +53,7 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
             row.operator("splatsketch.cancel", text="Cancel", icon="CANCEL")
             # the sidebar is narrow: iteration in the bar, loss and time left on the line below
             head, _, rest = (state.status or "Starting").partition(" · ")
-            _progress(layout, state.progress, head)
+            progress(layout, state.progress, head)
             layout.label(text=rest or "Esc cancels", icon="TIME" if rest else "INFO")
             return
         row.operator("splatsketch.generate", text="Generate", icon="OUTLINER_OB_CURVE")
@@ -77,7 +72,7 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
                 col.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         if state.last_error:
             box = layout.box()
-            for i, line in enumerate(_wrap(state.last_error, 48)):
+            for i, line in enumerate(wrap(state.last_error, 48)):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
 
 
@@ -94,7 +89,7 @@ class SPLATSKETCH_PT_result(_SketchPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         state = context.window_manager.splatsketch
-        for line in _wrap(state.summary, 48):
+        for line in wrap(state.summary, 48):
             layout.label(text=line)
         col = layout.column(align=True)
         col.operator("splatsketch.select_result", icon="RESTRICT_SELECT_OFF")
@@ -247,18 +242,6 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         col.prop(props, "abstraction")
         col.prop(props, "ink_budget")
         col.prop(props, "reseed")
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """Panel labels do not wrap; split long messages on spaces."""
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return lines + [line] if line else lines
 
 
 CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_strokes, SPLATSKETCH_PT_evaluation,

@@ -41,8 +41,9 @@ def test_relative_imports_only():
     """Extensions load as bl_ext.<repo>.splatsketch: an absolute import of our own modules would break,
     and the add-on side must never import torch (only the worker process does)."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-    ours = {"backend", "scene", "jobs", "operators", "panels", "cli", "properties", "preferences", "splatsketch"}
-    for folder in ("", "jobs", "operators", "panels", "scene"):
+    ours = {"backend", "contract", "pictures", "scene", "jobs", "operators", "panels", "cli", "properties",
+            "preferences", "settings_map", "stop_request", "widgets", "splatsketch"}
+    for folder in ("", "contract", "pictures", "jobs", "operators", "panels", "scene"):
         for name in os.listdir(os.path.join(repo, folder)):
             if name.endswith(".py"):
                 tree = ast.parse(open(os.path.join(repo, folder, name), encoding="utf-8").read())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PATH = os.path.join(REPO, "scene", "pixels.py")
+PATH = os.path.join(REPO, "pictures", "pixels.py")
 
 
 def _load():

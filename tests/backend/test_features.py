@@ -16,6 +16,7 @@ from backend.feature_lines import (
     sample_chains,
     split_long,
 )
+from backend.init import initial_curves
 from backend.losses.base import Targets
 from backend.surface_samples import sample_surface
 from contract.cameras import project_points, train_and_heldout_cameras
@@ -180,7 +181,7 @@ def targets():
 
 @pytest.mark.parametrize("segments", [1, 3])
 def test_feature_init_picks_the_cube_edges(targets, segments):
-    strokes = feature_init(12, segments, targets, torch.Generator().manual_seed(0))
+    strokes = feature_init(12, segments, targets)
     assert strokes.shape == (12, 3 * segments + 1, 3) and strokes.dtype == torch.float32
     points = sample_chains(strokes.double().numpy(), 32)  # [12,P,3]
     edges = cube_edges(HALF)
@@ -191,13 +192,15 @@ def test_feature_init_picks_the_cube_edges(targets, segments):
         near = np.linalg.norm(along[:, None] - points.reshape(1, -1, 3), axis=2).min(axis=1) < 0.02
         covered += near.mean() > 0.9
     assert covered >= 11
-    again = feature_init(12, segments, targets, torch.Generator().manual_seed(0))
+    again = feature_init(12, segments, targets)
     assert torch.equal(strokes, again)
 
 
-def test_feature_init_pads_with_surface_strokes(targets):
-    """Past the 12 edges nothing is left to cover: the rest start on the surface, as chains."""
-    strokes = feature_init(16, 2, targets, torch.Generator().manual_seed(1))
+def test_feature_start_pads_with_surface_strokes(targets):
+    """Past the 12 edges nothing is left to cover: feature_init gives 12, and the rest start on the
+    surface, as chains."""
+    assert len(feature_init(16, 2, targets)) == 12
+    strokes = initial_curves("features", 16, targets, torch.Generator().manual_seed(1), "cpu", segments=2)
     assert strokes.shape == (16, 7, 3) and torch.isfinite(strokes).all()
     points = sample_chains(strokes.double().numpy(), 16)
     assert distance_to_segments(points[:12].reshape(-1, 3), cube_edges(HALF)).max() < 0.01
