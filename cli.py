@@ -27,6 +27,7 @@ from .contract.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TE
 from .contract.settings import SettingsError, settings_from_dict
 from .jobs.runner import CANCELLED, SUCCEEDED, RunError, safe_name
 from .jobs.sketch_run import CaptureSketchRun, KeepStrokesRun, SketchRun, keep_strokes_problem, kept_source
+from .scene import id_keys
 from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
 from .settings_map import active_losses, add_flags, apply_flags
 from .stop_request import Terminated, check_stop, clear_stop, request_stop
@@ -666,14 +667,14 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
             return False
         report["evaluation"] = run.evaluation
         _say(f"[{label}] {format_evaluation(run.evaluation)}")
-        for key in ("splatsketch_report", "splatsketch_turntable"):
+        for key in id_keys.PICTURES.values():
             sketch.pop(key, None)  # the folder's copies go away with it; the user's copies are below
         if report_path:
             stem = os.path.splitext(_per_asset(report_path, label, several))[0]
             for key, ext in (("report", ".png"), ("turntable", ".gif")):
                 if run.pictures.get(key):
                     shutil.copyfile(run.pictures[key], stem + ext)
-                    report[key] = sketch[f"splatsketch_{key}"] = stem + ext
+                    report[key] = sketch[id_keys.PICTURES[key]] = stem + ext
                     _say(f"[{label}] {key} {stem + ext}")
         return True
     finally:

@@ -12,6 +12,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .contract.settings import DEFAULT_LOSS_WEIGHTS, OptimizeConfig, settings_from_dict
+from .scene import id_keys
 from .settings_map import props_to_settings
 
 _D = OptimizeConfig()
@@ -167,13 +168,13 @@ def register_properties():
     bpy.types.Scene.splatsketch = PointerProperty(type=SplatSketchSettings)
     bpy.types.WindowManager.splatsketch = PointerProperty(type=SplatSketchState)
     # On the sketch: the first N strokes (most important first) are drawn; live, no new run
-    bpy.types.Object.splatsketch_strokes_shown = IntProperty(
+    setattr(bpy.types.Object, id_keys.STROKES_SHOWN, IntProperty(
         name="Strokes Shown", min=1, get=_get_shown, set=_set_shown, options=set(),
-        description="Draw the sketch's N most important strokes: fewer is more abstract")
+        description="Draw the sketch's N most important strokes: fewer is more abstract"))
 
 
 def unregister_properties():
-    del bpy.types.Object.splatsketch_strokes_shown
+    delattr(bpy.types.Object, id_keys.STROKES_SHOWN)
     del bpy.types.WindowManager.splatsketch
     del bpy.types.Scene.splatsketch
 

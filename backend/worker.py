@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 from contract.protocol import (
+    CLIP_MISSING,
     DONE,
     ERROR,
     EVAL_NPZ,
@@ -228,8 +229,9 @@ def _run(folder: Path, events: EventStream, stop: StopFlag) -> int:
             if not cfg.clip.allow_geometry_fallback:
                 raise
             weights = geometry_only(cfg, job.arrays)
-            events.emit({"type": WARNING, "message": f"CLIP WEIGHTS MISSING: {exc} -- running the geometry-only "
-                                                       f"objective ({', '.join(weights)}) instead, as this job allows"})
+            events.emit({"type": WARNING, CLIP_MISSING: True,
+                         "message": f"CLIP WEIGHTS MISSING: {exc} -- running the geometry-only "
+                                    f"objective ({', '.join(weights)}) instead, as this job allows"})
             cfg = dataclasses.replace(cfg, losses=weights)
     if cfg.uses_clip():
         from .losses.clip import describe

@@ -55,6 +55,9 @@ SETTINGS_LINE = "SPLATSKETCH_SETTINGS"  # `--print-settings` prints this, a spac
 INFO, PROGRESS, SNAPSHOT, WARNING, ERROR, DONE = "info", "progress", "snapshot", "warning", "error", "done"
 EVENT_TYPES = frozenset({INFO, PROGRESS, SNAPSHOT, WARNING, ERROR, DONE})
 FINAL_EVENTS = frozenset({DONE, ERROR})  # nothing may follow either
+# A warning's field: true when the CLIP weights were missing and the run fell back to geometry only
+# (the add-on marks its CLIP state from this field, never from the message's words).
+CLIP_MISSING = "clip_missing"
 
 # -- file names ----------------------------------------------------------------------------------
 JOB_JSON = "job.json"

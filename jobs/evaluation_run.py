@@ -16,12 +16,13 @@ import bpy
 import numpy as np
 
 from ..contract import protocol
+from ..scene import id_keys
 from .runner import Run, RunError
 
 
 def sketch_source(obj):
     """The source mesh object of a SplatSketch result, or None."""
-    name = obj.get("splatsketch_source") if obj is not None else None
+    name = obj.get(id_keys.SOURCE) if obj is not None else None
     return bpy.data.objects.get(name) if isinstance(name, str) else None
 
 
@@ -57,9 +58,9 @@ class EvaluationRun(Run):
         if sketch is None:
             raise RunError(f"object '{self.sketch_name}' no longer exists")
         self.capture = None
-        if sketch.get("splatsketch_capture"):  # made from pictures: scored on the capture's held-out ones
+        if sketch.get(id_keys.CAPTURE):  # made from pictures: scored on the capture's held-out ones
             try:
-                self.capture = read_capture(sketch["splatsketch_capture"], sketch.get("splatsketch_masks", ""))
+                self.capture = read_capture(sketch[id_keys.CAPTURE], sketch.get(id_keys.MASKS, ""))
             except CaptureError as error:
                 raise RunError(f"'{self.sketch_name}' was made from a capture that cannot be read now: {error}") \
                     from None
@@ -77,8 +78,8 @@ class EvaluationRun(Run):
 
             self.status, self.preparing_what = "Loading held-out pictures", "loading held-out picture"
             return (yield from iter_write_capture_evaluation(
-                folder, sketch, self.capture, np.asarray(sketch["splatsketch_center"], np.float64),
-                float(sketch["splatsketch_radius"])))
+                folder, sketch, self.capture, np.asarray(sketch[id_keys.CENTER], np.float64),
+                float(sketch[id_keys.RADIUS])))
         self.status = "Rendering evaluation views"
         return (yield from iter_write_evaluation(folder, sketch, sketch_source(sketch),
                                                  bpy.context.evaluated_depsgraph_get(), turntable=self.with_pictures))
@@ -104,8 +105,8 @@ class EvaluationRun(Run):
             metrics = json.load(f)
         self.evaluation = {k: metrics[k] for k in protocol.METRIC_SUMMARY_KEYS if k in metrics}
         self.evaluation["per_view_f"] = [round(v["f"], 4) for v in metrics.get("views", [])]
-        sketch["splatsketch_evaluation"] = json.dumps(self.evaluation, sort_keys=True)
+        sketch[id_keys.EVALUATION] = json.dumps(self.evaluation, sort_keys=True)
         for key in ("report", "turntable"):
             if self.pictures.get(key):
-                sketch[f"splatsketch_{key}"] = self.pictures[key]
+                sketch[id_keys.PICTURES[key]] = self.pictures[key]
         self.summary = f"{self.sketch_name}: {format_evaluation(self.evaluation)}"

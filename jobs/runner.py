@@ -109,6 +109,7 @@ class Run:
         self.progress, self.status = 0.0, "Starting"
         self.summary = ""
         self.warnings: list[str] = []
+        self.clip_missing = False  # a warning said the CLIP weights were missing (protocol.CLIP_MISSING)
         self.done_event: dict | None = None
         self.changed = False  # set when something new happened; the modal redraws only then
         self.started = time.monotonic()
@@ -243,6 +244,7 @@ class Run:
                 self.log(f"[{self.name}] {self.status}")
         elif kind == protocol.WARNING:
             self.warnings.append(event.get("message", ""))
+            self.clip_missing |= bool(event.get(protocol.CLIP_MISSING))
             self.log(f"[{self.name}] warning: {event.get('message', '')}")
         elif kind == protocol.INFO:
             self.log(f"[{self.name}] {event.get('message', '')}")

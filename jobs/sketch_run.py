@@ -16,6 +16,7 @@ import bpy
 import numpy as np
 
 from ..contract import protocol
+from ..scene import id_keys
 from .backend_process import format_duration
 from .runner import Run, RunError
 
@@ -112,10 +113,10 @@ class SketchRun(Run):
         control_points = self.read_result()
         seconds = time.monotonic() - self.started
         properties = {
-            "splatsketch_settings": json.dumps(self.settings, sort_keys=True),
-            "splatsketch_metrics": json.dumps(self.metrics, sort_keys=True),
-            "splatsketch_seed": int(self.metrics.get("seed", self.settings.get("seed", 0))),
-            "splatsketch_seconds": round(seconds, 2),
+            id_keys.SETTINGS: json.dumps(self.settings, sort_keys=True),
+            id_keys.METRICS: json.dumps(self.metrics, sort_keys=True),
+            id_keys.SEED: int(self.metrics.get("seed", self.settings.get("seed", 0))),
+            id_keys.SECONDS: round(seconds, 2),
             **self.sketch_properties(),
         }
         self.discard_scene()
@@ -193,8 +194,8 @@ class CaptureSketchRun(SketchRun):
     preparing_what = "reading pictures, step"  # decoding, then the hull, then each view's lines
 
     def sketch_properties(self) -> dict:
-        return {"splatsketch_capture": self.capture.train_json, "splatsketch_masks": self.capture.masks,
-                "splatsketch_center": [float(c) for c in self.center], "splatsketch_radius": float(self.radius)}
+        return {id_keys.CAPTURE: self.capture.train_json, id_keys.MASKS: self.capture.masks,
+                id_keys.CENTER: [float(c) for c in self.center], id_keys.RADIUS: float(self.radius)}
 
 
 def parse_strokes(text: str) -> list[int]:
@@ -222,7 +223,7 @@ def keep_strokes_problem(sketch, keep: list[int], new: int, fallback=None) -> st
     if sketch is None or sketch.type != "CURVE":
         return "select a SplatSketch result, or a curve of strokes drawn by hand"
     source = kept_source(sketch, fallback)
-    if source is None and sketch.get("splatsketch_source"):
+    if source is None and sketch.get(id_keys.SOURCE):
         return (f"'{sketch.name}' has no source object any more (it was sketched from "
                 f"'{sketch.get('splatsketch_source')}'): its strokes can only be made again on it")
     if source is None:
@@ -243,7 +244,7 @@ def keep_strokes_problem(sketch, keep: list[int], new: int, fallback=None) -> st
 
 def kept_source(sketch, fallback=None):
     """The mesh a sketch was made from, if it still exists; ``fallback`` for a curve drawn by hand."""
-    name = sketch.get("splatsketch_source", "") or ""
+    name = sketch.get(id_keys.SOURCE, "") or ""
     return bpy.data.objects.get(name) if name else fallback
 
 
@@ -297,8 +298,8 @@ class KeepStrokesRun(SketchRun):
         self.discard_scene()
         replace_strokes(sketch, self.keep, control_points, self.center, self.radius,
                         float(self.settings.get("stroke_width", 0.012)) * self.radius)
-        sketch["splatsketch_source"] = self.source_name
-        sketch["splatsketch_metrics"] = json.dumps(self.metrics, sort_keys=True)
+        sketch[id_keys.SOURCE] = self.source_name
+        sketch[id_keys.METRICS] = json.dumps(self.metrics, sort_keys=True)
         self.result_name, self.control_points = sketch.name, control_points
         self.collect_seconds = time.monotonic() - collecting
         self.summary = (f"{sketch.name}: kept {len(self.keep)} strokes, {len(control_points)} new, "

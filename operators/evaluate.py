@@ -8,6 +8,7 @@ import bpy
 
 from ..jobs.evaluation_run import EvaluationRun, sketch_source
 from ..jobs.runner import FAILED
+from ..scene import id_keys
 from .driver import ModalRun
 
 
@@ -25,7 +26,7 @@ class SPLATSKETCH_OT_evaluate(ModalRun, bpy.types.Operator):
         if state.running:
             return False
         obj = context.active_object
-        if sketch_source(obj) is None and not (obj is not None and obj.get("splatsketch_capture")):
+        if sketch_source(obj) is None and not (obj is not None and obj.get(id_keys.CAPTURE)):
             cls.poll_message_set("Select a SplatSketch result whose source object (or capture) still exists")
             return False
         return True
@@ -60,10 +61,10 @@ class SPLATSKETCH_OT_open_report(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and isinstance(obj.get("splatsketch_report"), str)
+        return obj is not None and isinstance(obj.get(id_keys.PICTURES["report"]), str)
 
     def execute(self, context):
-        path = context.active_object.get(f"splatsketch_{self.which}", "")
+        path = context.active_object.get(id_keys.PICTURES[self.which], "")
         if not path or not os.path.isfile(path):
             self.report({"ERROR"}, f"the report file is gone: {path or '(none)'}; evaluate again")
             return {"CANCELLED"}

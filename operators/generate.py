@@ -81,8 +81,8 @@ def end_sketch(operator, context, run: SketchRun, undo_message: str) -> set[str]
     sync_state(state, run)
     for warning in run.warnings:
         operator.report({"WARNING"}, warning)
-        if warning.startswith("CLIP WEIGHTS MISSING"):
-            state.clip_status = "missing"
+    if run.clip_missing:
+        state.clip_status = "missing"
     return operator._conclude(run, undo_message, "Sketch cancelled")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bpy
 
+from ..scene import id_keys
 from ..widgets import progress, wrap
 
 
@@ -95,10 +96,10 @@ class SPLATSKETCH_PT_result(_SketchPanel, bpy.types.Panel):
         col.operator("splatsketch.select_result", icon="RESTRICT_SELECT_OFF")
         col.operator("splatsketch.convert_grease_pencil", icon="OUTLINER_OB_GREASEPENCIL")
         result = bpy.data.objects.get(state.last_result) if state.last_result else None
-        capture = result.get("splatsketch_capture") if result is not None else None
+        capture = result.get(id_keys.CAPTURE) if result is not None else None
         if capture:  # made from pictures: run the same capture again, not Generate on a mesh
             op = col.operator("splatsketch.sketch_from_images", text="Run Again (New Seed)", icon="FILE_REFRESH")
-            op.filepath, op.masks = capture, result.get("splatsketch_masks", "")
+            op.filepath, op.masks = capture, result.get(id_keys.MASKS, "")
         else:
             op = col.operator("splatsketch.generate", text="Run Again (New Seed)", icon="FILE_REFRESH")
         op.new_seed = True
@@ -114,7 +115,7 @@ class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and ("splatsketch_source" in obj or "splatsketch_capture" in obj)
+        return obj is not None and (id_keys.SOURCE in obj or id_keys.CAPTURE in obj)
 
     def draw(self, context):
         import json
@@ -123,7 +124,7 @@ class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
         obj = context.active_object
         layout.enabled = not context.window_manager.splatsketch.running
         try:
-            figures = json.loads(obj.get("splatsketch_evaluation", ""))
+            figures = json.loads(obj.get(id_keys.EVALUATION, ""))
         except (TypeError, ValueError):
             figures = None
         if figures:
@@ -179,16 +180,16 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         layout.use_property_decorate = False
         col = layout.column(align=True)
         total = len(obj.data.splines)
-        col.prop(obj, "splatsketch_strokes_shown", text=f"Shown (of {total})")
+        col.prop(obj, id_keys.STROKES_SHOWN, text=f"Shown (of {total})")
         keep = layout.column(align=True)  # full width each: the sidebar is narrow
         keep.operator("splatsketch.regenerate_strokes", icon="FILE_REFRESH")
         keep.operator("splatsketch.add_strokes", icon="ADD")
         try:  # the last run's figures: F of its first n strokes, after the strokes it kept
-            metrics = json.loads(obj.get("splatsketch_metrics", "{}"))
+            metrics = json.loads(obj.get(id_keys.METRICS, "{}"))
             first_f, kept = metrics.get("first_strokes_f") or [], int(metrics.get("kept_strokes") or 0)
         except (TypeError, ValueError, AttributeError):
             first_f, kept = [], 0
-        shown = obj.splatsketch_strokes_shown
+        shown = getattr(obj, id_keys.STROKES_SHOWN)
         if kept < shown <= kept + len(first_f) and kept + len(first_f) == total:  # the last run's own figures
             col.label(text=f"Held-out line F of these {shown}: {first_f[shown - kept - 1]:.2f}")
         row = layout.row(align=True)

@@ -23,10 +23,10 @@ import bpy
 import mathutils
 import numpy as np
 
-from . import stroke_style
+from . import id_keys, stroke_style
 
 INK_MATERIAL = "SplatSketch Ink"
-CREATED_FLAG = "splatsketch_created"  # on collections we made, so remove_sketch may delete them
+CREATED_FLAG = id_keys.CREATED  # on collections we made, so remove_sketch may delete them
 _INT_LIMIT = 2**31 - 1  # ID properties hold 32-bit ints
 
 
@@ -139,7 +139,7 @@ def create_sketch(source_obj, control_points, center, radius: float, stroke_widt
     stroke_style.add_style(obj, float(stroke_width) * float(radius))
     _sketch_collection(collection_name).objects.link(obj)
     if source_obj is not None:
-        obj["splatsketch_source"] = source_obj.name
+        obj[id_keys.SOURCE] = source_obj.name
     for key, value in (properties or {}).items():
         if value is not None:
             obj[str(key)] = _property_value(value)

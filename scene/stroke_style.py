@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import id_keys
+
 GROUP_NAME = "SplatSketch Strokes"
 MODIFIER_NAME = "SplatSketch Strokes"
 GROUP_VERSION = 1  # stored on the node group: a file made by an older layout gets a rebuilt group
@@ -50,7 +52,7 @@ INPUTS = (
 )
 SWEEPS = {"IMPORTANCE": (0.0, 0.0, 0.0), "BOTTOM_TO_TOP": (0.0, 0.0, 1.0), "LEFT_TO_RIGHT": (1.0, 0.0, 0.0),
           "FRONT_TO_BACK": (0.0, 1.0, 0.0)}
-RANK = "splatsketch_rank"  # each stroke's place in the order of importance, kept while drawing in another
+RANK = id_keys.RANK  # each stroke's place in the order of importance, kept while drawing in another
 
 STYLES = {  # name: (Taper, Importance Weight, width factor against the run's stroke width)
     "UNIFORM": (0.0, 0.0, 1.0),
@@ -175,7 +177,7 @@ def _arrange(tree) -> None:
 def _complete(tree) -> bool:
     """Whether ``tree`` is this layout's group with every input the add-on sets."""
     names = {item.name for item in tree.interface.items_tree if getattr(item, "in_out", "") == "INPUT"}
-    return tree.get("splatsketch_version") == GROUP_VERSION and all(spec[0] in names for spec in INPUTS)
+    return tree.get(id_keys.GROUP_VERSION) == GROUP_VERSION and all(spec[0] in names for spec in INPUTS)
 
 
 def style_group():
@@ -197,7 +199,7 @@ def style_group():
         socket.description = description
     tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     _build(tree)
-    tree["splatsketch_version"] = GROUP_VERSION
+    tree[id_keys.GROUP_VERSION] = GROUP_VERSION
     return tree
 
 
@@ -248,7 +250,7 @@ def _reset_inputs(obj, modifier) -> None:
     for name, _, default, _, _, _ in INPUTS:
         if default is not None:
             modifier[_identifier(modifier, name)] = default
-    modifier[_identifier(modifier, "Width")] = float(obj.get("splatsketch_width", obj.data.bevel_depth) or 0.01)
+    modifier[_identifier(modifier, "Width")] = float(obj.get(id_keys.WIDTH, obj.data.bevel_depth) or 0.01)
     modifier[_identifier(modifier, "Material")] = obj.data.materials[0] if len(obj.data.materials) else None
 
 
@@ -260,13 +262,13 @@ def add_style(obj, width: float):
     set_input(obj, "Width", float(width))
     set_input(obj, "Stroke Limit", ALL_STROKES)
     set_input(obj, "Material", obj.data.materials[0] if len(obj.data.materials) else None)
-    obj["splatsketch_width"] = float(width)  # the run's width: the styles' widths are factors of it
+    obj[id_keys.WIDTH] = float(width)  # the run's width: the styles' widths are factors of it
     return modifier
 
 
 def base_width(obj) -> float:
     """The width the sketch was made with (scene units)."""
-    return float(obj.get("splatsketch_width", stroke_width(obj)))
+    return float(obj.get(id_keys.WIDTH, stroke_width(obj)))
 
 
 def apply_style(obj, style: str, base_width: float) -> None:

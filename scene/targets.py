@@ -35,8 +35,8 @@ import mathutils
 import numpy as np
 
 from ..contract import cameras
+from ..pictures import pixels
 from . import mesh as source_mesh
-from . import pixels
 
 VISIBLE_COLOR = (1.0, 0.0, 0.0)
 HIDDEN_COLOR = (0.0, 0.0, 1.0)

@@ -160,6 +160,19 @@ def test_generate_operator_blocking_path(addon, tiny):
     assert json.loads(result["splatsketch_metrics"])["iterations"] == 4
 
 
+def test_missing_clip_weights_fall_back_and_mark_the_panel(addon, tiny, tmp_path):
+    """The worker's warning carries ``clip_missing``: the panel's CLIP state follows the field."""
+    props, prefs = bpy.context.scene.splatsketch, addon.preferences.get_preferences()
+    state = bpy.context.window_manager.splatsketch
+    props.curves, props.iterations, props.use_clip = 3, 2, True
+    prefs.cache_dir, prefs.allow_geometry_fallback, state.clip_status = str(tmp_path / "empty"), True, ""
+    try:
+        assert bpy.ops.splatsketch.generate() == {"FINISHED"}
+    finally:
+        prefs.cache_dir, prefs.allow_geometry_fallback, props.use_clip = "", False, False
+    assert state.clip_status == "missing" and state.last_error == ""
+
+
 class ModalHarness:
     """Drives the operator's own invoke-side setup and ``modal`` with timer/key events.
 

@@ -192,7 +192,7 @@ def test_missing_clip_weights_fall_back_to_geometry_when_allowed(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     warnings = [e for e in events_of(out) if e["type"] == "warning"]
-    assert warnings and "CLIP WEIGHTS MISSING" in warnings[0]["message"]
+    assert warnings and warnings[0]["clip_missing"] is True and "CLIP WEIGHTS MISSING" in warnings[0]["message"]
     assert json.loads((job / "result.json").read_text())["objective"] == {"lines": 1.0, "surface": 0.1}
 
 
