@@ -17,7 +17,8 @@ from typing import Literal, Protocol
 import torch
 
 from ..errors import DeviceUnavailable
-from .torch_renderer import NEAR_PLANE, TorchRenderer
+from .rules import NEAR_PLANE
+from .torch_renderer import TorchRenderer
 
 RendererRequest = Literal["auto", "torch", "gsplat"]
 

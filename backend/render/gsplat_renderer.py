@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .rules import EPS2D, FAR_PLANE, NEAR_PLANE, check_inputs
+
 
 def load_extension() -> None:
     """Import gsplat's CUDA extension (JIT-compiles on first use); raise if it cannot exist here."""
@@ -30,6 +32,7 @@ class GsplatRenderer:
     def __call__(self, means, scales, opacity, viewmats, Ks, width: int, height: int) -> torch.Tensor:
         from gsplat import rasterization
 
+        check_inputs(means, scales, opacity, viewmats, Ks, width, height)
         V, N = viewmats.shape[0], means.shape[0]
         means = means.float()
         scales = torch.as_tensor(scales, device=means.device).float()
@@ -45,8 +48,6 @@ class GsplatRenderer:
             _, alphas, _ = rasterization(means, quats, scales3, opac.contiguous(), colors, viewmats, Ks,
                                          int(width), int(height), packed=self.packed, **_OPTIONS)
             return 1.0 - alphas[..., 0]  # [V,H,W]
-        if scales.shape != (V, N):
-            raise ValueError(f"scales must be [N] or [V,N] = [{V},{N}], got {list(scales.shape)}")
         _, alphas, _ = rasterization(
             means[None].expand(V, N, 3).contiguous(), quats[None].expand(V, N, 4).contiguous(),
             scales[..., None].expand(V, N, 3).contiguous(), opac[None].expand(V, N).contiguous(),
@@ -55,5 +56,5 @@ class GsplatRenderer:
         return 1.0 - alphas[:, 0, ..., 0]  # [V,1,H,W,1] -> [V,H,W]
 
 
-# The rules the torch renderer mirrors.
-_OPTIONS = dict(near_plane=0.01, eps2d=0.3, rasterize_mode="classic", render_mode="RGB")
+# The rules the torch renderer mirrors (rules.py).
+_OPTIONS = dict(near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D, rasterize_mode="classic", render_mode="RGB")

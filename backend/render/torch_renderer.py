@@ -36,13 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from .pinhole import to_camera, to_pixels
+from .rules import ALPHA_THRESHOLD, EPS2D, EXTEND, FAR_PLANE, MAX_ALPHA, NEAR_PLANE, check_inputs
 
-EPS2D = 0.3
-NEAR_PLANE = 0.01
-FAR_PLANE = 1e10
-ALPHA_THRESHOLD = 1.0 / 255.0
-MAX_ALPHA = 0.999
-EXTEND = 3.33  # gsplat's bounding-box radius in standard deviations
 # Patch half-sizes: every radius is rounded up to one of these (plus "whole image" above the last),
 # so splats of similar size share one vectorised pass and padding wastes at most ~25 % per axis.
 _SIZE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112,
@@ -72,18 +67,6 @@ def _as_view_scales(scales: torch.Tensor, views: int, count: int) -> torch.Tenso
     return scales
 
 
-def _check_inputs(means, opacity, viewmats, Ks, width, height) -> None:
-    """The renderer's entry contract (gsplat-style shapes); a mismatch is the caller's bug."""
-    assert means.dim() == 2 and means.shape[1] == 3, f"means must be [N,3], got {list(means.shape)}"
-    assert viewmats.dim() == 3 and viewmats.shape[1:] == (4, 4), f"viewmats must be [V,4,4], got {list(viewmats.shape)}"
-    V, N = viewmats.shape[0], means.shape[0]
-    assert Ks.shape == (V, 3, 3), f"Ks must be [V,3,3] = [{V},3,3] (one per viewmat), got {list(Ks.shape)}"
-    if torch.is_tensor(opacity):
-        assert opacity.dim() == 0 or opacity.shape == (N,), \
-            f"opacity must be a number or [N] = [{N}], got {list(opacity.shape)}"
-    assert int(width) > 0 and int(height) > 0, f"image size must be positive, got {width}x{height}"
-
-
 def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.Tensor,
             Ks: torch.Tensor, width: int, height: int, *, use_opacity_bound: bool = True,
             near_plane: float = NEAR_PLANE, far_plane: float = FAR_PLANE) -> Projection:
@@ -93,7 +76,7 @@ def project(means: torch.Tensor, scales: torch.Tensor, opacity, viewmats: torch.
     (``_fully_fused_projection``); True gives the opacity-aware radius its CUDA kernel uses.
     Differentiable w.r.t. means, scales and opacity (radii and validity are not).
     """
-    _check_inputs(means, opacity, viewmats, Ks, width, height)
+    check_inputs(means, scales, opacity, viewmats, Ks, width, height)
     V, N = viewmats.shape[0], means.shape[0]
     dtype, device = means.dtype, means.device
     viewmats = viewmats.to(dtype)  # [V,4,4]
