@@ -16,16 +16,15 @@ import torch
 from contract.protocol import INFO, PROGRESS, SNAPSHOT
 from contract.settings import OptimizeConfig
 
-from .curves import curve_lengths, enforce_g1, sample_curves, segment_count, split_segments, subdivide
-from .imageops import gaussian_blur
-from .init import initial_curves, lifted_contour_points, strokes_on_points
+from .curves import enforce_g1, segment_count, split_segments
+from .init import initial_curves
 from .losses import LossContext, LossInputs, Targets, build_losses
-from .ranking import LineF, kept_log_image, rank_strokes, stroke_log_image
-from .render import Renderer, pinhole, pixel_scales
+from .pruning import PRUNE_AT, PruningPolicy
+from .ranking import rank_strokes
+from .render import Renderer
+from .sketch import Sketch, evaluate_views, total_loss
 
 Emit = Callable[[dict], None]
-PRUNE_AT = 0.7  # fraction of the run after which curves that add nothing are removed
-PRUNE_TOLERANCE = 1e-3  # a curve whose removal raises the judged loss by less than this adds nothing
 LR_FLOOR = 0.1  # cosine decay of the step size down to this fraction
 
 
@@ -48,56 +47,6 @@ class RunResult:
     first_f: list[float] = field(default_factory=list)  # held-out line F of the first n strokes, n = 1..K
 
 
-class Sketch:
-    """Renders control points the same way in the loop, in pruning and in evaluation."""
-
-    def __init__(self, cfg: OptimizeConfig, targets: Targets, renderer: Renderer):
-        self.cfg, self.targets, self.renderer = cfg, targets, renderer
-        # the artist's kept strokes: in every picture of the sketch, so they count as covering their lines
-        self.kept = None if targets.kept is None else self.samples(targets.kept).reshape(-1, 3).detach()
-
-    def samples(self, control_points: torch.Tensor) -> torch.Tensor:
-        return sample_curves(control_points, self.cfg.samples_per_curve)
-
-    def render(self, samples: torch.Tensor, view_ids: torch.Tensor, with_kept: bool = True) -> torch.Tensor:
-        """Transmittance images ``[V,H,W]`` of the strokes ``samples`` (and the kept strokes)."""
-        t = self.targets
-        means = samples.reshape(-1, 3)
-        if with_kept and self.kept is not None:
-            means = torch.cat([self.kept, means])
-        viewmats, Ks = t.viewmats[view_ids], t.Ks[view_ids]
-        if self.cfg.width_mode == "pixels":
-            scales = pixel_scales(means, viewmats, Ks, self.cfg.stroke_width)
-        else:
-            scales = torch.full((means.shape[0],), self.cfg.stroke_width, device=means.device)
-        return self.renderer(means, scales, self.cfg.opacity, viewmats, Ks, t.width, t.height)
-
-    def world_width(self) -> float:
-        """Stroke sigma in normalised units (pixel widths converted at the mean camera distance)."""
-        if self.cfg.width_mode == "world":
-            return self.cfg.stroke_width
-        t = self.targets
-        distance = t.viewmats[:, :3, 3].norm(dim=1).mean()
-        return float(self.cfg.stroke_width * distance / t.Ks[:, 0, 0].mean())
-
-
-def total_loss(losses, inputs: LossInputs, per_view: bool = False, hard_views: float = 0.0):
-    """Weighted sum of the losses: per view (``[B]``) or one number for the step. With ``hard_views``
-    the step's views are weighted by ``(loss / mean loss) ** hard_views`` (weights detached, mean 1)."""
-    values, total = {}, 0.0
-    for name, (weight, loss) in losses.items():
-        value = loss(inputs)
-        values[name] = value
-        total = total + weight * value
-    if per_view:
-        return total, values
-    if hard_views > 0 and torch.is_tensor(total) and total.ndim == 1 and total.numel() > 1:
-        level = total.detach().clamp_min(1e-8)
-        weights = (level / level.mean()) ** hard_views
-        return (total * (weights / weights.mean())).mean(), values
-    return total.mean() if torch.is_tensor(total) else total, values
-
-
 def _view_schedule(train_ids: torch.Tensor, per_step: int, generator: torch.Generator):
     """Endless batches of training views: shuffled passes, so every view is seen equally often."""
     queue: list[int] = []
@@ -106,120 +55,6 @@ def _view_schedule(train_ids: torch.Tensor, per_step: int, generator: torch.Gene
             queue += train_ids[torch.randperm(len(train_ids), generator=generator)].tolist()
         batch, queue = queue[:per_step], queue[per_step:]
         yield batch
-
-
-@torch.no_grad()
-def evaluate_views(sketch: Sketch, losses, control_points: torch.Tensor, view_ids: torch.Tensor,
-                   batch: int) -> torch.Tensor:
-    """Total loss per view, without augmentations, for ``view_ids``."""
-    samples = sketch.samples(control_points)
-    out = []
-    for start in range(0, len(view_ids), batch):
-        ids = view_ids[start:start + batch]
-        images = sketch.render(samples, ids)
-        inputs = LossInputs(images, ids, control_points, samples, progress=1.0, augment=False)
-        total, _ = total_loss(losses, inputs, per_view=True)
-        out.append(torch.as_tensor(total, device=images.device).expand(len(ids)))
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-INTERIOR_PX = 2.0  # ink farther than this from every line, inside the silhouette, is "interior"
-INTERIOR_SHARE = 0.2  # beyond the ink budget, a curve with more interior samples than this is dropped
-
-
-@torch.no_grad()
-def interior_shares(sketch: Sketch, lines_loss, control_points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
-    """``[K]``: the share of each curve's samples, over ``view_ids``, that lands inside the object's
-    silhouette and more than ``INTERIOR_PX`` from any of its lines (visible or hidden): the
-    volume-filling ink the evaluation counts as interior. Projection and lookup only, no render."""
-    t = sketch.targets
-    samples = sketch.samples(control_points)
-    K, S = samples.shape[:2]
-    uv, _ = pinhole.project(samples.reshape(-1, 3), t.viewmats[view_ids], t.Ks[view_ids], min_depth=1e-6)  # [V,KS,2]
-    x = uv[..., 0].long().clamp(0, t.width - 1)
-    y = uv[..., 1].long().clamp(0, t.height - 1)
-    v = torch.arange(len(view_ids), device=x.device)[:, None].expand_as(x)
-    far = lines_loss.distance_cost[view_ids][v, y, x] > INTERIOR_PX
-    inside = t.alpha[view_ids][v, y, x] > 0.5
-    return (far & inside).float().reshape(len(view_ids), K, S).mean(dim=(0, 2))
-
-
-@torch.no_grad()
-def useless_curves(sketch: Sketch, losses, control_points: torch.Tensor, train_ids: torch.Tensor) -> list[int]:
-    """Curves whose removal raises the loss of none of up to 8 training views (leave-one-out),
-    curves collapsed to a dot, and, beyond ``ink_budget`` curves, curves mostly interior (volume
-    filling). The ``lines`` loss alone judges when present (cheap, no CLIP)."""
-    K = control_points.shape[0]
-    width = sketch.world_width()
-    collapsed = set(torch.nonzero(curve_lengths(control_points) < 2 * width).flatten().tolist())
-    judge = {n: v for n, v in losses.items() if n == "lines"}
-    if judge and K > 1:
-        ids = train_ids[torch.linspace(0, len(train_ids) - 1, min(8, len(train_ids))).round().long()]
-        budget = sketch.cfg.ink_budget
-        if budget and K > budget:
-            shares = interior_shares(sketch, judge["lines"][1], control_points, ids)
-            for k in torch.argsort(shares, descending=True).tolist()[:K - budget]:
-                if shares[k] > INTERIOR_SHARE:
-                    collapsed.add(k)
-        kept = [k for k in range(K) if k not in collapsed]
-        full = evaluate_views(sketch, judge, control_points[kept], ids, len(ids)) if kept else None
-        for k in list(kept):  # one at a time, so two copies of a stroke never both go
-            if len(kept) == 1:
-                break
-            rest = [j for j in kept if j != k]
-            without = evaluate_views(sketch, judge, control_points[rest], ids, len(ids))
-            # judged on the view that would miss it most: a curve that only one view needs is kept
-            if (without - full).max() < PRUNE_TOLERANCE:
-                collapsed.add(k)
-                kept, full = rest, without
-    if len(collapsed) >= K:  # always keep the most useful curve
-        collapsed.discard(0)
-    return sorted(collapsed)
-
-
-@torch.no_grad()
-def line_f_without(sketch: Sketch, points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
-    """``[K+1]``: the mean line F over ``view_ids`` of the sketch without stroke k, and last of the
-    whole sketch (F as the evaluation measures it, at the job's stroke width: ``ranking.LineF``). The
-    whole sketch's log image is a sum over strokes, and leaving a stroke out subtracts its own (two
-    renders per stroke, memory of one image stack)."""
-    score, samples = LineF(sketch.targets, view_ids), sketch.samples(points)
-    total = kept_log_image(sketch, view_ids)
-    for k in range(points.shape[0]):
-        total += stroke_log_image(sketch, samples[k:k + 1], view_ids)
-    return torch.stack([score(total - stroke_log_image(sketch, samples[k:k + 1], view_ids))
-                        for k in range(points.shape[0])] + [score(total)])
-
-
-@torch.no_grad()
-def strokes_lowering_f(sketch: Sketch, points: torch.Tensor, train_ids: torch.Tensor, gain: float,
-                       most: int) -> list[int]:
-    """Up to ``most`` strokes whose removal raises the training views' mean line F by more than
-    ``gain`` (the worst first, judged again after each removal); none when ``gain`` is 0 or the job
-    has no line images. Such a stroke lies on lines in a few views and across the body in the rest:
-    the leave-one-out of the loss keeps it (some view's recall needs it), the measure the sketch is
-    judged by says the sketch reads better without it."""
-    if gain <= 0 or sketch.targets.lines is None:
-        return []
-    keep = list(range(points.shape[0]))
-    dropped = []
-    while len(dropped) < most and len(keep) > 1:
-        scores = line_f_without(sketch, points[keep], train_ids)
-        gains = scores[:-1] - scores[-1]
-        best = int(torch.argmax(gains))
-        if float(gains[best]) <= gain:
-            break
-        dropped.append(keep.pop(best))
-    return dropped
-
-
-def _drop_useless_curves(sketch: Sketch, losses, points: torch.Tensor, train_ids: torch.Tensor, alive: list[int]):
-    """Remove :func:`useless_curves`; returns (kept points, their original indices, dropped original indices)."""
-    drop = set(useless_curves(sketch, losses, points, train_ids))
-    if not drop:
-        return points, alive, []
-    keep = [k for k in range(points.shape[0]) if k not in drop]
-    return points[keep], [alive[k] for k in keep], [alive[k] for k in sorted(drop)]
 
 
 @dataclass
@@ -314,65 +149,18 @@ def _to_device(ids: list[int], device: torch.device) -> torch.Tensor:
     return torch.tensor(ids).pin_memory().to(device, non_blocking=True)
 
 
-UNCOVERED_AT = 0.3  # a visible line pixel is uncovered while the blurred ink there is below this
-RESEED_CLOUD = 3000  # lifted uncovered points kept (the densest-cluster search is quadratic in them)
-
-
-@torch.no_grad()
-def uncovered_lines(sketch: Sketch, points: torch.Tensor, view_ids: torch.Tensor) -> torch.Tensor:
-    """``[V,H,W]`` bool: the visible target lines of ``view_ids`` that no stroke draws over (within
-    about 2 px), where new strokes are needed."""
-    images = torch.cat([sketch.render(sketch.samples(points), view_ids[i:i + 8]) for i in range(0, len(view_ids), 8)])
-    reach = gaussian_blur(1.0 - images, 2.0) / gaussian_blur(torch.ones_like(images[:1]), 2.0).amax()
-    return (sketch.targets.lines[view_ids] > 0.5) & (reach < UNCOVERED_AT)
-
-
-def reseed_strokes(sketch: Sketch, points: torch.Tensor, train_ids: torch.Tensor, count: int,
-                   generator: torch.Generator) -> torch.Tensor:
-    """Up to ``count`` new strokes ``[n,3S+1,3]`` on the 3D points of the lines the sketch still misses
-    (the uncovered line pixels lifted onto the surface), densest first."""
-    t = sketch.targets
-    if t.lines is None or t.surface_samples is None or count <= 0:
-        return points.new_zeros((0,) + tuple(points.shape[1:]))
-    masks = uncovered_lines(sketch, points, train_ids)
-    cloud = lifted_contour_points(t, generator=generator, masks=masks, view_ids=train_ids.tolist())
-    if cloud.shape[0] > RESEED_CLOUD:
-        cloud = cloud[torch.randperm(cloud.shape[0], generator=generator)[:RESEED_CLOUD].to(cloud.device)]
-    return subdivide(strokes_on_points(cloud, count), segment_count(points)).to(points)
-
-
 def _prune_mid_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, train_ids: torch.Tensor,
                    emit: Emit, generator: torch.Generator) -> None:
-    """Drop the strokes that add nothing and, with ``reseed``, start as many where lines are still
-    missing; the strokes continue with a fresh optimiser."""
-    kept, state.alive, dropped = _drop_useless_curves(sketch, losses, state.points.detach(), train_ids, state.alive)
-    worse = strokes_lowering_f(sketch, kept, train_ids, cfg.prune_f_gain, max(1, kept.shape[0] // 4))
-    if worse:
-        keep = [k for k in range(kept.shape[0]) if k not in worse]
-        dropped = dropped + [state.alive[k] for k in worse]
-        kept, state.alive = kept[keep], [state.alive[k] for k in keep]
-    if not dropped:
+    """Prune (and re-seed) by the job's policy; the strokes left continue with a fresh optimiser."""
+    policy = PruningPolicy.of(cfg)
+    next_index = max(state.alive + state.pruned) + 1  # new strokes get new indices
+    pruned = policy.mid_run(sketch, losses, state.points.detach(), state.alive, next_index, train_ids, generator)
+    if not pruned.dropped:
         return
-    state.pruned += dropped
-    budget = (f" or, beyond the ink budget of {cfg.ink_budget}, mostly filled the interior"
-              if cfg.ink_budget and cfg.curves > cfg.ink_budget else "")
-    reasons = [f"{len(dropped) - len(worse)} that added nothing{budget}"] if len(dropped) > len(worse) else []
-    reasons += [f"{len(worse)} that lowered the training views' line F"] if worse else []
-    message = "pruned stroke(s): " + ", ".join(reasons)
-    # Up to the strokes asked for, and never past the ink budget: beyond it pruning removes the
-    # volume-filling strokes on purpose (at 32 strokes re-seeding past the budget lowered held-out F
-    # on spot 0.606 -> 0.545).
-    wanted = len(dropped) if not cfg.ink_budget else min(len(dropped), max(0, cfg.ink_budget - kept.shape[0]))
-    if cfg.reseed and wanted:
-        fresh = reseed_strokes(sketch, kept, train_ids, wanted, generator)
-        if fresh.shape[0]:
-            kept = torch.cat([kept, fresh])
-            first = max(state.alive + state.pruned) + 1  # new strokes get new indices
-            state.alive = state.alive + list(range(first, first + fresh.shape[0]))
-            message += f"; {fresh.shape[0]} new where lines were still missing"
-    state.points = kept.clone().requires_grad_(True)
+    state.alive, state.pruned = pruned.alive, state.pruned + pruned.dropped
+    state.points = pruned.points.clone().requires_grad_(True)
     state.optimizer = _adam(state.points, cfg.lr)
-    emit({"type": INFO, "message": f"{message}; {len(state.alive)} left"})
+    emit({"type": INFO, "message": policy.describe(pruned)})
 
 
 class _ProgressClock:
@@ -415,8 +203,8 @@ def _finish_run(cfg: OptimizeConfig, sketch: Sketch, losses, state: _RunState, t
     targets = sketch.targets
     final, alive, pruned = state.points.detach(), state.alive, list(state.pruned)
     if not state.cancelled and cfg.prune and state.steps > 0:
-        final, alive, dropped = _drop_useless_curves(sketch, losses, final, train_ids, alive)
-        pruned += dropped
+        after = PruningPolicy.of(cfg).at_end(sketch, losses, final, alive, train_ids)
+        final, alive, pruned = after.points, after.alive, pruned + after.dropped
     heldout = ~targets.is_train
     first_f = []
     if not state.cancelled:  # most important stroke first (``ranking``), on the views not trained on

@@ -324,7 +324,7 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
 
     from backend.losses import LossContext, build_losses
     from backend.losses.base import LossInputs
-    from backend.optimize import Sketch, total_loss
+    from backend.sketch import Sketch, total_loss
     from contract.settings import OptimizeConfig
 
     vps = views_per_step or opts.get("views_per_step") or 4
@@ -371,7 +371,7 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
 
     from backend.losses.base import LossInputs
     from backend.losses.clip import _resize, augmentation_grids, warp
-    from backend.optimize import total_loss
+    from backend.sketch import total_loss
 
     step, settings = _step_closure("profile", device, renderer, opts)
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
@@ -447,7 +447,7 @@ def run_amp_check(device, renderer, why, opts: dict) -> dict:
 
     from backend.losses.base import LossInputs
     from backend.losses.clip_model import low_precision_dtype
-    from backend.optimize import total_loss
+    from backend.sketch import total_loss
 
     step, settings = _step_closure("step_final", device, renderer, dict(opts, amp=False))
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
@@ -491,7 +491,7 @@ def run_bank_check(device, renderer, why, opts: dict) -> dict:
 
     from backend.losses import LossContext, build_losses
     from backend.losses.base import LossInputs
-    from backend.optimize import Sketch
+    from backend.sketch import Sketch
     from contract.settings import OptimizeConfig
 
     repeat = int(opts.get("repeat") or 8)

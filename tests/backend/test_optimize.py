@@ -9,9 +9,10 @@ from synthetic import known_curves, write_job
 from backend.init import initial_curves
 from backend.job import load_job
 from backend.losses import LossContext, build_losses
-from backend.optimize import Sketch, evaluate_views, optimize
+from backend.optimize import optimize
 from backend.prepare import build_targets
 from backend.render import choose_renderer
+from backend.sketch import Sketch, evaluate_views
 from contract.settings import OptimizeConfig
 
 CPU = torch.device("cpu")
@@ -63,7 +64,7 @@ def test_contour_init_lifts_line_pixels_onto_the_lines(tmp_path):
 def test_pruning_removes_curves_that_add_nothing(tmp_path):
     cfg, targets, renderer = setup(tmp_path, {"curves": 4, "iterations": 1, "init": "random",
                                               "losses": {"lines": 1.0}}, mesh=False)
-    from backend.optimize import useless_curves
+    from backend.pruning import useless_curves
 
     truth = known_curves(4, seed=1)
     far_away = truth.clone()
@@ -76,10 +77,26 @@ def test_pruning_removes_curves_that_add_nothing(tmp_path):
     assert len(set(useless_curves(sketch, losses, duplicate, train)) & {0, 4}) == 1  # one copy goes, not both
 
 
+def test_pruning_never_empties_a_sketch_and_keeps_its_longest_stroke(tmp_path):
+    """Every stroke a dot (shorter than two stroke widths): all but the longest go."""
+    from backend.pruning import PruningPolicy
+
+    cfg, targets, renderer = setup(tmp_path, {"curves": 3, "iterations": 1, "init": "random",
+                                              "losses": {"lines": 1.0}}, mesh=False)
+    sketch = Sketch(cfg, targets, renderer)
+    dots = torch.zeros(3, 4, 3)
+    dots[:, -1, 0] = torch.tensor([0.1, 0.5, 0.3]) * sketch.world_width()  # stroke 1 the longest
+    losses = build_losses(LossContext(targets, cfg, CPU), cfg.losses)
+    train = torch.nonzero(targets.is_train).flatten()
+    pruned = PruningPolicy.of(cfg).at_end(sketch, losses, dots, [7, 8, 9], train)
+    assert pruned.alive == [8] and pruned.added_nothing == [7, 9] and torch.equal(pruned.points, dots[1:2])
+    assert "2 that added nothing" in PruningPolicy.of(cfg).describe(pruned)
+
+
 def test_pruning_keeps_a_curve_that_one_view_needs(tmp_path):
     """The leave-one-out judge is the view that would miss a curve most, not the mean: a curve whose
     removal hurts one view of eight (by less than the tolerance on average) stays."""
-    from backend.optimize import PRUNE_TOLERANCE, useless_curves
+    from backend.pruning import PRUNE_TOLERANCE, useless_curves
 
     cfg, targets, renderer = setup(tmp_path, {"curves": 4, "iterations": 1, "init": "random",
                                               "losses": {"lines": 1.0}}, mesh=False)
@@ -102,7 +119,7 @@ def test_interior_curves_are_found_and_pruned(tmp_path):
     is, and beyond the ink budget pruning drops it (the volume-filling ink) and only it."""
     import numpy as np
 
-    from backend.optimize import interior_shares, useless_curves
+    from backend.pruning import interior_shares, useless_curves
 
     size, truth = 64, known_curves(3, seed=1)
     rgba = np.full((12, size, size, 4), 255, np.uint8)  # the whole frame is "inside the silhouette"
@@ -122,7 +139,7 @@ def test_interior_curves_are_found_and_pruned(tmp_path):
 
 
 def test_hard_views_weigh_a_step_toward_its_worst_view():
-    from backend.optimize import total_loss
+    from backend.sketch import total_loss
 
     values = torch.tensor([1.0, 1.0, 2.0], requires_grad=True)
     losses = {"lines": (1.0, lambda inputs: values)}
@@ -220,7 +237,7 @@ def test_reseeding_puts_new_strokes_on_the_lines_still_missing(tmp_path):
     """Two known curves are drawn, one is not: the new stroke lands on the missing one's lines (lifted
     with the job's depth map), not on the covered ones."""
     from backend.curves import sample_curves, subdivide
-    from backend.optimize import reseed_strokes, uncovered_lines
+    from backend.pruning import reseed_strokes, uncovered_lines
 
     truth = known_curves(3, seed=1)
     cfg, targets, renderer = setup(tmp_path, {"curves": 3, "segments": 2, "losses": {"lines": 1.0}},
@@ -245,7 +262,7 @@ def test_strokes_that_lower_line_f_are_found(tmp_path):
     import numpy as np
 
     from backend.evaluation import INK_THRESHOLD, EvalViews, image_metrics
-    from backend.optimize import line_f_without, strokes_lowering_f
+    from backend.pruning import line_f_without, strokes_lowering_f
 
     truth = known_curves(3, seed=1)
     cfg, targets, renderer = setup(tmp_path, {"curves": 4, "losses": {"lines": 1.0}}, mesh=False, size=96,
@@ -271,7 +288,7 @@ def test_strokes_are_ranked_by_what_they_add_to_the_line_drawing(tmp_path):
     last; the F of all strokes is the leave-one-out measure's, and an optimised result is stored
     in this order with one F per stroke."""
     from backend.curves import subdivide
-    from backend.optimize import line_f_without
+    from backend.pruning import line_f_without
     from backend.ranking import rank_strokes
 
     truth = known_curves(3, seed=1)
@@ -303,7 +320,7 @@ def test_kept_strokes_are_drawn_count_as_covered_and_never_move(tmp_path):
 
     from backend.feature_lines import greedy_cover
     from backend.job import BadJob
-    from backend.optimize import uncovered_lines
+    from backend.pruning import uncovered_lines
 
     truth = known_curves(3, seed=1)
     settings = {"curves": 1, "segments": 1, "iterations": 20, "init": "random", "losses": {"lines": 1.0},

@@ -12,8 +12,9 @@ import torch
 
 from backend.losses import LossContext, build_losses
 from backend.losses.clip_model import load_clip
-from backend.optimize import Sketch, _start_run, _step
+from backend.optimize import _start_run, _step
 from backend.render import TorchRenderer
+from backend.sketch import Sketch
 from backend.syncs import SyncGuard
 from bench.backend_speed import _synthetic_targets
 from contract.settings import ClipConfig, OptimizeConfig
