@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import bpy
 
@@ -307,7 +308,7 @@ def _output_files(output, preview, json_path, report_path, labels=("",)) -> list
 def _input_files(args, sources=()) -> list[tuple[str, str]]:
     """``(what, path)`` of every file the run reads: meshes, the open .blend, a capture's json files,
     pictures and masks, the backend Python."""
-    from .pictures.capture import Capture, CaptureError, resolve
+    from .pictures.capture import CaptureError, resolve
 
     found = [("--input", _resolve(path)) for path in args.input]
     if bpy.data.filepath:
@@ -319,11 +320,8 @@ def _input_files(args, sources=()) -> list[tuple[str, str]]:
             found += [("--images", json_path) for json_path in resolve(path) if json_path]
         except CaptureError:
             pass  # reported with the asset
-    for _, capture, _ in sources:
-        if isinstance(capture, Capture):
-            for frame in capture.train + capture.test:
-                found += [(f"a picture of --images '{capture.name}'", frame.image)]
-                found += [(f"a mask of --images '{capture.name}'", frame.mask)] if frame.mask else []
+    for source in sources:
+        found += source.input_files()
     return found
 
 
@@ -434,19 +432,112 @@ def _is_startup_scene() -> bool:
     return not bpy.data.filepath and {o.name for o in bpy.data.objects} <= {"Cube", "Camera", "Light"}
 
 
-def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
-    """``(label, object or None, problem)`` for every requested asset, in the order given, and the
-    factory objects still to clear once a capture is sketched (an empty list when not to)."""
+# -- what to sketch: one typed source per requested asset ----------------------------------------------
+
+
+@dataclass
+class Source:
+    """One asset the command was asked for; ``problem`` (one line) when it cannot be sketched."""
+
+    label: str
+    problem: str = ""
+
+    def input_files(self) -> list[tuple[str, str]]:
+        return []
+
+    def bad_input(self) -> bool:
+        """A problem with the input itself (not a failed run): if nothing else ran, a usage error."""
+        return False
+
+
+@dataclass
+class MeshSource(Source):
+    """A mesh object in the scene (named, from a collection, imported, the demo's or the active one)."""
+
+    obj: object = None
+
+    def announce(self, settings: dict, params: dict) -> str:
+        return (f"rendering {params['train_views']} + {params['heldout_views']} views, "
+                f"{settings['curves']} curves, {settings['iterations']} iterations")
+
+    def make_run(self, settings: dict, params: dict, python: str, **options):
+        return SketchRun(self.obj, settings, params, python, **options)
+
+    def preview(self, run, path: str, title: str) -> None:
+        from .scene.preview import render_contact_sheet
+
+        render_contact_sheet(self.obj, bpy.data.objects[run.result_name], path, title=f"{title} - SplatSketch")
+
+
+@dataclass
+class CaptureSource(Source):
+    """``--images``: a multi-view capture (None with a problem: its json could not be used)."""
+
+    capture: object = None
+
+    def input_files(self) -> list[tuple[str, str]]:
+        found = []
+        for frame in (self.capture.train + self.capture.test) if self.capture is not None else ():
+            found += [(f"a picture of --images '{self.capture.name}'", frame.image)]
+            found += [(f"a mask of --images '{self.capture.name}'", frame.mask)] if frame.mask else []
+        return found
+
+    def bad_input(self) -> bool:
+        return self.capture is None
+
+    def announce(self, settings: dict, params: dict) -> str:
+        cap = self.capture
+        return (f"{len(cap.train)} + {len(cap.test)} pictures ({min(len(cap.train), params['train_views'])}"
+                f" used to train), {settings['curves']} curves, {settings['iterations']} iterations")
+
+    def make_run(self, settings: dict, params: dict, python: str, **options):
+        return CaptureSketchRun(self.capture, settings, params, python, **options)
+
+    def preview(self, run, path: str, title: str) -> None:
+        from .scene.preview import render_capture_sheet
+
+        render_capture_sheet(self.capture, bpy.data.objects[run.result_name], run.center, run.radius, path,
+                             title=f"{title} - SplatSketch from pictures")
+
+
+@dataclass
+class KeepSource(Source):
+    """``--keep-strokes``: which sketch, which of its strokes stay, how many new ones, on which mesh."""
+
+    sketch: object = None
+    keep: list = field(default_factory=list)
+    new: int = 0
+    source: object = None  # the mesh the sketch is of
+
+    def announce(self, settings: dict, params: dict) -> str:
+        return (f"keeping {len(self.keep)} strokes, making {self.new} on {self.source.name}: rendering "
+                f"{params['train_views']} + {params['heldout_views']} views, {settings['iterations']} iterations")
+
+    def make_run(self, settings: dict, params: dict, python: str, **options):
+        return KeepStrokesRun(self.sketch, self.keep, self.source, dict(settings, curves=self.new), params, python,
+                              **options)
+
+    def preview(self, run, path: str, title: str) -> None:  # the sketch against its source
+        MeshSource(self.label, obj=self.source).preview(run, path, title)
+
+
+def _mesh(obj, label: str = "") -> MeshSource:
     from .scene.mesh import source_problem
 
-    found: list[tuple[str, object, str]] = []
+    return MeshSource(label or obj.name, source_problem(obj) or "", obj)
+
+
+def _sources(args, context) -> tuple[list[Source], list]:
+    """Every requested asset, in the order given, and the factory objects still to clear once a
+    capture is sketched (an empty list when not to)."""
     if args.keep_strokes:
         if len(args.object) > 1 or args.objects or args.collection or args.input or args.images or args.demo:
             raise UsageError("--keep-strokes works on one sketch: no --objects, --collection, --input, --images "
                              "or --demo with it (one --object names the mesh a curve drawn by hand sketches)")
-        return [(args.keep_strokes, _keep_request(args), "")], []
+        return [_keep_source(args)], []
     elif args.keep or args.add:
         raise UsageError("--keep and --add need --keep-strokes SKETCH")
+    found: list[Source] = []
     names = list(args.object) + [n.strip() for n in args.objects.split(",") if n.strip()]
     # No file was opened: the saved .blend should hold the assets and their sketches, not the factory
     # Cube, Camera and Light. They go once something was brought in, so a failed import changes nothing.
@@ -462,21 +553,20 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
         names.insert(0, context.active_object.name)
     for name in names:
         obj = bpy.data.objects.get(name)
-        found.append((name, obj, f"object '{name}' does not exist" if obj is None else source_problem(obj) or ""))
+        found.append(MeshSource(name, f"object '{name}' does not exist") if obj is None else _mesh(obj, name))
     for coll_name in args.collection:
         coll = bpy.data.collections.get(coll_name)
         meshes = [o for o in coll.all_objects if o.type == "MESH"] if coll else []
         if not meshes:
             problem = "does not exist" if coll is None else "has no mesh objects"
-            found.append((coll_name, None, f"collection '{coll_name}' {problem}"))
-        found += [(o.name, o, source_problem(o) or "") for o in meshes]
+            found.append(MeshSource(coll_name, f"collection '{coll_name}' {problem}"))
+        found += [_mesh(o) for o in meshes]
     for path in args.input:
         try:
-            obj = import_asset(context, path)
-            found.append((obj.name, obj, source_problem(obj) or ""))
+            found.append(_mesh(import_asset(context, path)))
         except ValueError as error:
-            found.append((os.path.basename(path), None, str(error)))
-    if startup and any(obj is not None for _, obj, _ in found):
+            found.append(MeshSource(os.path.basename(path), str(error)))
+    if startup and any(isinstance(source, MeshSource) and source.obj is not None for source in found):
         clear_startup_scene(startup)
         startup = []
     found += _captures(args)  # pictures bring nothing into the scene until their sketch is made
@@ -484,18 +574,11 @@ def _sources(args, context) -> tuple[list[tuple[str, object, str]], list]:
         obj = context.active_object
         if obj is None:
             raise UsageError("no object to sketch: use --object NAME, --objects A,B, --collection NAME or --input FILE")
-        found.append((obj.name, obj, source_problem(obj) or ""))
+        found.append(_mesh(obj))
     return found, startup
 
 
-class _KeepRequest:
-    """``--keep-strokes``: which sketch, which of its strokes stay, how many new ones."""
-
-    def __init__(self, sketch, keep: list[int], new: int, fallback=None):
-        self.sketch, self.keep, self.new, self.source = sketch, keep, new, kept_source(sketch, fallback)
-
-
-def _keep_request(args) -> _KeepRequest:
+def _keep_source(args) -> KeepSource:
     """The checked ``--keep-strokes`` request; UsageError (nothing runs, nothing changes) otherwise."""
     from .jobs.sketch_run import parse_strokes
 
@@ -517,12 +600,12 @@ def _keep_request(args) -> _KeepRequest:
     problem = keep_strokes_problem(sketch, keep, new, fallback)
     if problem:
         raise UsageError(f"--keep-strokes {args.keep_strokes}: {problem.replace('the Sketch panel', '--object')}")
-    return _KeepRequest(sketch, keep, new, fallback)
+    return KeepSource(args.keep_strokes, "", sketch, keep, new, kept_source(sketch, fallback))
 
 
-def _captures(args) -> list[tuple[str, object, str]]:
-    """``(label, Capture or its path when unusable, problem)`` for every ``--images``; json and file problems are found
-    here, before anything runs (the pictures themselves are checked as they load)."""
+def _captures(args) -> list[CaptureSource]:
+    """Every ``--images``; json and file problems are found here, before anything runs (the pictures
+    themselves are checked as they load)."""
     from .pictures.capture import CaptureError, read_capture
 
     if args.masks and not args.images:
@@ -531,26 +614,46 @@ def _captures(args) -> list[tuple[str, object, str]]:
     for path in args.images:
         try:
             capture = read_capture(path, os.path.abspath(os.path.expanduser(args.masks)) if args.masks else "")
-            found.append((capture.name, capture, ""))
+            found.append(CaptureSource(capture.name, "", capture))
         except CaptureError as error:
-            found.append((os.path.basename(os.path.normpath(path)) or path, path, str(error)))  # the path: bad
+            found.append(CaptureSource(os.path.basename(os.path.normpath(path)) or path, str(error)))
     return found
 
 
-def _run(args, log_path: str) -> int:
-    from .preferences import user_dir
+# -- the run: outputs checked, each source sketched, the file saved ----------------------------------------
 
-    context = bpy.context
-    output = _output_blend(args.output) if args.output else None
-    preview, json_path, report_path = (_resolve(p) if p else None for p in (args.preview, args.json, args.report))
-    if report_path and not report_path.lower().endswith(".png"):
-        raise UsageError(f"--report '{report_path}' must end in .png (the turntable goes beside it as .gif)")
-    _refuse_clashes(_output_files(output, preview, json_path, report_path), _input_files(args))
-    for what, path in (("--output", output), ("--preview", preview), ("--json", json_path), ("--report", report_path)):
+
+@dataclass
+class Outputs:
+    """The files the command writes (None: not asked for), resolved and checked before anything runs."""
+
+    blend: str | None
+    preview: str | None
+    json: str | None
+    report: str | None
+
+    def files(self, labels=("",)) -> list[tuple[str, str]]:
+        return _output_files(self.blend, self.preview, self.json, self.report, labels)
+
+
+def _outputs(args) -> Outputs:
+    out = Outputs(_output_blend(args.output) if args.output else None,
+                  *(_resolve(p) if p else None for p in (args.preview, args.json, args.report)))
+    if out.report and not out.report.lower().endswith(".png"):
+        raise UsageError(f"--report '{out.report}' must end in .png (the turntable goes beside it as .gif)")
+    _refuse_clashes(out.files(), _input_files(args))
+    for what, path in (("--output", out.blend), ("--preview", out.preview), ("--json", out.json),
+                       ("--report", out.report)):
         if path:
             _writable_file(path, what)
     if args.job_dir:
         _writable_folder(args.job_dir, "--job-dir")
+    return out
+
+
+def _run(args, log_path: str) -> int:
+    context = bpy.context
+    outputs = _outputs(args)
     python = _python(args, context)
     settings, params = _settings(args, context)
     if args.print_settings:  # one prefixed line: whatever else reaches stdout cannot be mistaken for it
@@ -558,90 +661,95 @@ def _run(args, log_path: str) -> int:
                     "python": python}
         _say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
         return CLI_OK
-    from .pictures.capture import Capture
-
-    reports, status = [], CLI_OK
     sources, startup = _sources(args, context)
-    good = sum(1 for _, obj, problem in sources if not problem)
+    good = [source for source in sources if not source.problem]
     # again with what only the sources tell (each asset's own file names, a capture's pictures), before any run
-    labels = [label for label, _, problem in sources if not problem] if good > 1 else [""]
-    _refuse_clashes(_output_files(output, preview, json_path, report_path, labels), _input_files(args, sources))
-    bad_captures = 0  # captures whose input was unusable: if nothing else ran, that is a usage error
-    for label, obj, problem in sources:
+    labels = [source.label for source in good] if len(good) > 1 else [""]
+    _refuse_clashes(outputs.files(labels), _input_files(args, sources))
+    reports, status, bad_input = [], CLI_OK, 0  # bad input: if nothing else ran, that is a usage error
+    for source in sources:
         check_stop()
-        report = {"name": label, "status": "failed", "message": problem}
+        report = {"name": source.label, "status": "failed", "message": source.problem}
         reports.append(report)
-        if problem:
-            _error(f"{label}: {problem}")
+        if source.problem:
+            _error(f"{source.label}: {source.problem}")
             status = CLI_ASSET_FAILED
-            bad_captures += isinstance(obj, str)
+            bad_input += source.bad_input()
             continue
-        job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
-        if isinstance(obj, _KeepRequest):
-            _say(f"[{label}] keeping {len(obj.keep)} strokes, making {obj.new} on {obj.source.name}: rendering "
-                 f"{params['train_views']} + {params['heldout_views']} views, {settings['iterations']} iterations")
-            run = KeepStrokesRun(obj.sketch, obj.keep, obj.source, dict(settings, curves=obj.new), params, python,
-                                 user_dir=user_dir(), live_preview=False, job_dir=job_dir,
-                                 keep_job=bool(args.job_dir), log=_say)
-            obj = obj.source  # the preview and the evaluation are of the sketch against its source
-        elif isinstance(obj, Capture):
-            _say(f"[{label}] {len(obj.train)} + {len(obj.test)} pictures ({min(len(obj.train), params['train_views'])}"
-                 f" used to train), {settings['curves']} curves, {settings['iterations']} iterations")
-            run = CaptureSketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False,
-                                   job_dir=job_dir, keep_job=bool(args.job_dir), log=_say)
-        else:
-            _say(f"[{label}] rendering {params['train_views']} + {params['heldout_views']} views, "
-                 f"{settings['curves']} curves, {settings['iterations']} iterations")
-            run = SketchRun(obj, settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
-                            keep_job=bool(args.job_dir), log=_say)
-        started = time.monotonic()
-        launched = _seconds_since_launch() if not reports[:-1] else 0.0  # the first asset waited for Blender
-        try:
-            run.run_blocking()
-        except RunError as error:
-            run.state, run.message = "FAILED", str(error)
-        report.update(seconds=round(time.monotonic() - started, 2), message=run.message)
+        run, ok = _sketch(source, args, outputs, settings, params, python, report, first=len(reports) == 1,
+                          several=len(good) > 1)
         if run.state == SUCCEEDED:
-            if startup and isinstance(obj, Capture):  # the saved file should hold the sketch, not the Cube
+            if startup and isinstance(source, CaptureSource):  # the saved file should hold the sketch, not the Cube
                 clear_startup_scene(startup)
                 startup = []
-            report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics,
-                          phases=run.phases(launched + time.monotonic() - started))
-            _say(f"[{label}] done: {run.summary}")
-            if preview:
-                try:
-                    report["preview"] = _preview(obj, run.result_name, preview, label, good > 1,
-                                                 getattr(run, "center", None), getattr(run, "radius", None))
-                except Exception as error:  # the sketch is made; a failed picture must not hide that
-                    _error(f"{label}: preview failed: {error}")
-                    report["preview_error"], status = str(error), CLI_ASSET_FAILED
-            if args.evaluate or report_path:
-                if not _evaluate(run.result_name, python, report, report_path, label, good > 1, job_dir):
-                    status = CLI_ASSET_FAILED
+            status = status if ok else CLI_ASSET_FAILED
         else:
-            _error(f"{label}: {run.message}")
+            _error(f"{source.label}: {run.message}")
             status = CLI_ASSET_FAILED
-            bad_captures += bool(getattr(run, "bad_input", False))
+            bad_input += bool(getattr(run, "bad_input", False))
             if run.state == CANCELLED:
                 status = CLI_INTERRUPTED
                 break
-    sketched = sum(1 for r in reports if r["status"] == "ok")
-    if bad_captures and bad_captures == len(reports):  # nothing could run: bad input, as a bad argument is
+    if bad_input and bad_input == len(reports):  # nothing could run: bad input, as a bad argument is
         return CLI_USAGE
-    if output and sketched:
-        _save_blend(output)
-    elif output:
-        _error(f"no asset was sketched ({len(reports)} failed): nothing saved, {output} not written")
-    else:
-        _say("no --output given: nothing saved")
-    if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump({"settings": settings, "job": params, "output": output if sketched else None,
-                       "assets": reports}, f, indent=2)
-        _say(f"wrote {json_path}")
+    _save(outputs, reports, settings, params)
     if status != CLI_OK:
         _say(f"Blender's own messages: {log_path}")
     return status
+
+
+def _sketch(source: Source, args, outputs: Outputs, settings: dict, params: dict, python: str, report: dict,
+            first: bool, several: bool) -> tuple[object, bool]:
+    """One source's sketch, then its preview and evaluation as asked; the run, and False if a picture or
+    the evaluation failed after the sketch was made."""
+    from .preferences import user_dir
+
+    label = source.label
+    job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
+    _say(f"[{label}] {source.announce(settings, params)}")
+    run = source.make_run(settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
+                          keep_job=bool(args.job_dir), log=_say)
+    started = time.monotonic()
+    launched = _seconds_since_launch() if first else 0.0  # the first asset waited for Blender
+    try:
+        run.run_blocking()
+    except RunError as error:
+        run.state, run.message = "FAILED", str(error)
+    report.update(seconds=round(time.monotonic() - started, 2), message=run.message)
+    if run.state != SUCCEEDED:
+        return run, True
+    ok = True
+    report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics,
+                  phases=run.phases(launched + time.monotonic() - started))
+    _say(f"[{label}] done: {run.summary}")
+    if outputs.preview:
+        path = _per_asset(outputs.preview, label, several)
+        try:
+            source.preview(run, path, label)
+            _say(f"[{label}] preview {path}")
+            report["preview"] = path
+        except Exception as error:  # the sketch is made; a failed picture must not hide that
+            _error(f"{label}: preview failed: {error}")
+            report["preview_error"], ok = str(error), False
+    if args.evaluate or outputs.report:
+        ok &= _evaluate(run.result_name, python, report, outputs.report, label, several, job_dir)
+    return run, ok
+
+
+def _save(outputs: Outputs, reports: list[dict], settings: dict, params: dict) -> None:
+    """The .blend (when anything was sketched) and the JSON report."""
+    sketched = sum(1 for r in reports if r["status"] == "ok")
+    if outputs.blend and sketched:
+        _save_blend(outputs.blend)
+    elif outputs.blend:
+        _error(f"no asset was sketched ({len(reports)} failed): nothing saved, {outputs.blend} not written")
+    else:
+        _say("no --output given: nothing saved")
+    if outputs.json:
+        with open(outputs.json, "w", encoding="utf-8") as f:
+            json.dump({"settings": settings, "job": params, "output": outputs.blend if sketched else None,
+                       "assets": reports}, f, indent=2)
+        _say(f"wrote {outputs.json}")
 
 
 def _evaluate(result_name: str, python: str, report: dict, report_path: str | None, label: str,
@@ -680,17 +788,3 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
     finally:
         if not job_dir and run.folder:
             shutil.rmtree(run.folder, ignore_errors=True)
-
-
-def _preview(source, result_name: str, path: str, label: str, several: bool, center=None, radius=None) -> str:
-    from .pictures.capture import Capture
-    from .scene.preview import render_capture_sheet, render_contact_sheet
-
-    path = _per_asset(path, label, several)
-    if isinstance(source, Capture):
-        render_capture_sheet(source, bpy.data.objects[result_name], center, radius, path,
-                             title=f"{label} - SplatSketch from pictures")
-    else:
-        render_contact_sheet(source, bpy.data.objects[result_name], path, title=f"{label} - SplatSketch")
-    _say(f"[{label}] preview {path}")
-    return path

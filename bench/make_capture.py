@@ -36,7 +36,8 @@ def render_capture(obj, out: Path, views: int, test: int, size: int, fov_deg: fl
     import bpy
 
     cameras = _scene_module("contract.cameras")
-    targets, mesh, pixels = (_scene_module(f"scene.{m}") for m in ("targets", "mesh", "pixels"))
+    targets, mesh = (_scene_module(f"scene.{m}") for m in ("targets", "mesh"))
+    pixels = _scene_module("pictures.pixels")
     vertices, _ = mesh.evaluated_mesh_world(obj, bpy.context.evaluated_depsgraph_get())
     center, radius = mesh.bounding_sphere(vertices)
     staging = out.with_name(out.name + ".partial")

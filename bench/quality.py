@@ -224,7 +224,7 @@ def _scene_module(name: str):
 
 
 def _scene_modules():
-    return tuple(_scene_module(f"scene.{name}") for name in ("job_folder", "targets", "mesh", "evaluation"))
+    return tuple(_scene_module(f"scene.{name}") for name in ("job_folder", "targets", "mesh", "evaluation_folder"))
 
 
 def import_joined(path: Path):
