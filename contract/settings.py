@@ -102,7 +102,7 @@ class OptimizeConfig:
     # held-out F (docs/PERFORMANCE.md "Training targets"). The evaluation's own views are always
     # Freestyle's; jobs whose views.npz already holds lines (pictures) keep them either way.
     targets: TargetsName = "freestyle"
-    # How evenly the feature-line initialisation's cover serves the training views (features.greedy_cover):
+    # How evenly the feature-line initialisation's cover serves the training views (feature_lines.greedy_cover):
     # 0 counts line pixels, so the views where the object is large decide; 0.1 weighs each view's pixels
     # by how little of that view is covered yet. 0.1 lifted the worst held-out view on 7 of 10 suite
     # meshes at the same mean F.

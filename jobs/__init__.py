@@ -1,6 +1,6 @@
-"""Running background processes from Blender: the runner and the worker process need no bpy
-(``runner.py``, ``worker.py``, ``environment.py``, ``setup.py``); ``sketch.py`` and
-``evaluation.py`` are the two run kinds that read and write the scene."""
+"""Running background processes from Blender: the runner and the backend process need no bpy
+(``runner.py``, ``backend_process.py``, ``environment.py``, ``setup_run.py``, ``clip_fetch_run.py``);
+``sketch_run.py`` and ``evaluation_run.py`` are the run kinds that read and write the scene."""
 
 from .backend_process import (  # noqa: F401
     Worker,

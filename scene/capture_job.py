@@ -1,6 +1,6 @@
 """Job and evaluation folders from a multi-view capture (``--images``, *Add > Sketch from Images*).
 
-The Blender half of :mod:`.capture`: pictures are decoded by Blender's own loader (any format it
+The Blender half of :mod:`pictures.capture`: pictures are decoded by Blender's own loader (any format it
 reads; one picture per step, so a modal operator stays responsive), then the capture's numpy code
 makes the targets, the visual hull and the normalisation. Only the pictures a job uses are decoded
 (its views and the hull's, at most HULL_FRAMES), so a long capture costs time and memory like a short
