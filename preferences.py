@@ -12,7 +12,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .jobs.environment import describe_env, describe_size, managed_env, resolve_backend_python
-from .widgets import labels, progress, shorten, wrap
+from .widgets import labels, progress, prop_rows, shorten, wrap
 
 EXTENSION_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -73,12 +73,8 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
         box.label(text="CLIP", icon="IMAGE_DATA")
         col = box.column()
         self._draw_clip(context, col)
-        col.prop(self, "clip_model")
-        col.prop(self, "clip_pretrained")
-        col.prop(self, "clip_checkpoint")
-        col.prop(self, "cache_dir")
-        col.prop(self, "allow_download")
-        col.prop(self, "allow_geometry_fallback")
+        prop_rows(col, self, "clip_model", "clip_pretrained", "clip_checkpoint", "cache_dir", "allow_download",
+                  "allow_geometry_fallback")
 
     def _draw_backend(self, context, box) -> None:
         """The Backend box: its state in words, and Set Up / Check / Repair / Remove."""
@@ -120,11 +116,7 @@ class SplatSketchPreferences(bpy.types.AddonPreferences):
             labels(box, lines, "ERROR" if state.backend_error else "INFO")  # labels do not wrap
         col = box.column()
         col.enabled = not setting_up  # a change now would not reach the running set-up
-        col.prop(self, "torch_build")
-        col.prop(self, "wheel_folder")
-        col.prop(self, "build_kernels")
-        col.prop(self, "base_python")
-        col.prop(self, "backend_python")
+        prop_rows(col, self, "torch_build", "wheel_folder", "build_kernels", "base_python", "backend_python")
 
     def _draw_clip(self, context, col) -> None:
         from .contract.clip_weights import approx_size_mb

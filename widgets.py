@@ -37,3 +37,9 @@ def shorten(text: str, width: int) -> str:
         return text
     head = text[:width]
     return head.rsplit(", ", 1)[0] + ", ..." if ", " in head else head[:-3] + "..."
+
+
+def prop_rows(layout, owner, *names: str) -> None:
+    """One row per property of ``owner``, in order, with its own label."""
+    for name in names:
+        layout.prop(owner, name)

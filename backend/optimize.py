@@ -18,11 +18,11 @@ from contract.settings import OptimizeConfig
 
 from .curves import enforce_g1, segment_count, split_segments
 from .init import initial_curves
-from .losses import LossContext, LossInputs, Targets, build_losses
+from .losses import LossContext, LossInputs, Targets, build_losses, total_loss
 from .pruning import PRUNE_AT, PruningPolicy
 from .ranking import rank_strokes
 from .render import Renderer
-from .sketch import Sketch, evaluate_views, total_loss
+from .sketch import Sketch, evaluate_views
 
 Emit = Callable[[dict], None]
 LR_FLOOR = 0.1  # cosine decay of the step size down to this fraction

@@ -8,7 +8,7 @@ import torch
 from contract.settings import OptimizeConfig
 
 from .curves import sample_curves
-from .losses import LossInputs, Targets
+from .losses import LossInputs, Targets, total_loss
 from .render import Renderer, pixel_scales
 
 
@@ -43,23 +43,6 @@ class Sketch:
         t = self.targets
         distance = t.viewmats[:, :3, 3].norm(dim=1).mean()
         return float(self.cfg.stroke_width * distance / t.Ks[:, 0, 0].mean())
-
-
-def total_loss(losses, inputs: LossInputs, per_view: bool = False, hard_views: float = 0.0):
-    """Weighted sum of the losses: per view (``[B]``) or one number for the step. With ``hard_views``
-    the step's views are weighted by ``(loss / mean loss) ** hard_views`` (weights detached, mean 1)."""
-    values, total = {}, 0.0
-    for name, (weight, loss) in losses.items():
-        value = loss(inputs)
-        values[name] = value
-        total = total + weight * value
-    if per_view:
-        return total, values
-    if hard_views > 0 and torch.is_tensor(total) and total.ndim == 1 and total.numel() > 1:
-        level = total.detach().clamp_min(1e-8)
-        weights = (level / level.mean()) ** hard_views
-        return (total * (weights / weights.mean())).mean(), values
-    return total.mean() if torch.is_tensor(total) else total, values
 
 
 @torch.no_grad()

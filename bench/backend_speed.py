@@ -322,9 +322,9 @@ def _step_closure(case, device, renderer, opts, views_per_step: int | None = Non
     """One optimisation step of ``step_final`` / ``step_geometry`` as a closure (plus its settings)."""
     import torch
 
-    from backend.losses import LossContext, build_losses
+    from backend.losses import LossContext, build_losses, total_loss
     from backend.losses.base import LossInputs
-    from backend.sketch import Sketch, total_loss
+    from backend.sketch import Sketch
     from contract.settings import OptimizeConfig
 
     vps = views_per_step or opts.get("views_per_step") or 4
@@ -369,9 +369,9 @@ def run_profile(device, renderer, why, repeat: int, opts: dict) -> dict:
     """
     import torch
 
+    from backend.losses import total_loss
     from backend.losses.base import LossInputs
     from backend.losses.clip import _resize, augmentation_grids, warp
-    from backend.sketch import total_loss
 
     step, settings = _step_closure("profile", device, renderer, opts)
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts
@@ -445,9 +445,9 @@ def run_amp_check(device, renderer, why, opts: dict) -> dict:
     """fp32 vs bf16 autocast on the same CLIP model, images and augmentations: losses and pixel gradients."""
     import torch
 
+    from backend.losses import total_loss
     from backend.losses.base import LossInputs
     from backend.losses.clip_model import low_precision_dtype
-    from backend.sketch import total_loss
 
     step, settings = _step_closure("step_final", device, renderer, dict(opts, amp=False))
     t, cfg, losses, sketch, cp, opt, gen, train = step.parts

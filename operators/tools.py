@@ -15,6 +15,12 @@ def last_result(context):
     return bpy.data.objects.get(name) if name else None
 
 
+def last_result_in_view(context) -> bool:
+    """The last sketch exists and is in the view layer (so it can be selected and acted on)."""
+    obj = last_result(context)
+    return obj is not None and obj.name in context.view_layer.objects
+
+
 def make_active(context, obj) -> None:
     """Select only ``obj`` and make it active (it must be in the view layer)."""
     for other in context.view_layer.objects:
@@ -32,8 +38,7 @@ class SPLATSKETCH_OT_select_result(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        obj = last_result(context)
-        return obj is not None and obj.name in context.view_layer.objects
+        return last_result_in_view(context)
 
     def execute(self, context):
         make_active(context, last_result(context))
@@ -119,8 +124,7 @@ class SPLATSKETCH_OT_convert_grease_pencil(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        obj = last_result(context)
-        return obj is not None and obj.name in context.view_layer.objects and context.mode == "OBJECT"
+        return last_result_in_view(context) and context.mode == "OBJECT"
 
     def execute(self, context):
         from ..scene import stroke_style

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bpy
 
 from ..scene import id_keys
-from ..widgets import progress, wrap
+from ..widgets import progress, prop_rows, wrap
 
 
 class _SketchPanel:
@@ -38,15 +38,8 @@ class SPLATSKETCH_PT_main(_SketchPanel, bpy.types.Panel):
             active = context.active_object
             note = f"Active: {active.name}" if active and active.type == "MESH" else "Select a mesh object"
             col.label(text=note, icon="OBJECT_DATA" if active and active.type == "MESH" else "ERROR")
-        col.prop(props, "curves")
-        col.prop(props, "segments")
-        col.prop(props, "iterations")
-        col.prop(props, "train_views")
-        col.prop(props, "stroke_width")
-        col.prop(props, "init")
-        col.prop(props, "seed")
-        col.prop(props, "prompt")
-        col.prop(props, "use_clip")
+        prop_rows(col, props, "curves", "segments", "iterations", "train_views", "stroke_width", "init", "seed",
+                  "prompt", "use_clip")
 
         row = layout.row(align=True)
         row.scale_y = 1.4
@@ -229,20 +222,11 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
             sub.active = props.use_clip or not name.startswith("clip")
             sub.prop(props, f"w_{name}")
         col = layout.column()
-        col.prop(props, "views_per_step")
-        col.prop(props, "best_of")
-        col.prop(props, "image_size")
-        col.prop(props, "targets")
-        col.prop(props, "heldout_views")
-        col.prop(props, "augmentations")
+        prop_rows(col, props, "views_per_step", "best_of", "image_size", "targets", "heldout_views", "augmentations")
         row = col.row()
         row.active = props.use_clip
         row.prop(props, "clip_compile")
-        col.prop(props, "lr")
-        col.prop(props, "hard_views")
-        col.prop(props, "abstraction")
-        col.prop(props, "ink_budget")
-        col.prop(props, "reseed")
+        prop_rows(col, props, "lr", "hard_views", "abstraction", "ink_budget", "reseed")
 
 
 CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_strokes, SPLATSKETCH_PT_evaluation,

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 import torch
 
 from ..errors import DeviceUnavailable
-from .rules import NEAR_PLANE
+from .gsplat_rules import NEAR_PLANE
 from .torch_renderer import TorchRenderer
 
 RendererRequest = Literal["auto", "torch", "gsplat"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .rules import EPS2D, FAR_PLANE, NEAR_PLANE, check_inputs
+from .gsplat_rules import EPS2D, FAR_PLANE, NEAR_PLANE, check_inputs
 
 
 def load_extension() -> None:
@@ -56,5 +56,5 @@ class GsplatRenderer:
         return 1.0 - alphas[:, 0, ..., 0]  # [V,1,H,W,1] -> [V,H,W]
 
 
-# The rules the torch renderer mirrors (rules.py).
+# The rules the torch renderer mirrors (gsplat_rules.py).
 _OPTIONS = dict(near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D, rasterize_mode="classic", render_mode="RGB")

@@ -35,8 +35,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .gsplat_rules import ALPHA_THRESHOLD, EPS2D, EXTEND, FAR_PLANE, MAX_ALPHA, NEAR_PLANE, check_inputs
 from .pinhole import to_camera, to_pixels
-from .rules import ALPHA_THRESHOLD, EPS2D, EXTEND, FAR_PLANE, MAX_ALPHA, NEAR_PLANE, check_inputs
 
 # Patch half-sizes: every radius is rounded up to one of these (plus "whole image" above the last),
 # so splats of similar size share one vectorised pass and padding wastes at most ~25 % per axis.

@@ -187,7 +187,7 @@ def test_bank_entries_are_the_targets_warped_by_their_own_grids(tiny_rn):
 
 @pytest.mark.parametrize("hard", [0.0, 6.0])
 def test_view_by_view_passes_give_the_gradient_of_one_pass(tiny_rn, hard):
-    from backend.sketch import total_loss
+    from backend.losses import total_loss
 
     sketch = strokes(V, seed=1)
     grads, values = {}, {}

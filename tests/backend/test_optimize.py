@@ -139,7 +139,7 @@ def test_interior_curves_are_found_and_pruned(tmp_path):
 
 
 def test_hard_views_weigh_a_step_toward_its_worst_view():
-    from backend.sketch import total_loss
+    from backend.losses import total_loss
 
     values = torch.tensor([1.0, 1.0, 2.0], requires_grad=True)
     losses = {"lines": (1.0, lambda inputs: values)}
