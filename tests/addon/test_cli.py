@@ -229,7 +229,7 @@ def test_an_existing_output_blend_is_kept_as_blend1_whatever_the_preference(addo
     saved = files.save_version
     files.save_version = 0
     try:
-        addon.cli._save_blend(str(path))
+        addon.cli.files.save_blend(str(path))
         assert files.save_version == 0
     finally:
         files.save_version = saved

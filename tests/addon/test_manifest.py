@@ -46,7 +46,8 @@ def test_validate():
 def test_build_ships_the_addon_and_backend_only(tmp_path):
     with zipfile.ZipFile(build_zip(tmp_path)) as archive:
         names = archive.namelist()
-    for needed in ("__init__.py", "blender_manifest.toml", "cli.py", "jobs/backend_process.py", "jobs/runner.py",
+    for needed in ("__init__.py", "blender_manifest.toml", "cli/__init__.py", "cli/sources.py", "pictures/capture.py",
+                   "jobs/backend_process.py", "jobs/runner.py",
                    "contract/protocol.py", "panels/__init__.py", "scene/job_folder.py", "backend/__main__.py",
                    "backend/job.py", "backend/setup_env.py", "pyproject.toml"):
         assert needed in names, needed

@@ -18,26 +18,20 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 
 import bpy
 
-from .contract.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
-from .contract.settings import SettingsError, settings_from_dict
-from .jobs.runner import CANCELLED, SUCCEEDED, RunError, safe_name
-from .jobs.sketch_run import CaptureSketchRun, KeepStrokesRun, SketchRun, keep_strokes_problem, kept_source
-from .scene import id_keys
-from .scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
-from .settings_map import active_losses, add_flags, apply_flags
-from .stop_request import Terminated, check_stop, clear_stop, request_stop
-
-OPEN_BLEND = "the open .blend file"
-
-
-class UsageError(Exception):
-    """A mistake on the command line or in the environment: nothing was run."""
+from ..contract.protocol import CLI_ASSET_FAILED, CLI_INTERRUPTED, CLI_OK, CLI_TERMINATED, CLI_USAGE, SETTINGS_LINE
+from ..contract.settings import SettingsError, settings_from_dict
+from ..jobs.runner import CANCELLED, SUCCEEDED, RunError, safe_name
+from ..scene import id_keys
+from ..scene.assets import clear_startup_scene, import_asset  # noqa: F401 - import_asset: the CLI API
+from ..settings_map import active_losses, add_flags, apply_flags
+from ..stop_request import Terminated, check_stop, clear_stop, request_stop
+from . import files
+from .files import Outputs, UsageError
+from .sources import CaptureSource, Source, gather_sources
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +151,7 @@ def _signals_unwind():
 
 
 def _log_file() -> str:
-    from .preferences import user_dir
+    from ..preferences import user_dir
 
     folder = os.path.join(user_dir(), "logs")
     os.makedirs(folder, exist_ok=True)
@@ -210,9 +204,9 @@ def _flush_c_stdio() -> None:
 
 
 def _setup_backend(args) -> int:
-    from .jobs.environment import find_base_python, managed_root
-    from .jobs.setup_run import SetupRun
-    from .preferences import user_dir
+    from ..jobs.environment import find_base_python, managed_root
+    from ..jobs.setup_run import SetupRun
+    from ..preferences import user_dir
 
     base, problem = find_base_python(args.python or "")
     if problem:
@@ -235,9 +229,9 @@ def _setup_backend(args) -> int:
 
 
 def _check_backend(args) -> int:
-    from .jobs import describe_backend, probe_backend
-    from .jobs.environment import check_managed, managed_env
-    from .preferences import backend_python, user_dir
+    from ..jobs import describe_backend, probe_backend
+    from ..jobs.environment import check_managed, managed_env
+    from ..preferences import backend_python, user_dir
 
     python = os.path.abspath(os.path.expanduser(args.python)) if args.python else backend_python(bpy.context)
     managed = managed_env(user_dir())
@@ -271,129 +265,10 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _resolve(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether writing ``a`` would overwrite ``b``: the same path after links, or one file under two
-    names (a hard link, a case-insensitive disk)."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return False
-
-
-def _per_asset(path: str, label: str, several: bool) -> str:
-    """The file an output option gives one asset: ``stem_<asset>.ext`` when several are sketched."""
-    stem, ext = os.path.splitext(path)
-    return f"{stem}_{safe_name(label)}{ext}" if several else path
-
-
-def _output_files(output, preview, json_path, report_path, labels=("",)) -> list[tuple[str, str]]:
-    """``(what, path)`` of every file the run may write, each asset's pictures included."""
-    several = len(labels) > 1
-    found = [("--output", output), ("--json", json_path)]
-    for label in labels:
-        of = f" of '{label}'" if several else ""
-        found.append((f"--preview{of}", preview and _per_asset(preview, label, several)))
-        if report_path:
-            stem = os.path.splitext(_per_asset(report_path, label, several))[0]
-            found += [(f"--report{of}", stem + ".png"), (f"--report{of} (its turntable)", stem + ".gif")]
-    return [(what, path) for what, path in found if path]
-
-
-def _input_files(args, sources=()) -> list[tuple[str, str]]:
-    """``(what, path)`` of every file the run reads: meshes, the open .blend, a capture's json files,
-    pictures and masks, the backend Python."""
-    from .pictures.capture import CaptureError, resolve
-
-    found = [("--input", _resolve(path)) for path in args.input]
-    if bpy.data.filepath:
-        found.append((OPEN_BLEND, bpy.data.filepath))
-    if args.python:
-        found.append(("--python", _resolve(args.python)))
-    for path in args.images:
-        try:
-            found += [("--images", json_path) for json_path in resolve(path) if json_path]
-        except CaptureError:
-            pass  # reported with the asset
-    for source in sources:
-        found += source.input_files()
-    return found
-
-
-def _refuse_clashes(outputs: list[tuple[str, str]], inputs: list[tuple[str, str]]) -> None:
-    """UsageError when an output would overwrite an input or another output. ``--output`` may name
-    the open .blend: saving the sketches into it is what that asks for."""
-    for index, (what, path) in enumerate(outputs):
-        for other, other_path in inputs + outputs[:index]:
-            if _same_file(path, other_path) and not (what == "--output" and other == OPEN_BLEND):
-                raise UsageError(f"{what} '{path}' is the same file as {other}"
-                                 + ("" if other == OPEN_BLEND else f" '{other_path}'")
-                                 + ": it would be overwritten; name another file")
-
-
-def _can_write_in(folder: str, what: str, path: str) -> None:
-    """Make ``folder`` if needed and write a probe file there, so a bad output fails before the work."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".splatsketch-check-"):
-            pass
-    except OSError as error:
-        raise UsageError(f"cannot write {what} '{path}': {error.strerror or error}") from None
-
-
-def _writable_file(path: str, what: str) -> str:
-    """Absolute path of an output file that can be written; checked before any long work."""
-    path = _resolve(path)
-    if os.path.isdir(path):
-        raise UsageError(f"{what} '{path}' is a folder, expected a file name")
-    _can_write_in(os.path.dirname(path), what, path)
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise UsageError(f"cannot write {what} '{path}': permission denied")
-    return path
-
-
-def _writable_folder(path: str, what: str) -> str:
-    """Absolute path of an output folder that exists or can be made, and can be written; checked early."""
-    path = _resolve(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"{what} '{path}' is a file, expected a folder")
-    _can_write_in(path, what, path)
-    return path
-
-
-def _output_blend(path: str) -> str:
-    """The .blend ``--output`` names (a folder: ``<open file>_sketch.blend`` in it), resolved."""
-    if path.endswith(("/", os.sep)) or os.path.isdir(path):
-        stem = os.path.splitext(os.path.basename(bpy.data.filepath))[0] or "splatsketch"
-        path = os.path.join(path, f"{stem}_sketch.blend")
-    if not path.lower().endswith(".blend"):
-        raise UsageError(f"--output '{path}' must end in .blend")
-    return _resolve(path)
-
-
-def _save_blend(path: str) -> None:
-    """Save the scene to ``path``; a file already there is kept as ``path + "1"`` (Blender's own
-    backup, whatever the user's Save Versions preference says), so no run destroys a .blend."""
-    existed = os.path.exists(path)
-    files = bpy.context.preferences.filepaths
-    versions = files.save_version
-    files.save_version = max(versions, 1)
-    try:
-        bpy.ops.wm.save_as_mainfile(filepath=path, copy=True)
-    finally:
-        files.save_version = versions
-    _say(f"saved {path}" + (f" (the file it replaced is kept as {path}1)" if existed else ""))
-
-
 def _settings(args, context) -> tuple[dict, dict]:
-    from .contract.presets import apply_preset
-    from .preferences import get_preferences
-    from .properties import job_params, settings_dict
+    from ..contract.presets import apply_preset
+    from ..preferences import get_preferences
+    from ..properties import job_params, settings_dict
 
     props = context.scene.splatsketch
     settings, params = settings_dict(props, get_preferences(context)), job_params(props)
@@ -416,8 +291,8 @@ def _settings(args, context) -> tuple[dict, dict]:
 
 
 def _python(args, context) -> str:
-    from .jobs import probe_backend
-    from .preferences import backend_python
+    from ..jobs import probe_backend
+    from ..preferences import backend_python
 
     python = os.path.abspath(os.path.expanduser(args.python)) if args.python else backend_python(context)
     info = probe_backend(python)
@@ -426,234 +301,12 @@ def _python(args, context) -> str:
     return python
 
 
-def _is_startup_scene() -> bool:
-    """Blender started without a file: nothing but the factory Cube, Camera and Light (``is_dirty`` is
-    already True at start-up, so it cannot tell)."""
-    return not bpy.data.filepath and {o.name for o in bpy.data.objects} <= {"Cube", "Camera", "Light"}
-
-
-# -- what to sketch: one typed source per requested asset ----------------------------------------------
-
-
-@dataclass
-class Source:
-    """One asset the command was asked for; ``problem`` (one line) when it cannot be sketched."""
-
-    label: str
-    problem: str = ""
-
-    def input_files(self) -> list[tuple[str, str]]:
-        return []
-
-    def bad_input(self) -> bool:
-        """A problem with the input itself (not a failed run): if nothing else ran, a usage error."""
-        return False
-
-
-@dataclass
-class MeshSource(Source):
-    """A mesh object in the scene (named, from a collection, imported, the demo's or the active one)."""
-
-    obj: object = None
-
-    def announce(self, settings: dict, params: dict) -> str:
-        return (f"rendering {params['train_views']} + {params['heldout_views']} views, "
-                f"{settings['curves']} curves, {settings['iterations']} iterations")
-
-    def make_run(self, settings: dict, params: dict, python: str, **options):
-        return SketchRun(self.obj, settings, params, python, **options)
-
-    def preview(self, run, path: str, title: str) -> None:
-        from .scene.preview import render_contact_sheet
-
-        render_contact_sheet(self.obj, bpy.data.objects[run.result_name], path, title=f"{title} - SplatSketch")
-
-
-@dataclass
-class CaptureSource(Source):
-    """``--images``: a multi-view capture (None with a problem: its json could not be used)."""
-
-    capture: object = None
-
-    def input_files(self) -> list[tuple[str, str]]:
-        found = []
-        for frame in (self.capture.train + self.capture.test) if self.capture is not None else ():
-            found += [(f"a picture of --images '{self.capture.name}'", frame.image)]
-            found += [(f"a mask of --images '{self.capture.name}'", frame.mask)] if frame.mask else []
-        return found
-
-    def bad_input(self) -> bool:
-        return self.capture is None
-
-    def announce(self, settings: dict, params: dict) -> str:
-        cap = self.capture
-        return (f"{len(cap.train)} + {len(cap.test)} pictures ({min(len(cap.train), params['train_views'])}"
-                f" used to train), {settings['curves']} curves, {settings['iterations']} iterations")
-
-    def make_run(self, settings: dict, params: dict, python: str, **options):
-        return CaptureSketchRun(self.capture, settings, params, python, **options)
-
-    def preview(self, run, path: str, title: str) -> None:
-        from .scene.preview import render_capture_sheet
-
-        render_capture_sheet(self.capture, bpy.data.objects[run.result_name], run.center, run.radius, path,
-                             title=f"{title} - SplatSketch from pictures")
-
-
-@dataclass
-class KeepSource(Source):
-    """``--keep-strokes``: which sketch, which of its strokes stay, how many new ones, on which mesh."""
-
-    sketch: object = None
-    keep: list = field(default_factory=list)
-    new: int = 0
-    source: object = None  # the mesh the sketch is of
-
-    def announce(self, settings: dict, params: dict) -> str:
-        return (f"keeping {len(self.keep)} strokes, making {self.new} on {self.source.name}: rendering "
-                f"{params['train_views']} + {params['heldout_views']} views, {settings['iterations']} iterations")
-
-    def make_run(self, settings: dict, params: dict, python: str, **options):
-        return KeepStrokesRun(self.sketch, self.keep, self.source, dict(settings, curves=self.new), params, python,
-                              **options)
-
-    def preview(self, run, path: str, title: str) -> None:  # the sketch against its source
-        MeshSource(self.label, obj=self.source).preview(run, path, title)
-
-
-def _mesh(obj, label: str = "") -> MeshSource:
-    from .scene.mesh import source_problem
-
-    return MeshSource(label or obj.name, source_problem(obj) or "", obj)
-
-
-def _sources(args, context) -> tuple[list[Source], list]:
-    """Every requested asset, in the order given, and the factory objects still to clear once a
-    capture is sketched (an empty list when not to)."""
-    if args.keep_strokes:
-        if len(args.object) > 1 or args.objects or args.collection or args.input or args.images or args.demo:
-            raise UsageError("--keep-strokes works on one sketch: no --objects, --collection, --input, --images "
-                             "or --demo with it (one --object names the mesh a curve drawn by hand sketches)")
-        return [_keep_source(args)], []
-    elif args.keep or args.add:
-        raise UsageError("--keep and --add need --keep-strokes SKETCH")
-    found: list[Source] = []
-    names = list(args.object) + [n.strip() for n in args.objects.split(",") if n.strip()]
-    # No file was opened: the saved .blend should hold the assets and their sketches, not the factory
-    # Cube, Camera and Light. They go once something was brought in, so a failed import changes nothing.
-    startup = list(bpy.data.objects) if (args.demo or args.input or args.images) and not names \
-        and not args.collection and _is_startup_scene() else []
-    if args.demo:
-        # Suzanne as she is always shown: subdivided and smooth, not her 500 raw facets, whose every
-        # crease Freestyle would draw as a line to match
-        bpy.ops.mesh.primitive_monkey_add()
-        context.active_object.name = "Suzanne"
-        context.active_object.modifiers.new("Subdivision", 'SUBSURF').levels = 2
-        bpy.ops.object.shade_smooth()
-        names.insert(0, context.active_object.name)
-    for name in names:
-        obj = bpy.data.objects.get(name)
-        found.append(MeshSource(name, f"object '{name}' does not exist") if obj is None else _mesh(obj, name))
-    for coll_name in args.collection:
-        coll = bpy.data.collections.get(coll_name)
-        meshes = [o for o in coll.all_objects if o.type == "MESH"] if coll else []
-        if not meshes:
-            problem = "does not exist" if coll is None else "has no mesh objects"
-            found.append(MeshSource(coll_name, f"collection '{coll_name}' {problem}"))
-        found += [_mesh(o) for o in meshes]
-    for path in args.input:
-        try:
-            found.append(_mesh(import_asset(context, path)))
-        except ValueError as error:
-            found.append(MeshSource(os.path.basename(path), str(error)))
-    if startup and any(isinstance(source, MeshSource) and source.obj is not None for source in found):
-        clear_startup_scene(startup)
-        startup = []
-    found += _captures(args)  # pictures bring nothing into the scene until their sketch is made
-    if not found:
-        obj = context.active_object
-        if obj is None:
-            raise UsageError("no object to sketch: use --object NAME, --objects A,B, --collection NAME or --input FILE")
-        found.append(_mesh(obj))
-    return found, startup
-
-
-def _keep_source(args) -> KeepSource:
-    """The checked ``--keep-strokes`` request; UsageError (nothing runs, nothing changes) otherwise."""
-    from .jobs.sketch_run import parse_strokes
-
-    sketch = bpy.data.objects.get(args.keep_strokes)
-    if sketch is None:
-        raise UsageError(f"--keep-strokes: no object '{args.keep_strokes}' in {OPEN_BLEND}")
-    if bool(args.keep) == bool(args.add):
-        raise UsageError("--keep-strokes needs one of --keep 0-3,7 (make the others again) or --add N")
-    total = len(sketch.data.splines) if sketch.type == "CURVE" else 0
-    if args.add:
-        keep, new = list(range(total)), args.add
-    else:
-        try:
-            keep = parse_strokes(args.keep)
-        except RunError as error:
-            raise UsageError(f"--keep {error}") from None
-        new = total - len(set(keep) & set(range(total)))
-    fallback = bpy.data.objects.get(args.object[0]) if args.object else None  # for a curve drawn by hand
-    problem = keep_strokes_problem(sketch, keep, new, fallback)
-    if problem:
-        raise UsageError(f"--keep-strokes {args.keep_strokes}: {problem.replace('the Sketch panel', '--object')}")
-    return KeepSource(args.keep_strokes, "", sketch, keep, new, kept_source(sketch, fallback))
-
-
-def _captures(args) -> list[CaptureSource]:
-    """Every ``--images``; json and file problems are found here, before anything runs (the pictures
-    themselves are checked as they load)."""
-    from .pictures.capture import CaptureError, read_capture
-
-    if args.masks and not args.images:
-        raise UsageError("--masks needs --images")
-    found = []
-    for path in args.images:
-        try:
-            capture = read_capture(path, os.path.abspath(os.path.expanduser(args.masks)) if args.masks else "")
-            found.append(CaptureSource(capture.name, "", capture))
-        except CaptureError as error:
-            found.append(CaptureSource(os.path.basename(os.path.normpath(path)) or path, str(error)))
-    return found
-
-
 # -- the run: outputs checked, each source sketched, the file saved ----------------------------------------
-
-
-@dataclass
-class Outputs:
-    """The files the command writes (None: not asked for), resolved and checked before anything runs."""
-
-    blend: str | None
-    preview: str | None
-    json: str | None
-    report: str | None
-
-    def files(self, labels=("",)) -> list[tuple[str, str]]:
-        return _output_files(self.blend, self.preview, self.json, self.report, labels)
-
-
-def _outputs(args) -> Outputs:
-    out = Outputs(_output_blend(args.output) if args.output else None,
-                  *(_resolve(p) if p else None for p in (args.preview, args.json, args.report)))
-    if out.report and not out.report.lower().endswith(".png"):
-        raise UsageError(f"--report '{out.report}' must end in .png (the turntable goes beside it as .gif)")
-    _refuse_clashes(out.files(), _input_files(args))
-    for what, path in (("--output", out.blend), ("--preview", out.preview), ("--json", out.json),
-                       ("--report", out.report)):
-        if path:
-            _writable_file(path, what)
-    if args.job_dir:
-        _writable_folder(args.job_dir, "--job-dir")
-    return out
 
 
 def _run(args, log_path: str) -> int:
     context = bpy.context
-    outputs = _outputs(args)
+    outputs = files.check_outputs(args)
     python = _python(args, context)
     settings, params = _settings(args, context)
     if args.print_settings:  # one prefixed line: whatever else reaches stdout cannot be mistaken for it
@@ -661,11 +314,11 @@ def _run(args, log_path: str) -> int:
                     "python": python}
         _say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
         return CLI_OK
-    sources, startup = _sources(args, context)
+    sources, startup = gather_sources(args, context)
     good = [source for source in sources if not source.problem]
     # again with what only the sources tell (each asset's own file names, a capture's pictures), before any run
     labels = [source.label for source in good] if len(good) > 1 else [""]
-    _refuse_clashes(outputs.files(labels), _input_files(args, sources))
+    files.refuse_clashes(outputs.files(labels), files.input_files(args, sources))
     reports, status, bad_input = [], CLI_OK, 0  # bad input: if nothing else ran, that is a usage error
     for source in sources:
         check_stop()
@@ -702,7 +355,7 @@ def _sketch(source: Source, args, outputs: Outputs, settings: dict, params: dict
             first: bool, several: bool) -> tuple[object, bool]:
     """One source's sketch, then its preview and evaluation as asked; the run, and False if a picture or
     the evaluation failed after the sketch was made."""
-    from .preferences import user_dir
+    from ..preferences import user_dir
 
     label = source.label
     job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
@@ -723,7 +376,7 @@ def _sketch(source: Source, args, outputs: Outputs, settings: dict, params: dict
                   phases=run.phases(launched + time.monotonic() - started))
     _say(f"[{label}] done: {run.summary}")
     if outputs.preview:
-        path = _per_asset(outputs.preview, label, several)
+        path = files.per_asset(outputs.preview, label, several)
         try:
             source.preview(run, path, label)
             _say(f"[{label}] preview {path}")
@@ -740,7 +393,7 @@ def _save(outputs: Outputs, reports: list[dict], settings: dict, params: dict) -
     """The .blend (when anything was sketched) and the JSON report."""
     sketched = sum(1 for r in reports if r["status"] == "ok")
     if outputs.blend and sketched:
-        _save_blend(outputs.blend)
+        files.save_blend(outputs.blend)
     elif outputs.blend:
         _error(f"no asset was sketched ({len(reports)} failed): nothing saved, {outputs.blend} not written")
     else:
@@ -757,8 +410,8 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
     """Score the new sketch on held-out views (and copy its report pictures); False if that failed."""
     import shutil
 
-    from .jobs.evaluation_run import EvaluationRun, format_evaluation
-    from .preferences import user_dir
+    from ..jobs.evaluation_run import EvaluationRun, format_evaluation
+    from ..preferences import user_dir
 
     sketch = bpy.data.objects[result_name]
     run = EvaluationRun(sketch, python, user_dir=user_dir(), folder=os.path.join(job_dir, "evaluation") if job_dir
@@ -778,7 +431,7 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
         for key in id_keys.PICTURES.values():
             sketch.pop(key, None)  # the folder's copies go away with it; the user's copies are below
         if report_path:
-            stem = os.path.splitext(_per_asset(report_path, label, several))[0]
+            stem = os.path.splitext(files.per_asset(report_path, label, several))[0]
             for key, ext in (("report", ".png"), ("turntable", ".gif")):
                 if run.pictures.get(key):
                     shutil.copyfile(run.pictures[key], stem + ext)
