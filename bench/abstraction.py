@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 import quality  # noqa: E402 - the suite's meshes and importer
-import targets  # noqa: E402 - the evaluation views of a mesh and the held-out F of a job
+import target_speed  # noqa: E402 - the evaluation views of a mesh and the held-out F of a job
 
 FULL = 16
 
@@ -74,14 +74,14 @@ def run_mesh(name: str, counts: list[int], out: Path) -> dict:
     path = out / name / "results.json"
     if path.exists():
         return json.loads(path.read_text())
-    views = targets.eval_views(name, out)
+    views = target_speed.eval_views(name, out)
     log(f"{name}: {FULL} strokes")
     full = sketch(name, FULL, out)
-    result = {"full": targets.held_out_f(str(full), views), "counts": {}}
+    result = {"full": target_speed.held_out_f(str(full), views), "counts": {}}
     for count in counts:
         log(f"{name}: {count} strokes")
-        shown = targets.held_out_f(str(first_strokes(full, count, out / name / f"first_{count}")), views)
-        run = targets.held_out_f(str(sketch(name, count, out)), views)
+        shown = target_speed.held_out_f(str(first_strokes(full, count, out / name / f"first_{count}")), views)
+        run = target_speed.held_out_f(str(sketch(name, count, out)), views)
         result["counts"][str(count)] = {"first": shown, "run": run}
         log(f"{name} {count}: first {shown:.4f}, run {run:.4f}")
     path.write_text(json.dumps(result, indent=2))

@@ -40,7 +40,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from backend import protocol  # noqa: E402 - the contract's file names and job writer
+from contract import protocol  # noqa: E402 - the contract's file names and job writer
 
 PY = str(REPO / ".venv" / "bin" / "python")
 CLI = [PY, str(REPO / "bin" / "splatsketch")]

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import abstraction  # noqa: E402 - the 16-stroke runs and their folders
 import quality  # noqa: E402 - the suite's meshes
-import targets  # noqa: E402 - the evaluation views and the held-out F of a job
+import target_speed  # noqa: E402 - the evaluation views and the held-out F of a job
 
 
 def log(message: str) -> None:
@@ -49,7 +49,7 @@ def run_mesh(name: str, keep: int, out: Path) -> dict:
     full = out / name / f"run_{abstraction.FULL}"
     if not (full / "sketch.blend").exists():
         abstraction.sketch(name, abstraction.FULL, out)
-    views = targets.eval_views(name, out)
+    views = target_speed.eval_views(name, out)
     full_job = next((full / "jobs").glob("*/result.npz")).parent
     sketch_name, before = spline_bits(full / "sketch.blend")
     folder = out / name / f"keep_{keep}"
@@ -74,8 +74,8 @@ def run_mesh(name: str, keep: int, out: Path) -> dict:
     np.savez(whole / "result.npz", control_points=points, widths=widths)
     for file in ("job.json", "mesh.npz"):
         shutil.copy(job / file, whole / file)
-    result = {"identical": identical, "strokes": len(after), "f_full": targets.held_out_f(str(full_job), views),
-              "f_kept": targets.held_out_f(str(whole), views)}
+    result = {"identical": identical, "strokes": len(after), "f_full": target_speed.held_out_f(str(full_job), views),
+              "f_kept": target_speed.held_out_f(str(whole), views)}
     log(f"{name}: kept identical {identical}, F full run {result['f_full']:.4f}, kept + new {result['f_kept']:.4f}")
     (folder / "results.json").write_text(json.dumps(result, indent=2))
     return result

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from backend import cameras
+from contract import cameras
 
 
 def test_look_at_puts_target_on_the_optical_axis_in_front():

@@ -376,8 +376,8 @@ def test_renderer_entry_rejects_mismatched_shapes_in_one_clear_line():
 
 def test_one_pinhole_projection_in_torch_and_numpy():
     """The renderer's splat centres, backend.render.pinhole.project and contract.cameras.project agree."""
-    from backend import cameras
     from backend.render import pinhole
+    from contract import cameras
 
     viewmats, Ks = (torch.as_tensor(a, dtype=torch.float64) for a in orbit_cameras(3, 32))
     points = torch.rand(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.5
