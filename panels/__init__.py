@@ -185,6 +185,10 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         shown = getattr(obj, id_keys.STROKES_SHOWN)
         if kept < shown <= kept + len(first_f) and kept + len(first_f) == total:  # the last run's own figures
             col.label(text=f"Held-out line F of these {shown}: {first_f[shown - kept - 1]:.2f}")
+        if first_f and shown <= total // 4 and not _made_with_abstraction(obj):
+            # docs/QUALITY.md: a quarter of a sketch made without it reads worse than a run at that count
+            col.label(text="A quarter or fewer: made with", icon="INFO")
+            col.label(text="Abstraction Levels they read better", icon="BLANK1")
         row = layout.row(align=True)
         for style in ("UNIFORM", "PEN", "MARKER"):
             row.operator("splatsketch.stroke_style", text=style.title()).style = style
@@ -227,6 +231,16 @@ class SPLATSKETCH_PT_advanced(_SketchPanel, bpy.types.Panel):
         row.active = props.use_clip
         row.prop(props, "clip_compile")
         prop_rows(col, props, "lr", "hard_views", "abstraction", "ink_budget", "reseed")
+
+
+def _made_with_abstraction(obj) -> bool:
+    """Whether the sketch's run fitted its first quarter alone too (setting ``abstraction``)."""
+    import json
+
+    try:
+        return float(json.loads(obj.get(id_keys.SETTINGS, "{}")).get("abstraction", 0.0)) > 0.0
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 CLASSES = (SPLATSKETCH_PT_main, SPLATSKETCH_PT_result, SPLATSKETCH_PT_strokes, SPLATSKETCH_PT_evaluation,

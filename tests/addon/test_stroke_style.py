@@ -167,6 +167,11 @@ def test_strokes_panel_shows_the_slider_and_the_first_strokes_f(addon):
     log = _draw(panel, bpy.context)
     assert ("prop", "splatsketch_strokes_shown") in log and ("operator", "splatsketch.animate_drawing") in log
     assert any("these 2: 0.60" in str(c) for c in log)
+    assert not any("Abstraction Levels" in str(c) for c in log)  # half the strokes: no hint
+    obj.splatsketch_strokes_shown = 1
+    assert any("Abstraction Levels" in str(c) for c in _draw(panel, bpy.context))  # a quarter of a plain run
+    obj["splatsketch_settings"] = json.dumps({"abstraction": 1.0})
+    assert not any("Abstraction Levels" in str(c) for c in _draw(panel, bpy.context))
     bpy.context.view_layer.objects.active = bpy.data.objects["Cube"]
     assert not panel.poll(bpy.context)
     drawn = bpy.data.objects.new("Drawn", bpy.data.curves.new("Drawn", "CURVE"))  # strokes drawn by hand
