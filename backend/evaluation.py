@@ -1,6 +1,7 @@
-"""Sketch quality on views never used in optimisation: line precision / recall / F, chamfer, ink
-outside the silhouette and inside it away from lines (the volume-filling signal), and 3D distance
-of the curves to the mesh surface.
+"""Sketch quality on views never used in optimisation: line precision / recall / F, outline recall
+(how much of the silhouette's boundary is drawn), chamfer, ink outside the silhouette and inside it
+away from lines (the volume-filling signal), and 3D distance of the curves to the mesh surface; the
+line figures also for the sketch's first strokes alone (its abstraction levels).
 
 Lines of the object come from the job (Blender Freestyle: visible and hidden lines). Recall is
 measured against the *visible* lines, precision against visible + hidden lines: a wire sketch may
@@ -24,6 +25,7 @@ from .render.torch_renderer import TorchRenderer
 from .surface_samples import sample_surface
 
 TOLERANCE_PX = 2.0
+LEVELS = (4, 8)  # the sketch's first strokes scored alone too (stored most important first), below its count
 INK_THRESHOLD = 0.5  # a sketch pixel is ink when the strokes cover at least half of it
 # The sketch is scored as a line drawing like the object's (Freestyle lines are 1 px): its curves are
 # drawn with a constant 0.5 px sigma (about 1-2 px of ink), whatever the stroke width (a style choice:
@@ -79,6 +81,7 @@ def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERA
     d_to_every = distance_transform(every)
     d_to_sketch = distance_transform(sketch)
     outside = distance_transform(silhouette) > tolerance
+    outline = silhouette & (distance_transform(~silhouette) <= 1.0)  # inside pixels next to the background
     per_view = []
     for v in range(ink.shape[0]):
         check_stop(should_stop)
@@ -91,8 +94,10 @@ def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERA
         to_target = float(d_to_every[v][s].mean()) if n_ink else diag
         to_sketch = float(d_to_sketch[v][vis].mean()) if n_vis and n_ink else diag
         interior = silhouette[v] & (d_to_every[v] > tolerance)
+        n_outline = int(outline[v].sum())
+        outline_recall = float((d_to_sketch[v][outline[v]] <= tolerance).float().mean()) if n_outline and n_ink else 0.0
         per_view.append({
-            "precision": precision, "recall": recall, "f": f,
+            "precision": precision, "recall": recall, "f": f, "outline_recall": outline_recall,
             "chamfer_px": 0.5 * (to_target + to_sketch),
             "ink_outside": float((s & outside[v]).sum() / max(n_ink, 1)),
             "ink_interior": float((s & interior).sum() / max(n_ink, 1)),
@@ -105,12 +110,26 @@ def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERA
 def summarise(per_view: list[dict]) -> dict:
     """Mean, minimum and spread over views of each per-view figure."""
     out = {}
-    for key in ("f", "precision", "recall", "chamfer_px", "ink_outside", "ink_interior", "ink_interior_px", "ink_px"):
+    for key in ("f", "precision", "recall", "outline_recall", "chamfer_px", "ink_outside", "ink_interior",
+                "ink_interior_px", "ink_px"):
         values = np.array([v[key] for v in per_view], dtype=np.float64)
         out[f"{key}_mean"] = float(values.mean()) if len(values) else float("nan")
         out[f"{key}_min"] = float(values.min()) if len(values) else float("nan")
         out[f"{key}_max"] = float(values.max()) if len(values) else float("nan")
         out[f"{key}_std"] = float(values.std()) if len(values) else float("nan")
+    return out
+
+
+def abstraction_levels(control_points, views: EvalViews, tolerance: float = TOLERANCE_PX,
+                       should_stop=None) -> list[dict]:
+    """F and outline recall of the first n strokes alone, for each n of ``LEVELS`` below the sketch's
+    count: how the sketch reads with fewer strokes shown (the Strokes panel's Shown)."""
+    points = np.asarray(control_points)
+    out = []
+    for n in (n for n in LEVELS if n < len(points)):
+        figures = image_metrics(render_sketch(points[:n], None, views), views, tolerance, should_stop)
+        out.append({"strokes": n, **{k: figures[k] for k in ("f_mean", "f_min", "outline_recall_mean",
+                                                             "outline_recall_min")}})
     return out
 
 
@@ -164,6 +183,7 @@ def evaluate(control_points, width: float, views: EvalViews, vertices=None, face
     metrics["image_size"] = list(views.lines.shape[1:])
     metrics["curves"] = int(np.asarray(control_points).shape[0])
     metrics.update(loop_metrics(control_points, views.viewmats, views.Ks))
+    metrics["levels"] = abstraction_levels(control_points, views, tolerance, should_stop)
     if vertices is not None:
         check_stop(should_stop)
         metrics.update(surface_metrics(control_points, vertices, faces))

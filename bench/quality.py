@@ -90,7 +90,8 @@ SINGLE_VIEW_ELEVATION = 20.0  # the one training view of the single-view configu
 EVAL_KEYS = ("viewmats", "Ks", "rgba", "lines", "lines_hidden")
 # Settings that only change what the worker prints, never the result.
 QUIET = {"snapshot_every": 0, "progress_every": 50}
-FIGURES = ("f_mean", "f_min", "precision_mean", "recall_mean", "chamfer_px_mean", "surface_distance_mean",
+FIGURES = ("f_mean", "f_min", "precision_mean", "recall_mean", "outline_recall_mean", "chamfer_px_mean",
+           "surface_distance_mean",
            "ink_interior_mean", "runtime_s")
 
 
@@ -413,9 +414,9 @@ def _figure(row: dict, key: str):
 
 
 def table_markdown(results: dict) -> str:
-    head = ("| mesh | config | F mean | F min | min/mean | precision | recall | chamfer px | surf. dist | "
+    head = ("| mesh | config | F mean | F min | min/mean | precision | recall | outline | chamfer px | surf. dist | "
             "interior ink | CLIP sim. | curves | runtime s |")
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for row in results["rows"]:
         if row["status"] != "measured":
             lines.append(f"| {row['mesh']} | {row['config']} | {row['status']} |" + " |" * 10)
@@ -424,7 +425,8 @@ def table_markdown(results: dict) -> str:
         ratio = m["f_min"] / m["f_mean"] if m["f_mean"] else float("nan")
         clip = f"{m['clip_similarity_mean']:.3f}" if "clip_similarity_mean" in m else "not measured"
         lines.append(f"| {row['mesh']} | {row['config']} | {m['f_mean']:.3f} | {m['f_min']:.3f} | {ratio:.2f} | "
-                     f"{m['precision_mean']:.3f} | {m['recall_mean']:.3f} | {m['chamfer_px_mean']:.2f} | "
+                     f"{m['precision_mean']:.3f} | {m['recall_mean']:.3f} | "
+                     f"{m.get('outline_recall_mean', float('nan')):.3f} | {m['chamfer_px_mean']:.2f} | "
                      f"{m.get('surface_distance_mean', float('nan')):.4f} | {m['ink_interior_mean']:.3f} | "
                      f"{clip} | {m['curves']} | {row['runtime_s']:.0f} |")
     return "\n".join(lines) + "\n"

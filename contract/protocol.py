@@ -80,7 +80,8 @@ VIEW_KEYS = ("viewmats", "Ks", "is_train", "rgba", "lines", "lines_hidden", "dep
 DRAWN_KEYS = ("rgba", "lines", "lines_hidden", "depth")
 # What the add-on keeps on a sketch object from metrics.json (the per-view list is reduced to F).
 METRIC_SUMMARY_KEYS = (
-    "f_mean", "f_min", "f_std", "precision_mean", "recall_mean", "chamfer_px_mean", "ink_outside_mean",
+    "f_mean", "f_min", "f_std", "precision_mean", "recall_mean", "outline_recall_mean", "outline_recall_min",
+    "levels", "chamfer_px_mean", "ink_outside_mean",
     "ink_interior_mean", "surface_distance_mean", "surface_distance_max", "surface_coverage", "curves",
     "clip_model", "clip_similarity_mean", "clip_similarity_min", "tolerance_px", "image_size",
     "sketch_drawn_as", "lines_source", "evaluated_on", "looping_strokes", "looping_share", "turning_mean",

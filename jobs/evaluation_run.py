@@ -29,9 +29,12 @@ def sketch_source(obj):
 def format_evaluation(summary: dict) -> str:
     loops = (f", {summary['looping_strokes']} looping stroke(s), turning {summary['turning_mean']:.1f} rad"
              if "looping_strokes" in summary else "")
+    outline = f", outline {summary['outline_recall_mean']:.2f}" if "outline_recall_mean" in summary else ""
+    levels = "".join(f"; first {level['strokes']}: F {level['f_mean']:.2f}, outline {level['outline_recall_mean']:.2f}"
+                     for level in summary.get("levels") or [])
     return (f"held-out F {summary['f_mean']:.2f} (worst view {summary['f_min']:.2f}), precision "
-            f"{summary['precision_mean']:.2f}, recall {summary['recall_mean']:.2f}, chamfer "
-            f"{summary['chamfer_px_mean']:.1f} px, interior ink {summary['ink_interior_mean']:.2f}{loops}")
+            f"{summary['precision_mean']:.2f}, recall {summary['recall_mean']:.2f}{outline}, chamfer "
+            f"{summary['chamfer_px_mean']:.1f} px, interior ink {summary['ink_interior_mean']:.2f}{loops}{levels}")
 
 
 class EvaluationRun(Run):

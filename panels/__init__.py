@@ -125,6 +125,10 @@ class SPLATSKETCH_PT_evaluation(_SketchPanel, bpy.types.Panel):
             col.label(text=f"F {figures['f_mean']:.2f}  (worst view {figures['f_min']:.2f})",
                       icon="CHECKMARK" if figures["f_mean"] >= 0.8 else "INFO")
             col.label(text=f"Precision {figures['precision_mean']:.2f}  Recall {figures['recall_mean']:.2f}")
+            if "outline_recall_mean" in figures:  # how much of the silhouette's boundary is drawn
+                levels = "".join(f"  first {level['strokes']}: {level['outline_recall_mean']:.2f}"
+                                 for level in figures.get("levels") or [])
+                col.label(text=f"Outline {figures['outline_recall_mean']:.2f}{levels}")
             col.label(text=f"Chamfer {figures['chamfer_px_mean']:.1f} px  Interior ink "
                            f"{figures['ink_interior_mean']:.2f}")
             if "surface_distance_mean" in figures:

@@ -69,6 +69,34 @@ def test_interior_ink_is_counted_as_a_share_and_in_pixels():
     assert abs(m_both["ink_interior_mean"] - share) < 1e-6
 
 
+def test_outline_recall_is_the_share_of_the_silhouettes_boundary_drawn():
+    """A disc: its rim drawn gives outline recall 1; a cross inside it, on lines but off the rim, 0;
+    half the rim, about a half (whatever F says of either)."""
+    size = 64
+    ys, xs = np.mgrid[:size, :size]
+    r = np.hypot(xs - 31.5, ys - 31.5)
+    disc = (r < 20).astype(np.float32)[None]
+    rim = torch.as_tensor((r < 20) & (r >= 19))[None]
+    cross = torch.as_tensor(((np.abs(xs - 31.5) < 1) | (np.abs(ys - 31.5) < 1)) & (r < 12))[None]
+    lines = (rim | cross).numpy()
+    views = EvalViews(np.eye(4)[None], np.eye(3)[None], disc, lines, None)
+    assert image_metrics(rim.float(), views)["outline_recall_mean"] == 1.0
+    assert image_metrics(cross.float(), views)["outline_recall_mean"] == 0.0
+    half = image_metrics((rim & torch.as_tensor(xs < 31.5)[None]).float(), views)["outline_recall_mean"]
+    assert 0.4 < half < 0.6
+
+
+def test_the_first_strokes_are_scored_alone_as_abstraction_levels():
+    curves = known_curves(9, seed=3)
+    views = views_of(curves)
+    m = evaluate(curves, 0.012, views)
+    assert [level["strokes"] for level in m["levels"]] == [4, 8]
+    alone = image_metrics(render_sketch(curves[:4], None, views), views)
+    assert m["levels"][0]["f_mean"] == alone["f_mean"] and m["levels"][0]["f_mean"] < m["f_mean"]
+    assert m["levels"][1]["outline_recall_mean"] <= m["outline_recall_mean"] + 1e-9
+    assert evaluate(curves[:4], 0.012, views)["levels"] == []  # no level below its own count
+
+
 def test_hidden_lines_count_for_precision_not_recall():
     curves = known_curves(4, seed=3)
     views = views_of(curves)
