@@ -190,7 +190,7 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
         if kept < shown <= kept + len(first_f) and kept + len(first_f) == total:  # the last run's own figures
             col.label(text=f"Held-out line F of these {shown}: {first_f[shown - kept - 1]:.2f}")
         if first_f and shown <= total // 4 and not _made_with_abstraction(obj):
-            # docs/QUALITY.md: a quarter of a sketch made without it reads worse than a run at that count
+            # docs/ABSTRACTION.md: a quarter of a sketch made without it reads worse than a run at that count
             col.label(text="A quarter or fewer: made with", icon="INFO")
             col.label(text="Abstraction Levels they read better", icon="BLANK1")
         row = layout.row(align=True)
