@@ -191,8 +191,8 @@ class SPLATSKETCH_PT_strokes(_SketchPanel, bpy.types.Panel):
             col.label(text=f"Held-out line F of these {shown}: {first_f[shown - kept - 1]:.2f}")
         if first_f and shown <= total // 4 and not _made_with_abstraction(obj):
             # docs/ABSTRACTION.md: a quarter of a sketch made without it reads worse than a run at that count
-            col.label(text="A quarter or fewer: made with", icon="INFO")
-            col.label(text="Abstraction Levels they read better", icon="BLANK1")
+            col.label(text="For a quarter or fewer, make it", icon="INFO")
+            col.label(text="with Abstraction Levels (Advanced)", icon="BLANK1")
         row = layout.row(align=True)
         for style in ("UNIFORM", "PEN", "MARKER"):
             row.operator("splatsketch.stroke_style", text=style.title()).style = style
