@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -71,17 +72,34 @@ def render_sketch(control_points, width: float | None, views: EvalViews, samples
     return 1.0 - TorchRenderer()(means, scales, 1.0, viewmats, Ks, W, H)
 
 
-def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERANCE_PX, should_stop=None) -> dict:
-    """Per-view line metrics of sketch ink against the object's line drawings (``should_stop``, a
-    callable, is asked between views: True raises :class:`~backend.errors.Stopped`)."""
-    sketch = ink > INK_THRESHOLD
+class ObjectLines(NamedTuple):
+    """The object's side of the line metrics, the same for every sketch scored on the same views
+    (three distance transforms: computed once when several sketches are scored, as the levels are)."""
+
+    visible: torch.Tensor  # [V,H,W] bool
+    silhouette: torch.Tensor  # [V,H,W] bool
+    d_to_every: torch.Tensor  # [V,H,W] px to the nearest visible or hidden line
+    outside: torch.Tensor  # [V,H,W] bool: farther than the tolerance outside the silhouette
+    outline: torch.Tensor  # [V,H,W] bool: inside pixels next to the background
+
+
+def object_lines(views: EvalViews, tolerance: float = TOLERANCE_PX) -> ObjectLines:
     visible = torch.as_tensor(views.lines)
     every = visible | torch.as_tensor(views.lines_hidden) if views.lines_hidden is not None else visible
     silhouette = torch.as_tensor(views.alpha) > 0.5
-    d_to_every = distance_transform(every)
+    return ObjectLines(visible, silhouette, distance_transform(every),
+                       distance_transform(silhouette) > tolerance,
+                       silhouette & (distance_transform(~silhouette) <= 1.0))
+
+
+def image_metrics(ink: torch.Tensor, views: EvalViews, tolerance: float = TOLERANCE_PX, should_stop=None,
+                  lines: ObjectLines | None = None) -> dict:
+    """Per-view line metrics of sketch ink against the object's line drawings (``lines``: the views'
+    :func:`object_lines` when already made; ``should_stop``, a callable, is asked between views: True
+    raises :class:`~backend.errors.Stopped`)."""
+    sketch = ink > INK_THRESHOLD
+    visible, silhouette, d_to_every, outside, outline = lines or object_lines(views, tolerance)
     d_to_sketch = distance_transform(sketch)
-    outside = distance_transform(silhouette) > tolerance
-    outline = silhouette & (distance_transform(~silhouette) <= 1.0)  # inside pixels next to the background
     per_view = []
     for v in range(ink.shape[0]):
         check_stop(should_stop)
@@ -121,13 +139,14 @@ def summarise(per_view: list[dict]) -> dict:
 
 
 def abstraction_levels(control_points, views: EvalViews, tolerance: float = TOLERANCE_PX,
-                       should_stop=None) -> list[dict]:
+                       should_stop=None, lines: ObjectLines | None = None) -> list[dict]:
     """F and outline recall of the first n strokes alone, for each n of ``LEVELS`` below the sketch's
     count: how the sketch reads with fewer strokes shown (the Strokes panel's Shown)."""
     points = np.asarray(control_points)
+    lines = lines or object_lines(views, tolerance)
     out = []
     for n in (n for n in LEVELS if n < len(points)):
-        figures = image_metrics(render_sketch(points[:n], None, views), views, tolerance, should_stop)
+        figures = image_metrics(render_sketch(points[:n], None, views), views, tolerance, should_stop, lines)
         out.append({"strokes": n, **{k: figures[k] for k in ("f_mean", "f_min", "outline_recall_mean",
                                                              "outline_recall_min")}})
     return out
@@ -177,13 +196,14 @@ def evaluate(control_points, width: float, views: EvalViews, vertices=None, face
     ``should_stop`` (a callable) is asked between views and stages: True raises
     :class:`~backend.errors.Stopped`."""
     ink = render_sketch(control_points, None, views)
-    metrics = image_metrics(ink, views, tolerance, should_stop)
+    lines = object_lines(views, tolerance)
+    metrics = image_metrics(ink, views, tolerance, should_stop, lines)
     metrics["sketch_drawn_as"] = f"centre lines, {LINE_SIGMA_PX} px sigma (stroke width {width:.4f} not scored)"
     metrics["tolerance_px"] = tolerance
     metrics["image_size"] = list(views.lines.shape[1:])
     metrics["curves"] = int(np.asarray(control_points).shape[0])
     metrics.update(loop_metrics(control_points, views.viewmats, views.Ks))
-    metrics["levels"] = abstraction_levels(control_points, views, tolerance, should_stop)
+    metrics["levels"] = abstraction_levels(control_points, views, tolerance, should_stop, lines)
     if vertices is not None:
         check_stop(should_stop)
         metrics.update(surface_metrics(control_points, vertices, faces))

@@ -13,7 +13,7 @@ from .render import Renderer, pixel_scales
 
 
 class Sketch:
-    """Renders control points the same way in the loop, in pruning and in evaluation."""
+    """The job's settings, targets and renderer, with the artist's kept strokes drawn into every picture."""
 
     def __init__(self, cfg: OptimizeConfig, targets: Targets, renderer: Renderer):
         self.cfg, self.targets, self.renderer = cfg, targets, renderer
