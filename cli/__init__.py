@@ -30,7 +30,7 @@ from ..scene.assets import clear_startup_scene, import_asset  # noqa: F401 - imp
 from ..settings_map import active_losses, add_flags, apply_flags
 from ..stop_request import Terminated, check_stop, clear_stop, request_stop
 from . import files
-from .files import Outputs, UsageError
+from .files import Outputs, UsageError, say
 from .sources import CaptureSource, Source, gather_sources
 
 
@@ -215,14 +215,14 @@ def _setup_backend(args) -> int:
     if find_links and not os.path.isdir(find_links):
         raise UsageError(f"--find-links '{find_links}' is not a folder")
     run = SetupRun(base, user_dir=user_dir(), torch=args.torch, find_links=find_links,
-                   build_kernels=args.build_kernels, log=_say)
-    _say(f"setting up the backend in {managed_root(user_dir())} with {base} (torch build: {args.torch})")
+                   build_kernels=args.build_kernels, log=say)
+    say(f"setting up the backend in {managed_root(user_dir())} with {base} (torch build: {args.torch})")
     try:
         run.run_blocking()
     except RunError as error:
         raise UsageError(str(error)) from None
     if run.state == SUCCEEDED:
-        _say(run.summary)
+        say(run.summary)
         return CLI_OK
     _error(f"backend set-up: {run.message}; the previous backend is unchanged")
     return CLI_INTERRUPTED if run.state == CANCELLED else CLI_ASSET_FAILED
@@ -243,7 +243,7 @@ def _check_backend(args) -> int:
     if isinstance(info, str):
         _error(info)
         return CLI_ASSET_FAILED
-    _say(f"backend ready: {describe_backend(info)} ({python})")
+    say(f"backend ready: {describe_backend(info)} ({python})")
     return CLI_OK
 
 
@@ -259,10 +259,6 @@ def _seconds_since_launch() -> float:
 
 def _error(line: str) -> None:
     print(f"splatsketch: error: {line}", file=sys.stderr, flush=True)
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 def _settings(args, context) -> tuple[dict, dict]:
@@ -312,7 +308,7 @@ def _run(args, log_path: str) -> int:
     if args.print_settings:  # one prefixed line: whatever else reaches stdout cannot be mistaken for it
         resolved = {"settings": settings, "job": params, "evaluate": bool(args.evaluate or args.report),
                     "python": python}
-        _say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
+        say(f"{SETTINGS_LINE} {json.dumps(resolved, sort_keys=True)}")
         return CLI_OK
     sources, startup = gather_sources(args, context)
     good = [source for source in sources if not source.problem]
@@ -347,7 +343,7 @@ def _run(args, log_path: str) -> int:
         return CLI_USAGE
     _save(outputs, reports, settings, params)
     if status != CLI_OK:
-        _say(f"Blender's own messages: {log_path}")
+        say(f"Blender's own messages: {log_path}")
     return status
 
 
@@ -359,9 +355,9 @@ def _sketch(source: Source, args, outputs: Outputs, settings: dict, params: dict
 
     label = source.label
     job_dir = os.path.join(os.path.abspath(args.job_dir), safe_name(label)) if args.job_dir else None
-    _say(f"[{label}] {source.announce(settings, params)}")
+    say(f"[{label}] {source.announce(settings, params)}")
     run = source.make_run(settings, params, python, user_dir=user_dir(), live_preview=False, job_dir=job_dir,
-                          keep_job=bool(args.job_dir), log=_say)
+                          keep_job=bool(args.job_dir), log=say)
     started = time.monotonic()
     launched = _seconds_since_launch() if first else 0.0  # the first asset waited for Blender
     try:
@@ -374,12 +370,12 @@ def _sketch(source: Source, args, outputs: Outputs, settings: dict, params: dict
     ok = True
     report.update(status="ok", result=run.result_name, summary=run.summary, metrics=run.metrics,
                   phases=run.phases(launched + time.monotonic() - started))
-    _say(f"[{label}] done: {run.summary}")
+    say(f"[{label}] done: {run.summary}")
     if outputs.preview:
         path = files.per_asset(outputs.preview, label, several)
         try:
             source.preview(run, path, label)
-            _say(f"[{label}] preview {path}")
+            say(f"[{label}] preview {path}")
             report["preview"] = path
         except Exception as error:  # the sketch is made; a failed picture must not hide that
             _error(f"{label}: preview failed: {error}")
@@ -397,12 +393,12 @@ def _save(outputs: Outputs, reports: list[dict], settings: dict, params: dict) -
     elif outputs.blend:
         _error(f"no asset was sketched ({len(reports)} failed): nothing saved, {outputs.blend} not written")
     else:
-        _say("no --output given: nothing saved")
+        say("no --output given: nothing saved")
     if outputs.json:
         with open(outputs.json, "w", encoding="utf-8") as f:
             json.dump({"settings": settings, "job": params, "output": outputs.blend if sketched else None,
                        "assets": reports}, f, indent=2)
-        _say(f"wrote {outputs.json}")
+        say(f"wrote {outputs.json}")
 
 
 def _evaluate(result_name: str, python: str, report: dict, report_path: str | None, label: str,
@@ -415,8 +411,8 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
 
     sketch = bpy.data.objects[result_name]
     run = EvaluationRun(sketch, python, user_dir=user_dir(), folder=os.path.join(job_dir, "evaluation") if job_dir
-                        else None, keep_folder=bool(job_dir), pictures=bool(report_path), log=_say)
-    _say(f"[{label}] evaluating on held-out views")
+                        else None, keep_folder=bool(job_dir), pictures=bool(report_path), log=say)
+    say(f"[{label}] evaluating on held-out views")
     try:
         run.run_blocking()
     except RunError as error:
@@ -427,7 +423,7 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
             report["evaluation_error"] = run.message
             return False
         report["evaluation"] = run.evaluation
-        _say(f"[{label}] {format_evaluation(run.evaluation)}")
+        say(f"[{label}] {format_evaluation(run.evaluation)}")
         for key in id_keys.PICTURES.values():
             sketch.pop(key, None)  # the folder's copies go away with it; the user's copies are below
         if report_path:
@@ -436,7 +432,7 @@ def _evaluate(result_name: str, python: str, report: dict, report_path: str | No
                 if run.pictures.get(key):
                     shutil.copyfile(run.pictures[key], stem + ext)
                     report[key] = sketch[id_keys.PICTURES[key]] = stem + ext
-                    _say(f"[{label}] {key} {stem + ext}")
+                    say(f"[{label}] {key} {stem + ext}")
         return True
     finally:
         if not job_dir and run.folder:
